@@ -1,0 +1,473 @@
+"""The broker: one ROUTER socket that routes batches between clients and workers.
+
+::
+
+    root process                                          every host
+    ┌─────────────────────────────┐                       ┌──────────────────────┐
+    │ Executor / futures.* ──┐    │                       │ agent (remote hosts) │
+    │   (Client)     inproc PAIR  │      one TCP port     │   EXITED, HEARTBEAT  │
+    │ LocalWorkers ──┘    │       │   (PLAIN auth, ZAP)   │ worker … worker      │
+    │          broker thread ◄────┼──────────────────────►│   (DEALER, CREDIT)   │
+    └─────────────────────────────┘                       └──────────────────────┘
+
+Workers connect out to the broker and ask for work with CREDIT; the broker sends
+a worker at most as many batches as it asked for, so a fast worker takes more
+and a slow one fewer, and nothing queues on a busy worker. Results travel back
+through the broker. The broker never unpickles a payload: it forwards frames,
+and sends each function's blob to a worker once (functions travel once).
+
+Worker loss is one explicit state, handled in :meth:`Broker._worker_lost`: the
+host's agent (or the root's local supervisor) reports the exit at once with its
+status; the broker re-queues exactly that worker's in-flight batches, up to
+``max_retries`` attempts each, then fails them with a WorkerLostError naming
+the worker, its host and the exit status. Healthy long tasks are never re-sent.
+A remote agent that goes silent for ``heartbeat_timeout`` counts as lost with
+all its workers.
+
+The root's own client and supervisor talk to the broker thread through an
+inproc PAIR socket (``send_local``), so one thread owns every socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from . import protocol as P
+from .errors import BrokenExecutor, ProtocolError, WorkerLostError
+from .serialize import dumps
+
+log = logging.getLogger("dockkit.broker")
+TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
+
+LOCAL = b"\x00root"  # identity of messages from the root process itself
+HEARTBEAT_INTERVAL = 1.0
+
+
+@dataclass(eq=False)
+class Task:
+    """One submitted batch, from SUBMIT until its RESULT reaches the client."""
+
+    key: int
+    client: bytes
+    batch_id: int
+    func_key: int
+    ntasks: int
+    flags: int
+    payload: list
+    attempts: int = 0
+    worker: bytes | None = None
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class Function:
+    """A pickled function; freed once its client forgot it and no task uses it."""
+
+    key: int
+    blob: object
+    refs: int = 0
+    held: bool = True
+
+
+@dataclass(eq=False)
+class Worker:
+    identity: bytes
+    name: str
+    host: str
+    pid: int
+    credit: int = 0
+    inflight: dict = field(default_factory=dict)
+    funcs: set = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Agent:
+    identity: bytes
+    host: str
+    expected: set
+    last_seen: float
+
+
+class Broker:
+    """Routes batches between clients and workers; runs in its own thread.
+
+    Args:
+        secret: the run's password; peers must authenticate with it (ZMQ PLAIN via ZAP).
+        host: address to bind; loopback unless remote workers must reach it directly.
+        port: TCP port, 0 for any free one.
+        max_retries: how many times a batch is re-run after its worker died (0: never).
+        on_local: called in the broker thread with (kind, frames) for messages to the root.
+        heartbeat_timeout: seconds of silence after which a remote agent is dropped.
+    """
+
+    def __init__(self, *, secret: bytes, host: str = "127.0.0.1", port: int = 0,
+                 max_retries: int = 3, on_local=None, heartbeat_timeout: float = 10.0):
+        self.max_retries = max_retries
+        self.heartbeat_timeout = heartbeat_timeout
+        self._on_local = on_local or (lambda kind, frames: None)
+        self._context = zmq.Context()
+        self._zap = self._context.socket(zmq.REP)  # must exist before any peer connects
+        self._zap.linger = 0
+        self._zap.bind("inproc://zeromq.zap.01")
+        self._secret = secret
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.plain_server = True
+        self._router.router_mandatory = True  # a vanished peer raises instead of dropping silently
+        self._router.linger = 0
+        self._router.sndhwm = self._router.rcvhwm = 0
+        if port:
+            self._router.bind(f"tcp://{_bracket(host)}:{port}")
+            self.port = port
+        else:
+            self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
+        self.host = host
+        self._local_name = f"inproc://dockkit-broker-{id(self):x}"
+        self._pair = self._context.socket(zmq.PAIR)
+        self._pair.bind(self._local_name)
+        self._local = self._context.socket(zmq.PAIR)
+        self._local.connect(self._local_name)
+        self._local_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="dockkit-broker", daemon=True)
+        self._stopping = threading.Event()
+
+        self._keys = itertools.count(1)
+        self.workers: dict[bytes, Worker] = {}
+        self.agents: dict[bytes, Agent] = {}
+        self._queue: collections.deque[Task] = collections.deque()
+        self._ready: collections.deque[bytes] = collections.deque()  # one entry per credit
+        self._tasks: dict[tuple[bytes, int], Task] = {}
+        self._funcs: dict[int, Function] = {}
+        self._client_funcs: dict[tuple[bytes, int], int] = {}
+        self._consts: list[list] = []
+        self._expected: set[bytes] = set()  # workers announced but not yet seen
+        self._last_exit = ""
+
+    # --- life cycle ---------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"tcp://{_bracket(self.host)}:{self.port}"
+
+    def start(self) -> "Broker":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Tell every worker and agent to stop, then close all sockets. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._thread.is_alive():
+            self.send_local([P.STOP, b""])
+            self._thread.join(timeout=5)
+        with self._local_lock:
+            self._local.close(linger=0)
+        self._context.destroy(linger=0)
+
+    def send_local(self, frames) -> None:
+        """Thread-safe: hand a message from the root process to the broker thread."""
+        with self._local_lock:
+            if not self._local.closed:
+                self._local.send_multipart(frames, copy=False)
+
+    # --- the loop -------------------------------------------------------------------
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._pair, zmq.POLLIN)
+        poller.register(self._zap, zmq.POLLIN)
+        next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+        try:
+            while True:
+                events = dict(poller.poll(HEARTBEAT_INTERVAL * 1000))
+                if self._zap in events:
+                    self._authenticate(self._zap.recv_multipart())
+                if self._pair in events and not self._drain_local():
+                    break
+                if self._router in events:
+                    self._drain_router()
+                self._dispatch()
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_INTERVAL
+                    self._beat(now)
+        except Exception:  # the broker must never die silently: fail every waiting batch
+            log.exception("dockkit broker crashed")
+            self._fail_all(BrokenExecutor("the dockkit broker crashed; see the log above"))
+        finally:
+            self._broadcast_stop()
+            self._on_local(P.STOP, [])
+            for sock in (self._router, self._pair, self._zap):
+                sock.close(linger=0)
+
+    def _authenticate(self, request: list) -> None:
+        """Answer a ZAP request (RFC 27): only PLAIN with the run's secret gets in."""
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+        allowed = (mechanism == b"PLAIN" and len(credentials) == 2
+                   and hmac.compare_digest(credentials[0], P.AUTH_USER)
+                   and hmac.compare_digest(credentials[1], self._secret))
+        if not allowed:
+            log.warning("dockkit broker: refused a connection from %s (%s without the run's secret)",
+                        address.decode(errors="replace"), mechanism.decode(errors="replace"))
+        status = [b"200", b"OK"] if allowed else [b"400", b"not authorized"]
+        self._zap.send_multipart([version, request_id, *status, b"", b""])
+
+    def _drain_router(self) -> None:
+        for _ in range(10_000):
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) < 3:
+                continue
+            self._handle(frames[0].bytes, frames[1].bytes, frames[2:])
+
+    def _drain_local(self) -> bool:
+        for _ in range(10_000):
+            try:
+                frames = self._pair.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return True
+            kind = frames[0].bytes
+            if kind == P.STOP:
+                return False
+            self._handle(LOCAL, kind, frames[1:])
+        return True
+
+    def _handle(self, peer: bytes, kind: bytes, frames: list) -> None:
+        if TRACE:
+            log.debug("broker <- %r %s", peer, P.name(kind))
+        handler = self._handlers.get(kind)
+        if handler is None:
+            log.warning("dockkit broker: ignoring unknown message %r from %r", kind, peer)
+            return
+        try:
+            handler(self, peer, frames)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # malformed: drop it, keep serving
+            log.warning("dockkit broker: malformed %s from %r: %s", P.name(kind), peer, exc)
+        except ProtocolError as exc:
+            log.warning("dockkit broker: %s from %r: %s", P.name(kind), peer, exc)
+
+    # --- sending --------------------------------------------------------------------
+    def _send(self, peer: bytes, frames: list) -> None:
+        if peer == LOCAL:
+            self._on_local(frames[0], frames[1:])
+            return
+        try:
+            self._router.send_multipart([peer, *frames], copy=False)
+        except zmq.ZMQError as exc:  # peer vanished (EHOSTUNREACH); its exit report handles the rest
+            if TRACE:
+                log.debug("broker -> %r failed: %s", peer, exc)
+
+    def _broadcast_stop(self) -> None:
+        for peer in [*self.workers, *self.agents]:
+            self._send(peer, [P.STOP, b""])
+
+    def _info(self) -> None:
+        self._send(LOCAL, [P.INFO, P.INFO_HEADER.pack(len(self.workers))])
+
+    # --- handlers ---------------------------------------------------------------------
+    def _on_hello(self, peer, frames) -> None:
+        info = P.unpack_info(P.view(frames[0]).tobytes())
+        if info.get("version") != P.VERSION:
+            self._send(peer, [P.WELCOME, P.pack_info({
+                "accepted": False,
+                "reason": f"protocol version {info.get('version')} != broker's {P.VERSION}; "
+                          "install the same dockkit version on every host"})])
+            return
+        if info.get("role") == "agent":
+            expected = set(info.get("workers", ()))
+            self._expected |= expected
+            self.agents[peer] = Agent(peer, info.get("host", "?"), expected, time.monotonic())
+            if peer != LOCAL:
+                self._send(peer, [P.WELCOME, P.pack_info({"accepted": True})])
+            return
+        self._expected.discard(peer)
+        self.workers[peer] = Worker(peer, info.get("name", peer.decode(errors="replace")),
+                                    info.get("host", "?"), int(info.get("pid", 0)))
+        self._send(peer, [P.WELCOME, P.pack_info({"accepted": True, "workers": len(self.workers)})])
+        for blob in self._consts:
+            self._send(peer, [P.SETCONST, b"", *blob])
+        self._info()
+
+    def _on_credit(self, peer, frames) -> None:
+        worker = self.workers.get(peer)
+        if worker is None:
+            return
+        (n,) = P.CREDIT_HEADER.unpack(frames[0].buffer)
+        worker.credit += n
+        self._ready.extend([peer] * n)
+
+    def _on_submit(self, peer, frames) -> None:
+        batch_id, func_id, ntasks, flags = P.SUBMIT_HEADER.unpack(P.view(frames[0]))
+        blob, payload = frames[1], list(frames[2:])
+        func_key = self._client_funcs.get((peer, func_id))
+        if func_key is None:
+            if not len(P.view(blob)):
+                raise ValueError(f"SUBMIT for unknown function id {func_id} without its code")
+            func_key = next(self._keys)
+            self._client_funcs[(peer, func_id)] = func_key
+            self._funcs[func_key] = Function(func_key, blob)
+        self._funcs[func_key].refs += 1
+        task = Task(next(self._keys), peer, batch_id, func_key, ntasks, flags, payload)
+        self._tasks[(peer, batch_id)] = task
+        if not self.workers and not self._expected:
+            self._fail(task, BrokenExecutor(self._no_workers_reason()))
+            return
+        self._queue.append(task)
+
+    def _on_result(self, peer, frames) -> None:
+        worker = self.workers.get(peer)
+        if worker is None:
+            return
+        task_key, elapsed, ntasks = P.RESULT_HEADER.unpack(frames[0].buffer)
+        task = worker.inflight.pop(task_key, None)
+        if task is None:
+            return
+        if not task.cancelled:
+            header = P.RESULT_HEADER.pack(task.batch_id, elapsed, ntasks)
+            self._send(task.client, [P.RESULT, header, *frames[1:]])
+        self._retire(task)
+
+    def _on_cancel(self, peer, frames) -> None:
+        for batch_id in P.unpack_ids(P.view(frames[0])):
+            task = self._tasks.get((peer, batch_id))
+            if task is not None:
+                task.cancelled = True
+
+    def _on_forget(self, peer, frames) -> None:
+        for func_id in P.unpack_ids(P.view(frames[0])):
+            key = self._client_funcs.pop((peer, func_id), None)
+            if key is not None:
+                self._funcs[key].held = False
+                self._maybe_free(key)
+
+    def _on_setconst(self, peer, frames) -> None:
+        blob = list(frames[1:])
+        self._consts.append(blob)
+        for identity in self.workers:
+            if identity != peer:
+                self._send(identity, [P.SETCONST, b"", *blob])
+
+    def _on_exited(self, peer, frames) -> None:
+        info = P.unpack_info(P.view(frames[0]).tobytes())
+        self._worker_lost(info["identity"], info.get("reason", "exited"))
+
+    def _on_heartbeat(self, peer, frames) -> None:
+        agent = self.agents.get(peer)
+        if agent is not None:
+            agent.last_seen = time.monotonic()
+
+    _handlers = {
+        P.HELLO: _on_hello, P.CREDIT: _on_credit, P.SUBMIT: _on_submit, P.RESULT: _on_result,
+        P.CANCEL: _on_cancel, P.FORGET: _on_forget, P.SETCONST: _on_setconst,
+        P.EXITED: _on_exited, P.HEARTBEAT: _on_heartbeat,
+    }
+
+    # --- scheduling -----------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while self._queue and self._ready:
+            worker = self.workers.get(self._ready[0])
+            if worker is None or worker.credit <= 0:
+                self._ready.popleft()  # a credit of a worker that is gone
+                continue
+            task = self._queue.popleft()
+            if task.cancelled:
+                self._retire(task)
+                continue
+            self._ready.popleft()
+            worker.credit -= 1
+            blob = b""
+            if task.func_key not in worker.funcs:
+                worker.funcs.add(task.func_key)
+                blob = self._funcs[task.func_key].blob
+            task.worker = worker.identity
+            worker.inflight[task.key] = task
+            header = P.TASKS_HEADER.pack(task.key, task.func_key, task.ntasks, task.flags)
+            self._send(worker.identity, [P.TASKS, header, blob, *task.payload])
+
+    def _retire(self, task: Task) -> None:
+        self._tasks.pop((task.client, task.batch_id), None)
+        function = self._funcs.get(task.func_key)
+        if function is not None:
+            function.refs -= 1
+            self._maybe_free(task.func_key)
+
+    def _maybe_free(self, key: int) -> None:
+        function = self._funcs[key]
+        if function.held or function.refs > 0:
+            return
+        del self._funcs[key]
+        frame = P.pack_ids([key])
+        for worker in self.workers.values():
+            if key in worker.funcs:
+                worker.funcs.discard(key)
+                self._send(worker.identity, [P.DROP, frame])
+
+    def _fail(self, task: Task, exc: BaseException) -> None:
+        if not task.cancelled:
+            self._send(task.client, [P.FAILED, P.FAILED_HEADER.pack(task.batch_id), *dumps(exc)])
+        self._retire(task)
+
+    def _worker_lost(self, identity: bytes, reason: str) -> None:
+        """The one place a lost worker is handled: requeue its batches or fail them."""
+        self._expected.discard(identity)
+        worker = self.workers.pop(identity, None)
+        if worker is None:
+            self._check_broken(f"worker {identity.decode(errors='replace')} {reason}")
+            return
+        where = f"worker {worker.name} (pid {worker.pid}) on {worker.host} {reason}"
+        self._last_exit = where
+        log.warning("dockkit: %s", where)
+        for task in sorted(worker.inflight.values(), key=lambda t: t.key, reverse=True):
+            task.attempts += 1
+            task.worker = None
+            if task.attempts > self.max_retries:
+                self._fail(task, WorkerLostError(
+                    f"a batch of {task.ntasks} task(s) was lost: {where}; it ran "
+                    f"{task.attempts} time(s), more than max_retries={self.max_retries} allows"))
+            else:
+                self._queue.appendleft(task)
+        for task in self._tasks.values():
+            if task.client == identity:  # nested work of a dead worker: nobody waits for it
+                task.cancelled = True
+        self._info()
+        self._check_broken(where)
+
+    def _check_broken(self, where: str) -> None:
+        if not self.workers and not self._expected:
+            self._last_exit = where
+            self._fail_all(BrokenExecutor(self._no_workers_reason()))
+
+    def _no_workers_reason(self) -> str:
+        last = f" (last: {self._last_exit})" if self._last_exit else ""
+        return f"no dockkit worker is left to run tasks{last}; start a new executor"
+
+    def _fail_all(self, exc: BaseException) -> None:
+        while self._queue:
+            self._fail(self._queue.popleft(), exc)
+
+    def _beat(self, now: float) -> None:
+        for identity, agent in list(self.agents.items()):
+            if identity == LOCAL:
+                continue
+            if now - agent.last_seen > self.heartbeat_timeout:
+                del self.agents[identity]
+                for worker_id in [w for w in self.workers if w in agent.expected] + list(
+                        agent.expected & self._expected):
+                    self._worker_lost(worker_id, f"lost: host {agent.host} silent for "
+                                                 f"{self.heartbeat_timeout:.0f} s")
+            else:
+                self._send(identity, [P.HEARTBEAT, b""])
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

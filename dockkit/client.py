@@ -1,0 +1,401 @@
+"""The client side of the broker: turns submit/map calls into batches and back.
+
+The same class serves the root process (through the broker's inproc channel)
+and a worker that submits nested tasks (through the worker's own socket); only
+``send`` and the *waiter* differ. In the root, waiting blocks on a condition the
+broker thread notifies; in a worker, waiting runs the worker's task loop, so a
+worker that waits on its own futures keeps executing other tasks and a pool of
+waiting workers cannot deadlock.
+
+``map`` is lazy and streaming: it reads its inputs only while fewer than
+``window`` batches are in flight, so a generator of ten million items is never
+materialised, and it yields results in order. Batch sizes adapt to measured
+task time: the first batches hold one item; once a worker reports how long an
+item takes, batches grow to about ``TARGET_BATCH_SECONDS`` of work, capped so
+every worker still gets several batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import math
+import threading
+import time
+from contextlib import nullcontext
+
+import cloudpickle
+
+from . import protocol as P
+from .errors import BrokenExecutor, SerializationError, TimeoutError
+from .serialize import describe, dumps, find_unpicklable, load_exception, loads, serialization_error
+
+TARGET_BATCH_SECONDS = 0.01
+MAX_BATCH = 10_000
+FUNCTION_CACHE = 128
+
+
+class Future(concurrent.futures.Future):
+    """A standard Future that, inside a worker, runs other tasks while it waits."""
+
+    _client: "Client | None" = None
+    _batch_id = 0
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled and self._client is not None:
+            self._client.cancel_batches([self._batch_id])
+        return cancelled
+
+    def result(self, timeout=None):
+        self._pump_until_done(timeout)
+        return super().result(timeout=0 if self._pumped else timeout)
+
+    def exception(self, timeout=None):
+        self._pump_until_done(timeout)
+        return super().exception(timeout=0 if self._pumped else timeout)
+
+    _pumped = False
+
+    def _pump_until_done(self, timeout) -> None:
+        client = self._client
+        if client is not None and client.pumps and not self.done():
+            client.waiter.wait(self.done, timeout)
+            self._pumped = True
+
+
+class ThreadWaiter:
+    """Waiting in the root process: the broker thread notifies a condition."""
+
+    pumps = False
+
+    def __init__(self):
+        self.lock = threading.Condition()
+
+    def notify(self) -> None:
+        self.lock.notify_all()
+
+    def wait(self, predicate, timeout) -> bool:
+        with self.lock:
+            return self.lock.wait_for(predicate, timeout)
+
+
+class Client:
+    """Submits batches through ``send`` and completes them from :meth:`deliver`.
+
+    Args:
+        send: called with a list of frames for the broker; must be thread-safe in the root.
+        workers: how many workers are expected (sizes the in-flight window).
+        waiter: a ThreadWaiter in the root, the worker's task loop in a worker.
+    """
+
+    def __init__(self, send, *, workers: int, waiter=None):
+        self._send = send
+        self.workers = max(1, workers)
+        self.waiter = waiter or ThreadWaiter()
+        self.pumps = bool(getattr(self.waiter, "pumps", False))
+        self._lock = threading.Lock() if not self.pumps else nullcontext()
+        self._batch_ids = itertools.count(1)
+        self._func_ids = itertools.count(1)
+        self._pending: dict[int, object] = {}  # batch_id -> Future or _Slot
+        self._functions: collections.OrderedDict = collections.OrderedDict()  # id(fn) -> (fn, fid)
+        self.broken: BaseException | None = None
+
+    # --- functions travel once --------------------------------------------------------
+    def _function(self, fn) -> tuple[int, bytes]:
+        """Return (function id, blob to send or b"" if the broker already has it)."""
+        with self._lock:
+            entry = self._functions.get(id(fn))
+            if entry is not None and entry[0] is fn:
+                self._functions.move_to_end(id(fn))
+                return entry[1], b""
+            try:
+                blob = cloudpickle.dumps(fn, protocol=5)
+            except Exception as exc:
+                raise serialization_error("the function", fn, exc) from exc
+            fid = next(self._func_ids)
+            self._functions[id(fn)] = (fn, fid)
+            forget = []
+            while len(self._functions) > FUNCTION_CACHE:
+                forget.append(self._functions.popitem(last=False)[1][1])
+        if forget:
+            self._send([P.FORGET, P.pack_ids(forget)])
+        return fid, blob
+
+    def _submit_batch(self, handler, fn_ref, payload, ntasks: int, flags: int) -> int:
+        fid, blob = fn_ref
+        batch_id = next(self._batch_ids)
+        self._pending[batch_id] = handler
+        self._send([P.SUBMIT, P.SUBMIT_HEADER.pack(batch_id, fid, ntasks, flags), blob, *payload])
+        return batch_id
+
+    def _check_usable(self) -> None:
+        if self.broken is not None:
+            raise BrokenExecutor(f"this executor is broken: {self.broken}")
+
+    # --- submit -------------------------------------------------------------------------
+    def submit(self, fn, args, kwargs) -> Future:
+        """Send one task; returns a Future. Pickling errors land in the Future."""
+        self._check_usable()
+        future = Future()
+        future._client = self
+        try:
+            fn_ref = self._function(fn)
+            payload = dumps([(args, kwargs)])
+        except SerializationError as exc:
+            future.set_exception(exc)
+            return future
+        except Exception as exc:
+            bad = find_unpicklable([*args, *kwargs.values()])
+            obj = bad[1] if bad else (args, kwargs)
+            future.set_exception(serialization_error(
+                f"an argument of {_fn_name(fn)}", obj, bad[2] if bad else exc))
+            return future
+        future._batch_id = self._submit_batch(future, fn_ref, payload, 1, P.KWARGS)
+        return future
+
+    # --- map --------------------------------------------------------------------------------
+    def map(self, fn, iterables, *, timeout=None, chunksize=None, ordered=True):
+        """Lazy, streaming map; see the module docstring. Returns an iterator."""
+        self._check_usable()
+        run = _MapRun(self, fn, iterables, timeout=timeout, chunksize=chunksize, ordered=ordered)
+        run.top_up()  # start work now, like concurrent.futures, not at the first next()
+        return run.results()
+
+    def cancel_batches(self, batch_ids) -> None:
+        ids = [b for b in batch_ids if self._pending.pop(b, None) is not None]
+        if ids:
+            self._send([P.CANCEL, P.pack_ids(ids)])
+
+    # --- incoming -------------------------------------------------------------------------
+    def deliver(self, kind: bytes, frames) -> None:
+        """Called with a RESULT, FAILED or INFO message meant for this client."""
+        if kind == P.INFO:
+            (live,) = P.INFO_HEADER.unpack(P.view(frames[0]))
+            self.workers = max(self.workers, live)
+            return
+        if kind == P.RESULT:
+            batch_id, elapsed, ntasks = P.RESULT_HEADER.unpack(P.view(frames[0]))
+            outcome = ("ok", frames[1:], elapsed)
+        elif kind == P.FAILED:
+            (batch_id,) = P.FAILED_HEADER.unpack(P.view(frames[0]))
+            outcome = ("failed", load_exception(frames[1:]), 0)
+        else:
+            return
+        handler = self._pending.pop(batch_id, None)
+        if handler is None:
+            return  # cancelled meanwhile
+        if isinstance(handler, Future):
+            _complete_future(handler, outcome)
+            if self.pumps:
+                return
+            with self.waiter.lock:
+                self.waiter.notify()
+            return
+        with self.waiter.lock:
+            handler.complete(outcome)
+            self.waiter.notify()
+
+    def fail_all(self, exc: BaseException) -> None:
+        """The broker is gone: every pending batch fails with ``exc``."""
+        self.broken = exc
+        pending, self._pending = self._pending, {}
+        for batch_id, handler in pending.items():
+            if isinstance(handler, Future):
+                _complete_future(handler, ("failed", exc, 0))
+            else:
+                with self.waiter.lock:
+                    handler.complete(("failed", exc, 0))
+        with self.waiter.lock:
+            self.waiter.notify()
+
+    def pending_futures(self) -> list[Future]:
+        return [h for h in list(self._pending.values()) if isinstance(h, Future)]
+
+
+def _complete_future(future: Future, outcome) -> None:
+    status, value, _ = outcome
+    if not future.set_running_or_notify_cancel():
+        return
+    if status == "failed":
+        future.set_exception(value)
+        return
+    try:
+        values, errors = loads(value)
+    except Exception as exc:
+        future.set_exception(SerializationError(f"the result could not be unpickled here: {exc!r}"))
+        return
+    if errors:
+        future.set_exception(errors[0])
+    else:
+        future.set_result(values[0])
+
+
+class _Slot:
+    """One batch of a map, in input order."""
+
+    __slots__ = ("batch_id", "start", "count", "outcome", "run")
+
+    def __init__(self, run, start: int, count: int):
+        self.run = run
+        self.start = start
+        self.count = count
+        self.batch_id = 0
+        self.outcome = None
+
+    def complete(self, outcome) -> None:
+        self.outcome = outcome
+        run = self.run
+        run.inflight -= 1
+        run.completed.append(self)
+        if outcome[0] == "ok" and self.count:
+            per_item = outcome[2] / self.count
+            run.item_ns = per_item if run.item_ns is None else 0.5 * run.item_ns + 0.5 * per_item
+
+
+class _MapRun:
+    """The state of one map call; only the consuming thread reads its inputs."""
+
+    def __init__(self, client: Client, fn, iterables, *, timeout, chunksize, ordered):
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        self.client = client
+        self.fn = fn
+        self.fn_ref = client._function(fn)
+        self.star = len(iterables) > 1
+        self.source = zip(*iterables) if self.star else iter(iterables[0])
+        self.remaining = _known_length(iterables)
+        self.chunksize = chunksize
+        self.ordered = ordered
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.slots: collections.deque[_Slot] = collections.deque()
+        self.completed: collections.deque[_Slot] = collections.deque()
+        self.inflight = 0
+        self.item_ns: float | None = None
+        self.sent = 0
+        self.exhausted = False
+
+    def window(self) -> int:
+        return 2 * self.client.workers + 2
+
+    def next_size(self) -> int:
+        if self.chunksize:
+            return self.chunksize
+        if self.item_ns is None:
+            return 1
+        size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
+        cap = MAX_BATCH
+        if self.remaining is not None:
+            cap = min(cap, math.ceil(self.remaining / (4 * self.client.workers)))
+        return max(1, min(size, cap))
+
+    def top_up(self) -> None:
+        while not self.exhausted and self.inflight < self.window():
+            size = self.next_size()
+            try:
+                items = list(itertools.islice(self.source, size))
+            except Exception as exc:  # the caller's iterable failed: report it in order
+                self._add_error_slot(exc)
+                return
+            if not items:
+                self.exhausted = True
+                return
+            if self.remaining is not None:
+                self.remaining = max(0, self.remaining - len(items))
+            self._send(items)
+            if len(items) < size:
+                self.exhausted = True
+
+    def _send(self, items) -> None:
+        slot = _Slot(self, self.sent, len(items))
+        self.sent += len(items)
+        try:
+            payload = dumps(items)
+        except Exception as exc:
+            bad = find_unpicklable(items)
+            index, obj, err = bad if bad else (0, items, exc)
+            slot.outcome = ("failed", serialization_error(
+                f"argument #{slot.start + index} of map({_fn_name(self.fn)})", obj, err), 0)
+            self.slots.append(slot)
+            self.completed.append(slot)
+            return
+        with self.client.waiter.lock:
+            self.inflight += 1
+            self.slots.append(slot)
+        slot.batch_id = self.client._submit_batch(slot, self.fn_ref, payload, len(items),
+                                                  P.STAR if self.star else 0)
+
+    def _add_error_slot(self, exc) -> None:
+        slot = _Slot(self, self.sent, 0)
+        slot.outcome = ("failed", exc, 0)
+        self.slots.append(slot)
+        self.completed.append(slot)
+        self.exhausted = True
+
+    def _ready(self) -> bool:
+        if self.ordered:
+            return bool(self.slots) and self.slots[0].outcome is not None
+        return bool(self.completed)
+
+    def _next_slot(self) -> _Slot | None:
+        waiter = self.client.waiter
+        while True:
+            self.top_up()
+            if not self.slots:
+                return None
+            if not self._ready():
+                remaining = None if self.deadline is None else self.deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"map({_fn_name(self.fn)}) did not finish within its timeout")
+                # wake up on any completion so inputs keep flowing while the head is slow
+                count = len(self.completed)
+                waiter.wait(lambda: self._ready() or len(self.completed) != count, remaining)
+                continue
+            with waiter.lock:
+                slot = self.slots.popleft() if self.ordered else self.completed.popleft()
+                if self.ordered:
+                    self.completed.remove(slot)
+                else:
+                    self.slots.remove(slot)
+            return slot
+
+    def results(self):
+        try:
+            while True:
+                slot = self._next_slot()
+                if slot is None:
+                    return
+                status, value, _ = slot.outcome
+                if status == "failed":
+                    raise value
+                try:
+                    values, errors = loads(value)
+                except Exception as exc:
+                    raise SerializationError(
+                        f"results of map({_fn_name(self.fn)}) items {slot.start}..{slot.start + slot.count - 1} "
+                        f"could not be unpickled here: {exc!r}") from exc
+                if not errors:
+                    yield from values
+                    continue
+                first = min(errors)
+                yield from values[:first]
+                raise errors[first]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.exhausted = True
+        self.client.cancel_batches([s.batch_id for s in self.slots if s.outcome is None])
+        self.slots.clear()
+
+
+def _known_length(iterables) -> int | None:
+    try:
+        return min(len(it) for it in iterables)
+    except TypeError:
+        return None
+
+
+def _fn_name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or describe(fn)

@@ -1,0 +1,219 @@
+"""``dockkit.Executor``: a ``concurrent.futures.Executor`` over the broker.
+
+::
+
+    caller threads                 broker thread                  worker processes
+    submit/map ──Client──► inproc ──► Broker (ROUTER) ◄── tcp ──► WorkerLoop × N
+        ▲                                   │
+        └──── Client.deliver ◄──────────────┘ (results, failures, worker counts)
+
+An Executor owns one broker, one client and the workers it starts: local ones
+through a :class:`~dockkit.supervisor.WorkerGroup`, or remote ones through the
+SSH launcher when ``hosts`` is given. ``shutdown`` stops them all and is
+idempotent. :func:`default_executor` is the reusable executor underneath the
+module-level ``dockkit.futures`` functions: created on first use and replaced
+when it breaks, like loky's ``get_reusable_executor``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import os
+import secrets
+import threading
+import uuid
+
+from . import protocol as P
+from .broker import Broker
+from .client import Client
+from .errors import BrokenExecutor, ConfigError
+from .supervisor import WorkerGroup
+
+
+class Executor(concurrent.futures.Executor):
+    """Run functions on worker processes, locally or on SSH hosts.
+
+    Args:
+        workers: number of worker processes (default: this machine's CPU count).
+        hosts: SSH hosts (``HostSpec``, strings, or a hostfile via ``hostfile=``); None = local.
+        max_retries: times a batch is re-run after its worker died; 0 for work that
+            must never run twice.
+        main: path of the user's script, imported on every worker under a non-main name.
+        argv: ``sys.argv[1:]`` the workers see while importing ``main``.
+        bind: address the broker binds (loopback unless remote workers connect directly).
+        **launch_options: passed to the SSH launcher (tunnel, python, path, env, ...).
+
+    Raises:
+        ConfigError: bad worker count or host list.
+        LaunchError: remote hosts could not be started (SSH launcher).
+    """
+
+    def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None,
+                 max_retries: int = 3, main: str | None = None, argv=(), bind: str | None = None,
+                 **launch_options):
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries!r}")
+        self._secret = secrets.token_urlsafe(32)
+        self._shutdown_lock = threading.Lock()
+        self._closed = False
+        self._run_id = uuid.uuid4().hex[:8]
+        remote = bool(hosts or hostfile)
+        self._launcher = None
+        self._group = None
+        if remote:
+            from .launcher import SSHLauncher  # only remote runs load paramiko
+
+            self._launcher = SSHLauncher(hosts=hosts, hostfile=hostfile, workers=workers,
+                                         **launch_options)
+            bind = bind or self._launcher.bind_address
+            workers = self._launcher.total_workers
+        elif launch_options:
+            raise ConfigError(f"options {sorted(launch_options)} only apply with hosts=")
+        self.workers = workers or os.cpu_count() or 1
+        self._client = Client(self._send, workers=self.workers)
+        self._broker = Broker(secret=self._secret.encode(), host=bind or "127.0.0.1",
+                              max_retries=max_retries, on_local=self._on_broker_message).start()
+        config = {"address": self._broker.address, "secret": self._secret,
+                  "workers": self.workers, "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
+        if main:
+            config.update(main=os.path.abspath(main), argv=list(argv), cwd=os.getcwd())
+        try:
+            if self._launcher is not None:
+                self._launcher.start(self._broker, config, run_id=self._run_id)
+            else:
+                self._start_local(config)
+        except BaseException:
+            self.shutdown(wait=False)
+            raise
+
+    def _start_local(self, config: dict) -> None:
+        names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
+        hello = {"version": P.VERSION, "role": "agent", "host": "localhost",
+                 "workers": [identity.encode() for _, identity in names]}
+        self._broker.send_local([P.HELLO, P.pack_info(hello)])
+        self._group = WorkerGroup(names, config, on_exit=self._report_exit).start()
+
+    def _report_exit(self, identity: str, reason: str) -> None:
+        self._broker.send_local([P.EXITED, P.pack_info({"identity": identity.encode(), "reason": reason})])
+
+    def _send(self, frames) -> None:
+        self._broker.send_local(frames)
+
+    def _on_broker_message(self, kind, frames) -> None:
+        if kind == P.STOP:
+            self._client.fail_all(BrokenExecutor("the executor's broker has stopped"))
+        else:
+            self._client.deliver(kind, frames)
+
+    @property
+    def address(self) -> str:
+        """The broker's ``tcp://host:port``."""
+        return self._broker.address
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of local workers (empty for remote runs)."""
+        return self._group.pids if self._group else []
+
+    # --- the Executor contract ---------------------------------------------------------------
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        """Schedule ``fn(*args, **kwargs)``; returns a standard Future."""
+        self._check_open()
+        return self._client.submit(fn, args, kwargs)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=None, progress=False):
+        """Like the builtin ``map``, run on the workers: lazy inputs, ordered results.
+
+        Args:
+            chunksize: items per batch; None adapts it to measured task time.
+            timeout: seconds from this call after which iteration raises TimeoutError.
+            progress: show a progress bar on a terminal.
+        """
+        self._check_open()
+        results = self._client.map(fn, iterables, timeout=timeout, chunksize=chunksize)
+        return _with_progress(results, iterables) if progress else results
+
+    def map_as_completed(self, fn, *iterables, timeout=None, chunksize=None):
+        """Like ``map``, but yields each result as soon as it is ready."""
+        self._check_open()
+        return self._client.map(fn, iterables, timeout=timeout, chunksize=chunksize, ordered=False)
+
+    def set_constants(self, values: dict) -> None:
+        """Broadcast read-only values to every worker, now and later (``dockkit.shared``)."""
+        self._check_open()
+        self._send([P.SETCONST, b"", *_dumps(values)])
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the broker and every worker. Idempotent."""
+        with self._shutdown_lock:
+            if self._closed:
+                return
+            self._closed = True
+        pending = self._client.pending_futures()
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        elif wait and pending:
+            concurrent.futures.wait(pending)
+        self._client.fail_all(BrokenExecutor("the executor was shut down"))
+        self._broker.stop()
+        if self._group is not None:
+            self._group.stop()
+        if self._launcher is not None:
+            self._launcher.stop()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._client._check_usable()
+
+
+def _dumps(values):
+    from .serialize import dumps
+
+    return dumps(values)
+
+
+def _with_progress(results, iterables):
+    from .progress import track
+
+    return track(results, iterables)
+
+
+# --- the reusable default executor -------------------------------------------------------------
+_default_lock = threading.Lock()
+_default: Executor | None = None
+_default_options: dict = {}
+
+
+def configure_default(**options) -> None:
+    """Set the options of the default executor (used by ``dockkit run``); closes a running one."""
+    global _default_options
+    shutdown_default()
+    _default_options = dict(options)
+
+
+def default_executor() -> Executor:
+    """The executor behind ``dockkit.futures``: created on first use, replaced when broken."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed or _default._client.broken is not None:
+            if _default is not None:
+                _default.shutdown(wait=False)
+            _default = Executor(**_default_options)
+        return _default
+
+
+def shutdown_default(wait: bool = True) -> None:
+    """Shut the default executor down, if one is running."""
+    global _default
+    with _default_lock:
+        executor, _default = _default, None
+    if executor is not None:
+        executor.shutdown(wait=wait)
+
+
+atexit.register(shutdown_default, False)

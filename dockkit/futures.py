@@ -1,0 +1,141 @@
+"""SCOOP's ``futures`` API, with SCOOP's bugs fixed, over one reusable executor.
+
+In the root process these functions use :func:`dockkit.executor.default_executor`
+(local workers unless ``dockkit run`` configured hosts). Inside a task they use
+the worker's own connection, so tasks can submit and wait on tasks: waiting runs
+other tasks meanwhile instead of blocking a worker.
+
+The futures are standard ``concurrent.futures.Future`` objects; ``wait`` returns
+failed futures instead of raising, and every timeout is honoured.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import time
+
+from .context import current
+from .errors import TimeoutError
+from .executor import default_executor, shutdown_default
+
+FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
+FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
+ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
+_NOTHING = object()
+
+__all__ = ["map", "map_as_completed", "submit", "as_completed", "wait", "mapReduce", "mapScan",
+           "shutdown", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"]
+
+
+def _worker_client():
+    return current().client
+
+
+def map(func, *iterables, timeout=None, chunksize=None, progress=None):  # noqa: A001 - SCOOP's name
+    """Apply ``func`` to every item, on the workers; results in input order.
+
+    Inputs are read lazily as workers free up, so endless generators work; batching
+    adapts to task time unless ``chunksize`` is given. ``progress=True`` shows a
+    progress bar on a terminal.
+
+    Raises:
+        The first failing task's exception (with the remote traceback as ``__cause__``),
+        when iteration reaches it; the remaining tasks are cancelled.
+    """
+    client = _worker_client()
+    if client is not None:
+        return client.map(func, iterables, timeout=timeout, chunksize=chunksize)
+    if progress is None:
+        progress = current().progress
+    return default_executor().map(func, *iterables, timeout=timeout, chunksize=chunksize,
+                                  progress=progress)
+
+
+def map_as_completed(func, *iterables, timeout=None, chunksize=None):
+    """Like :func:`map`, but yields results in completion order."""
+    client = _worker_client()
+    if client is not None:
+        return client.map(func, iterables, timeout=timeout, chunksize=chunksize, ordered=False)
+    return default_executor().map_as_completed(func, *iterables, timeout=timeout, chunksize=chunksize)
+
+
+def submit(func, *args, **kwargs) -> concurrent.futures.Future:
+    """Run ``func(*args, **kwargs)`` on a worker; returns a Future."""
+    client = _worker_client()
+    if client is not None:
+        return client.submit(func, args, kwargs)
+    return default_executor().submit(func, *args, **kwargs)
+
+
+def _pump_until(predicate, timeout) -> None:
+    """Inside a worker, run other tasks until ``predicate()`` holds (or time is up)."""
+    client = _worker_client()
+    if client is not None:
+        client.waiter.wait(predicate, timeout)
+
+
+def wait(fs, timeout=None, return_when=ALL_COMPLETED):
+    """Wait for futures; returns ``(done, not_done)`` sets, failed futures included in done."""
+    fs = set(fs)
+
+    def finished():
+        done = [f for f in fs if f.done()]
+        if return_when == FIRST_COMPLETED:
+            return bool(done)
+        if return_when == FIRST_EXCEPTION and any(
+                not f.cancelled() and f.exception(timeout=0) is not None for f in done):
+            return True
+        return len(done) == len(fs)
+
+    _pump_until(finished, timeout)
+    return concurrent.futures.wait(fs, timeout=0 if _worker_client() else timeout,
+                                   return_when=return_when)
+
+
+def as_completed(fs, timeout=None):
+    """Yield futures as they finish; TimeoutError if ``timeout`` passes first."""
+    if _worker_client() is None:
+        yield from concurrent.futures.as_completed(fs, timeout=timeout)
+        return
+    pending = set(fs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        left = None if deadline is None else deadline - time.monotonic()
+        _pump_until(lambda: any(f.done() for f in pending), left)
+        done = {f for f in pending if f.done()}
+        if not done:
+            raise TimeoutError(f"{len(pending)} (of {len(fs)}) futures unfinished")
+        pending -= done
+        yield from done
+
+
+def mapReduce(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options):  # noqa: N802,N803
+    """``functools.reduce(reductionOp, map(mapFunc, *iterables))``, the map on the workers.
+
+    Works for every input length: with ``initial`` an empty input gives ``initial``;
+    without it, an empty input raises TypeError as ``functools.reduce`` does.
+    """
+    results = map(mapFunc, *iterables, **map_options)
+    if initial is _NOTHING:
+        try:
+            return functools.reduce(reductionOp, results)
+        except TypeError as exc:
+            if "empty" in str(exc):
+                raise TypeError("mapReduce() of an empty input needs initial=") from None
+            raise
+    return functools.reduce(reductionOp, results, initial)
+
+
+def mapScan(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options):  # noqa: N802,N803
+    """The running reductions of the mapped results: a list as long as the input."""
+    results = map(mapFunc, *iterables, **map_options)
+    if initial is _NOTHING:
+        return list(itertools.accumulate(results, reductionOp))
+    return list(itertools.accumulate(results, reductionOp, initial=initial))[1:]
+
+
+def shutdown(wait=True):  # noqa: A002 - stdlib's name
+    """Stop the default executor and its workers (a new one starts on next use)."""
+    shutdown_default(wait=wait)

@@ -1,0 +1,25 @@
+"""A rich progress bar around a result iterator, shown only on a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+
+def track(results, iterables, description: str = "dockkit map"):
+    """Yield from ``results`` while advancing a progress bar (total known when inputs have a length)."""
+    if not sys.stderr.isatty():
+        yield from results
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    try:
+        total = min(len(it) for it in iterables)
+    except TypeError:
+        total = None
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for count, value in enumerate(results, 1):
+            yield value
+            if count % 64 == 0 or count == total:
+                progress.update(task, completed=count)

@@ -1,0 +1,121 @@
+"""Turning functions, arguments, results and exceptions into frames and back.
+
+cloudpickle handles what plain pickle cannot ship (lambdas, closures, functions
+and classes defined in ``__main__``); its pickler is the C pickler with a hook,
+so lists of plain values still pickle at C speed. Protocol 5 moves large
+buffers (bytearray, numpy arrays, memoryviews) out of band: they travel as
+their own ZeroMQ frames, sent without copying, and are never re-pickled.
+
+Remote exceptions come back with their own type and the remote traceback as
+``__cause__`` (as ``concurrent.futures.process`` does); one that cannot be
+pickled, or unpickled here, becomes a :class:`~dockkit.errors.RemoteError`
+carrying the text.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+
+import cloudpickle
+
+from .errors import RemoteError, SerializationError
+from .protocol import view
+
+PROTOCOL = 5
+
+
+def dumps(obj) -> list:
+    """Pickle ``obj`` into ``[data, *out_of_band_buffers]``.
+
+    Raises:
+        Whatever the pickler raises; callers turn it into a SerializationError
+        naming the object (see :func:`describe_pickling_error`).
+    """
+    buffers: list = []
+    data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    return [data, *(b.raw() for b in buffers)]
+
+
+def loads(frames):
+    """Inverse of :func:`dumps`; ``frames`` may be bytes, memoryviews or zmq Frames."""
+    data, *buffers = frames
+    return pickle.loads(view(data), buffers=[view(b) for b in buffers])
+
+
+def describe(obj) -> str:
+    """A short, safe description of an object for error messages."""
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__}>"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} (type {type(obj).__module__}.{type(obj).__qualname__})"
+
+
+def find_unpicklable(items) -> tuple[int, object, Exception] | None:
+    """Return (index, item, error) for the first item that fails to pickle, if any."""
+    for index, item in enumerate(items):
+        try:
+            cloudpickle.dumps(item, protocol=PROTOCOL, buffer_callback=lambda _b: None)
+        except Exception as exc:  # any pickling failure is what we are looking for
+            return index, item, exc
+    return None
+
+
+class RemoteTraceback(Exception):
+    """Holds a worker's formatted traceback; attached as ``__cause__``."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+def _rebuild_exception(exc, tb_text):
+    exc.__cause__ = RemoteTraceback(tb_text)
+    return exc
+
+
+class ExceptionWithTraceback:
+    """A task's exception plus its traceback text, ready to pickle.
+
+    Unpickling yields the original exception with the remote traceback as its
+    ``__cause__``; if the exception itself cannot be pickled, a RemoteError with
+    the same text is sent instead.
+    """
+
+    def __init__(self, exc: BaseException, where: str):
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self.tb_text = f'\n"""\nTraceback on {where}:\n{"".join(lines)}"""'
+        exc.__traceback__ = None  # tracebacks don't pickle; the text carries them
+        self.exc = exc
+        try:
+            pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
+        except Exception:
+            self.exc = RemoteError(f"{type(exc).__qualname__}: {exc}", self.tb_text)
+
+    def __reduce__(self):
+        return _rebuild_exception, (self.exc, self.tb_text)
+
+
+def load_exception(frames) -> BaseException:
+    """Unpickle an exception sent by a peer; one we cannot rebuild becomes a RemoteError."""
+    try:
+        exc = loads(frames)
+    except Exception as err:
+        return RemoteError(f"a remote exception could not be unpickled here: {err!r}")
+    if isinstance(exc, BaseException):
+        return exc
+    return RemoteError(f"expected an exception, got {describe(exc)}")
+
+
+def serialization_error(what: str, obj, exc: Exception) -> SerializationError:
+    """A SerializationError that names the object and what to do."""
+    return SerializationError(
+        f"{what} cannot be pickled: {describe(obj)}: {exc}. Pass only picklable values "
+        "(open files, locks, sockets and generators cannot travel to a worker)."
+    )

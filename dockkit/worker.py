@@ -1,0 +1,243 @@
+"""A worker process: connects out to the broker, runs batches, sends results back.
+
+Started as ``python -m dockkit.worker`` by a supervisor (the root's local
+launcher or a host agent), which writes one JSON line of configuration to its
+stdin (broker address, the run's secret, identity) and then keeps stdin open:
+stdin reaching EOF means the supervisor is gone, and the worker exits at once.
+So a worker never outlives its root, even while busy in a long task, and
+secrets never appear on a command line.
+
+The loop is re-entrant: a task that waits on futures it submitted calls back
+into :meth:`WorkerLoop.wait`, which keeps receiving and running other batches,
+so a pool whose every worker is waiting still makes progress (recursive fib).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+import types
+from contextlib import nullcontext
+from itertools import starmap
+
+import zmq
+
+from . import protocol as P
+from .client import Client
+from .context import become_worker
+from .errors import SerializationError
+from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads
+
+INITIAL_CREDIT = 2
+MAIN_MODULE = "__dockkit_main__"
+
+
+class WorkerLoop:
+    """One worker's connection and task loop; also the waiter of its nested Client."""
+
+    pumps = True
+    lock = nullcontext()
+
+    def __init__(self, config: dict):
+        self.name = config["name"]
+        self.host = config.get("host") or os.uname().nodename
+        self.where = f"worker {self.name} (pid {os.getpid()}) on {self.host}"
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.identity = config["identity"].encode()
+        self._socket.plain_username = P.AUTH_USER
+        self._socket.plain_password = config["secret"].encode()
+        self._socket.linger = 1000
+        self._socket.sndhwm = self._socket.rcvhwm = 0
+        self._socket.connect(config["address"])
+        self._functions: dict[int, object] = {}
+        self._queue: collections.deque = collections.deque()
+        self.stopped = False
+        self.client = Client(self._send, workers=int(config.get("workers", 1)), waiter=self)
+        self.context = become_worker(host=self.host, worker=self.name, client=self.client,
+                                     wait_for_constants=self.wait)
+
+    def _send(self, frames) -> None:
+        self._socket.send_multipart(frames, copy=False)
+
+    def notify(self) -> None:
+        """Nothing to notify: waiting in a worker is running this loop."""
+
+    # --- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        hello = {"version": P.VERSION, "role": "worker", "name": self.name, "host": self.host,
+                 "pid": os.getpid(), "python": sys.version.split()[0]}
+        self._send([P.HELLO, P.pack_info(hello)])
+        self._send([P.CREDIT, P.CREDIT_HEADER.pack(INITIAL_CREDIT)])
+        while not self.stopped:
+            self._step(1000)
+
+    def wait(self, predicate, timeout) -> bool:
+        """Run the loop until ``predicate()`` holds or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            if self.stopped:
+                os._exit(0)  # STOP arrived while a task waited: the run is over
+            left = 1000 if deadline is None else (deadline - time.monotonic()) * 1000
+            if left <= 0:
+                return False
+            self._step(min(1000, left))
+        return True
+
+    def _step(self, timeout_ms: float) -> None:
+        if self._queue:
+            self._receive(0)
+            self._execute(self._queue.popleft())
+        else:
+            self._receive(timeout_ms)
+
+    def _receive(self, timeout_ms: float) -> None:
+        if not self._socket.poll(timeout_ms):
+            return
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(frames[0].bytes, frames[1:])
+
+    def _handle(self, kind: bytes, frames) -> None:
+        if kind == P.TASKS:
+            self._queue.append(frames)
+        elif kind in (P.RESULT, P.FAILED, P.INFO):
+            self.client.deliver(kind, frames)
+        elif kind == P.SETCONST:
+            self.context.constants.update(loads(frames[1:]))
+        elif kind == P.DROP:
+            for key in P.unpack_ids(P.view(frames[0])):
+                self._functions.pop(key, None)
+        elif kind == P.WELCOME:
+            info = P.unpack_info(frames[0].bytes)
+            if not info.get("accepted"):
+                print(f"dockkit {self.where}: refused by the broker: {info.get('reason')}",
+                      file=sys.stderr)
+                self.stopped = True
+        elif kind == P.STOP:
+            self.stopped = True
+
+    # --- running a batch -------------------------------------------------------------------
+    def _execute(self, frames) -> None:
+        self._send([P.CREDIT, P.CREDIT_HEADER.pack(1)])  # the next batch arrives while we work
+        task_key, func_key, ntasks, flags = P.TASKS_HEADER.unpack(P.view(frames[0]))
+        started = time.perf_counter_ns()
+        try:
+            fn = self._function(func_key, frames[1])
+            items = loads(frames[2:])
+        except Exception as exc:
+            error = SerializationError(
+                f"{self.where} could not unpickle a batch of {ntasks} task(s): {exc!r}. "
+                "Is every module the task needs installed on this host?")
+            values, errors = [None] * ntasks, {i: ExceptionWithTraceback(error, self.where) for i in range(ntasks)}
+        else:
+            values, errors = run_batch(fn, items, flags, self.where)
+        elapsed = time.perf_counter_ns() - started
+        self._send([P.RESULT, P.RESULT_HEADER.pack(task_key, elapsed, ntasks),
+                    *self._pack_results(values, errors)])
+
+    def _function(self, key: int, blob):
+        fn = self._functions.get(key)
+        if fn is None:
+            fn = self._functions[key] = loads([blob])
+        return fn
+
+    def _pack_results(self, values, errors) -> list:
+        try:
+            return dumps((values, errors))
+        except Exception:  # find the results that can't travel and send errors in their place
+            while (bad := find_unpicklable(values)) is not None:
+                index, obj, exc = bad
+                values[index] = None
+                errors[index] = ExceptionWithTraceback(SerializationError(
+                    f"the result of task #{index} of a batch cannot be pickled on {self.where}: "
+                    f"{type(obj).__module__}.{type(obj).__qualname__}: {exc}"), self.where)
+            return dumps((values, errors))
+
+
+def run_batch(fn, items, flags: int, where: str):
+    """Call ``fn`` on every item; returns (values, {index: error}).
+
+    The loop runs in C (``list.extend`` over ``map``/``starmap``), which keeps
+    tiny tasks cheap; after a failure it resumes with the next item.
+    """
+    if flags & P.KWARGS:
+        items = [_Call(fn, args, kwargs) for args, kwargs in items]
+        fn = _Call.__call__
+    mapper = starmap if flags & P.STAR else map
+    values: list = []
+    errors: dict = {}
+    remaining = iter(items)
+    while True:
+        try:
+            values.extend(mapper(fn, remaining))
+            return values, errors
+        except (Exception, SystemExit) as exc:
+            errors[len(values)] = ExceptionWithTraceback(exc, where)
+            values.append(None)
+
+
+class _Call:
+    __slots__ = ("fn", "args", "kwargs")
+
+    def __init__(self, fn, args, kwargs):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self):
+        return self.fn(*self.args, **self.kwargs)
+
+
+def import_main(path: str, argv: list[str]) -> None:
+    """Import the user's script under a non-main name, as multiprocessing's spawn does.
+
+    Module-level definitions (classes registered by DEAP's ``creator.create``,
+    constants) then exist here too; ``if __name__ == "__main__":`` keeps the
+    root's part from running. Objects pickled as ``__main__.X`` resolve to it.
+    """
+    sys.argv = [path, *argv]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    module = types.ModuleType(MAIN_MODULE)
+    sys.modules[MAIN_MODULE] = module
+    module.__dict__.update(runpy.run_path(path, run_name=MAIN_MODULE))
+    sys.modules["__main__"] = module
+
+
+def _exit_when_orphaned(stream) -> None:
+    """Block on the supervisor's pipe; EOF means it is gone, so this worker goes too."""
+    try:
+        while stream.read(65536):
+            pass
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
+    config = json.loads(sys.stdin.buffer.readline())
+    threading.Thread(target=_exit_when_orphaned, args=(sys.stdin.buffer,), daemon=True).start()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))  # nested waits recurse
+    if config.get("cwd"):
+        os.chdir(config["cwd"])
+    if config.get("debug"):
+        logging.basicConfig(level=logging.DEBUG)
+    loop = WorkerLoop(config)
+    if config.get("main"):
+        import_main(config["main"], config.get("argv", []))
+    loop.run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown: nothing left to flush, and it is slow
+
+
+if __name__ == "__main__":
+    main()
