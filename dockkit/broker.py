@@ -172,6 +172,17 @@ class Broker:
             self._local.close(linger=0)
         self._context.destroy(linger=0)
 
+    def expect(self, host: str, identities) -> None:
+        """Thread-safe: announce workers that are starting, so tasks wait for them."""
+        hello = {"version": P.VERSION, "role": "agent", "host": host,
+                 "workers": [i.encode() if isinstance(i, str) else i for i in identities]}
+        self.send_local([P.HELLO, P.pack_info(hello)])
+
+    def report_exit(self, identity, reason: str) -> None:
+        """Thread-safe: a worker of this process's own supervision exited."""
+        identity = identity.encode() if isinstance(identity, str) else identity
+        self.send_local([P.EXITED, P.pack_info({"identity": identity, "reason": reason})])
+
     def send_local(self, frames) -> None:
         """Thread-safe: hand a message from the root process to the broker thread."""
         with self._local_lock:

@@ -91,13 +91,8 @@ class Executor(concurrent.futures.Executor):
 
     def _start_local(self, config: dict) -> None:
         names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
-        hello = {"version": P.VERSION, "role": "agent", "host": "localhost",
-                 "workers": [identity.encode() for _, identity in names]}
-        self._broker.send_local([P.HELLO, P.pack_info(hello)])
-        self._group = WorkerGroup(names, config, on_exit=self._report_exit).start()
-
-    def _report_exit(self, identity: str, reason: str) -> None:
-        self._broker.send_local([P.EXITED, P.pack_info({"identity": identity.encode(), "reason": reason})])
+        self._broker.expect("localhost", [identity for _, identity in names])
+        self._group = WorkerGroup(names, config, on_exit=self._broker.report_exit).start()
 
     def _send(self, frames) -> None:
         self._broker.send_local(frames)
@@ -159,11 +154,13 @@ class Executor(concurrent.futures.Executor):
         elif wait and pending:
             concurrent.futures.wait(pending)
         self._client.fail_all(BrokenExecutor("the executor was shut down"))
-        self._broker.stop()
+        # Workers first: stopped while the broker still answers, they exit without
+        # reconnect attempts; the broker's own STOP is the backstop.
         if self._group is not None:
             self._group.stop()
         if self._launcher is not None:
             self._launcher.stop()
+        self._broker.stop()
 
     def _check_open(self) -> None:
         if self._closed:

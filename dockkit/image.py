@@ -8,7 +8,7 @@ into it, so an unchanged tree never rebuilds and a changed one never runs stale 
     base image ──┐ python:X.Y-slim (local, else pulled), else dockkit-base:<suite>
                  │ built by mmdebstrap from the host's apt sources
     wheels ──────┤ dockkit (built from the source tree) + pinned deps + user
-                 │ requirements, downloaded once into the wheel cache
+                 │ requirements (downloaded once into the wheel cache)
     images/worker┘ Dockerfile, sshd.conf, entrypoint.sh
          └─► docker build (classic builder, never pull) ─► dockkit-worker:<hash>
 
@@ -307,18 +307,17 @@ def ensure_worker_image(client: docker.DockerClient, *, base_image: str | None =
     log(f"dockkit: building {tag} on {base}")
     with tempfile.TemporaryDirectory(prefix="dockkit-build-") as tmp:
         ctx = Path(tmp, "context")
-        wheels = ctx / "wheels"
-        wheels.mkdir(parents=True)
+        (ctx / "deps").mkdir(parents=True)
         for name in _IMAGE_FILES:
             shutil.copy2(root / "images" / "worker" / name, ctx / name)
-        _build_dockkit_wheel(root, sources, Path(tmp, "src"), wheels)
+        _build_dockkit_wheel(root, sources, Path(tmp, "src"), ctx / "dist")
         python, has_sshd = _probe_base(client, base)
         if python != f"{sys.version_info.major}.{sys.version_info.minor}":
             log(f"dockkit: warning: {base} has Python {python} but this one is "
                 f"{sys.version_info.major}.{sys.version_info.minor}; tasks may not unpickle")
-        (wheels / "requirements.txt").write_bytes(pins.encode() + user_reqs)
-        _download_wheels(wheels / "requirements.txt", wheels, python, log)
-        _docker_build(client, ctx, tag, base, digest, offline=has_sshd, log=log)
+        (ctx / "deps" / "requirements.txt").write_bytes(pins.encode() + user_reqs)
+        _download_wheels(ctx / "deps" / "requirements.txt", ctx / "deps", python, log)
+        _docker_build(client, ctx, tag, base, offline=has_sshd, log=log)
     log(f"dockkit: built {tag}")
     return tag
 
@@ -442,10 +441,10 @@ def _build_dockkit_wheel(root: Path, sources: list[str], src: Path, out: Path) -
         shutil.copy2(root / rel, src / rel)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
            "-w", str(out), str(src)]
-    # Try the installed setuptools first (no index needed); an old one without
-    # bdist_wheel fails, and then pip fetches the build backend itself.
-    if _has_module("setuptools") and _pip([*cmd, "--no-build-isolation"], None):
-        return
+    # Use the installed setuptools when it can build wheels: then no index is needed.
+    # Otherwise pip fetches the build backend that pyproject.toml names.
+    if _has_module("setuptools.command.bdist_wheel") or _has_module("wheel"):
+        cmd.append("--no-build-isolation")
     _pip(cmd, "building the dockkit wheel")
 
 
@@ -488,15 +487,14 @@ def _target_flags(python: str) -> list[str]:
             "--platform", f"manylinux2014_{arch}", "--platform", "any"]
 
 
-def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, base: str, digest: str,
-                  *, offline: bool, log: Log) -> None:
+def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, base: str, *,
+                  offline: bool, log: Log) -> None:
     """Run the classic builder, never pulling; with no network when the base has sshd."""
     tail: list[str] = []
     with docker_errors(f"building {tag}", ImageError):
         for chunk in client.api.build(
                 path=str(ctx), tag=tag, buildargs={"BASE": base}, pull=False, rm=True,
-                forcerm=True, network_mode="none" if offline else None, decode=True,
-                labels={LABEL: "true", "org.dockkit.base": base, "org.dockkit.inputs": digest}):
+                forcerm=True, network_mode="none" if offline else None, decode=True):
             if "error" in chunk:
                 detail = "\n".join(tail[-15:] + [str(chunk["error"]).strip()])
                 raise ImageError(f"building {tag} failed:\n{detail}")
@@ -514,7 +512,10 @@ def _cache_dir() -> Path:
 
 
 def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def _pip(cmd: list[str], action: str | None) -> bool:

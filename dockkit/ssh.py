@@ -235,9 +235,9 @@ def _translate(exc: BaseException, target: SSHTarget, doing: str, keys_tried: st
     """Turn a paramiko/socket error into an SSHError that names the host, the cause and the fix."""
     if isinstance(exc, SSHError):
         return exc
-    hint = ""
-    if target.port not in (22, None) and target.port < 1024:
-        hint = f" (':{target.port}' sets the port; to ask for workers write '{target.spec.host}*{target.port}')"
+    hint, port = "", target.spec.port
+    if port and port != 22 and port < 1024:  # likely 'host:4' meant as a worker count
+        hint = f" (':{port}' sets the port; to ask for {port} workers write '{target.spec.host}*{port}')"
     if isinstance(exc, paramiko.BadHostKeyException):
         got, old = exc.key, exc.expected_key
         cls, reason = HostKeyError, (
@@ -382,7 +382,7 @@ class SSHConnection:
             if isinstance(resource, RemoteProcess):
                 resource.kill(grace=1.0)
             else:
-                resource.close()
+                _abort(resource)
         client, self._client = self._client, None
         if client is None:
             return
@@ -414,7 +414,8 @@ class SSHConnection:
         Args:
             cmd: A shell command line (build it with ``shlex.quote``).
             stdin: Bytes to feed it; its stdin is closed after them either way.
-            timeout: Seconds to wait for it to finish, or None for no limit.
+            timeout: Seconds to wait for it to finish, or None for no limit. On a
+                timeout the channel is closed, which a well-behaved command sees as EOF.
 
         Returns:
             ``(exit_status, stdout, stderr)``; exit_status is -1 if it died from a signal.
@@ -426,26 +427,31 @@ class SSHConnection:
         channel = self._exec(cmd, f"running {cmd!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         errors: list[bytes] = []
-        reader = threading.Thread(target=_drain_stderr, args=(channel, errors), daemon=True)
-        reader.start()  # stdout and stderr share one window: read both at once
+        # Feed stdin and drain stderr on their own threads while this one reads stdout: the
+        # streams share one window, so doing them in turn can deadlock on large outputs.
+        helpers = [threading.Thread(target=_drain_stderr, args=(channel, errors), daemon=True),
+                   threading.Thread(target=_feed, args=(channel, stdin or b""), daemon=True)]  # fmt: skip
+        for helper in helpers:
+            helper.start()
         output = bytearray()
+        remaining = lambda: None if deadline is None else max(deadline - time.monotonic(), 0.001)  # noqa: E731
         try:
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
             while True:
-                channel.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.001))
+                channel.settimeout(remaining())
                 if not (data := channel.recv(_CHUNK)):
                     break
                 output += data
-            status = channel.recv_exit_status()
+            if not channel.status_event.wait(remaining()):
+                raise TimeoutError
+            status = channel.exit_status
         except TimeoutError:
             raise DockkitTimeoutError(f"{self.target.where}: {cmd!r} did not finish within {timeout} s") from None
         except Exception as exc:
             raise _translate(exc, self.target, f"running {cmd!r}") from exc
         finally:
             channel.close()
-            reader.join(5)
+            for helper in helpers:
+                helper.join(5)
         return status, bytes(output), b"".join(errors)
 
     def start(
@@ -538,6 +544,21 @@ class SSHConnection:
             self._open.difference_update((sock, channel))
 
 
+def _sendall(channel: paramiko.Channel, data: bytes) -> None:
+    # In slices: paramiko's sendall re-slices the whole remainder per 32 KiB packet (quadratic).
+    for start in range(0, len(data), _CHUNK):
+        channel.sendall(data[start : start + _CHUNK])
+
+
+def _feed(channel: paramiko.Channel, data: bytes) -> None:
+    """Send ``data`` to a channel's stdin, then EOF."""
+    try:
+        _sendall(channel, data)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command ended or the channel closed: run() reports what matters
+
+
 def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
     """Collect a channel's stderr until EOF or close (run's timeout is enforced on stdout)."""
     while not channel.closed:
@@ -552,14 +573,24 @@ def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
 
 
 def _pump(recv, send, writer, other) -> None:
-    """Copy until EOF, then half-close ``writer``; on an error close both ends."""
+    """Copy until EOF, then half-close ``writer``; on an error abort both ends."""
     try:
         while data := recv(_CHUNK):
             send(data)
         writer.shutdown(socket.SHUT_WR) if isinstance(writer, socket.socket) else writer.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
-        writer.close()
-        other.close()
+        _abort(writer)
+        _abort(other)
+
+
+def _abort(end) -> None:
+    """Close a relay end so that a thread blocked reading it wakes up."""
+    if isinstance(end, socket.socket):
+        try:
+            end.shutdown(socket.SHUT_RDWR)  # close() alone does not wake a recv() in another thread
+        except OSError:
+            pass
+    end.close()
 
 
 class RemoteProcess:
@@ -572,7 +603,7 @@ class RemoteProcess:
 
     def __init__(self, connection: SSHConnection, channel: paramiko.Channel, on_stdout, on_stderr):
         self._connection, self._channel = connection, channel
-        self.stdin = _Stdin(channel)
+        self.stdin = _Stdin(channel, connection.target)
         self.pgid: int | None = None
         self._pgid_known = threading.Event()
         self._queues = {"stdout": queue.SimpleQueue(), "stderr": queue.SimpleQueue()}
@@ -618,6 +649,12 @@ class RemoteProcess:
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the process to end and its output to be delivered.
 
+        Args:
+            timeout: Seconds to wait, or None for no limit.
+
+        Returns:
+            The exit status; -1 if it was killed by a signal or the connection was lost.
+
         Raises:
             dockkit.errors.TimeoutError: Still running after ``timeout`` seconds.
         """
@@ -625,6 +662,7 @@ class RemoteProcess:
             raise DockkitTimeoutError(f"{self._connection.target.where}: remote process still running after {timeout} s")
         for reader in self._readers:
             reader.join(timeout)
+        self._forget()
         return self._channel.exit_status
 
     def kill(self, grace: float = 2.0) -> None:
@@ -645,18 +683,29 @@ class RemoteProcess:
         self._channel.close()
         for reader in self._readers:
             reader.join(grace)
-        with self._connection._lock:
+        self._forget()
+
+    def _forget(self) -> None:
+        with self._connection._lock:  # ended: SSHConnection.close() need not kill it
             self._connection._open.discard(self)
 
 
 class _Stdin:
     """The write end of a remote process's stdin."""
 
-    def __init__(self, channel: paramiko.Channel):
-        self._channel = channel
+    def __init__(self, channel: paramiko.Channel, target: SSHTarget):
+        self._channel, self._target = channel, target
 
     def write(self, data: bytes) -> int:
-        self._channel.sendall(data)
+        """Send ``data`` (blocks while the SSH window is full).
+
+        Raises:
+            SSHError: The process ended, stdin was closed, or the connection dropped.
+        """
+        try:
+            _sendall(self._channel, data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise _translate(exc, self._target, "writing to a remote process's stdin") from exc
         return len(data)
 
     def flush(self) -> None:

@@ -82,7 +82,7 @@ def test_str_round_trips(text):
     ],
 )
 def test_bad_specs(text, fragment):
-    with pytest.raises(HostSpecError, match=None) as info:
+    with pytest.raises(HostSpecError) as info:
         HostSpec.parse(text)
     assert fragment in str(info.value)
     assert isinstance(info.value, ConfigError)

@@ -1,0 +1,112 @@
+"""One measurement in a fresh interpreter; prints one JSON line for the orchestrator.
+
+    python benchmarks/child.py --system pool --case W1 [--quick]
+    python -m scoop -n 2 benchmarks/child.py --system scoop --case W1
+    python benchmarks/child.py --probe ray
+
+The result line starts with :data:`RESULT_MARK` so that whatever a library prints on
+stdout (SCOOP's and Ray's logs) cannot be mistaken for it. Its ``status`` is ``ok``,
+``unavailable`` (the library is missing: the reason says why) or ``error``.
+"""
+
+import time
+
+_T0 = time.perf_counter()  # W5 starts here, before the harness or any library is imported
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+if __package__ in (None, ""):  # run as a file (also how SCOOP's launcher runs it)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RESULT_MARK = "@@bench-result@@ "
+
+#: Set by the orchestrator for launched systems (SCOOP): the wall-clock time at which
+#: it started the launcher, so W5 counts the launcher and not only this process.
+T0_ENV = "BENCH_T0_WALL"
+
+# W6 maps these, and they must live in ``__main__``: that is the whole point. Each one
+# sleeps a little so that every system spreads them, and names the process that ran it.
+add_one = lambda x: (time.sleep(0.005), x + 1, os.getpid())[1:]  # noqa: E731
+
+
+def make_adder(n):
+    def add(x):
+        time.sleep(0.005)
+        return x + n, os.getpid()
+
+    return add
+
+
+def since_start() -> float:
+    """Seconds since this measurement began (see :data:`T0_ENV`)."""
+    wall = os.environ.get(T0_ENV)
+    if wall:
+        return time.time() - float(wall)
+    return time.perf_counter() - _T0
+
+
+def emit(result: dict) -> None:
+    sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def _failure(exc: BaseException) -> dict:
+    from benchmarks.systems import Unavailable
+
+    if isinstance(exc, Unavailable):
+        return {"status": "unavailable", "reason": str(exc)}
+    reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    return {"status": "error", "reason": reason, "traceback": traceback.format_exc()}
+
+
+def probe(name: str) -> dict:
+    """Import a system's library and report its version."""
+    from benchmarks.systems import SYSTEMS
+
+    try:
+        return {"status": "ok", "version": SYSTEMS[name]().probe()}
+    except Exception as exc:
+        return _failure(exc)
+
+
+def run_case(name: str, case_id: str, quick: bool) -> None:
+    """Measure one case, report it, then stop the system."""
+    from benchmarks.measure import measure
+    from benchmarks.systems import SYSTEMS
+    from benchmarks.workloads import build_cases
+
+    case = {c.id: c for c in build_cases(quick)}[case_id]
+    system = SYSTEMS[name]()
+    main_fns = {"W6-lambda": add_one, "W6-closure": make_adder(1)}
+    try:
+        emit({"status": "ok", "metrics": measure(system, case, since_start, main_fns)})
+    except Exception as exc:
+        emit(_failure(exc))
+    try:
+        system.stop()
+    except Exception:
+        traceback.print_exc()
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system")
+    parser.add_argument("--case")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--probe", metavar="SYSTEM")
+    args = parser.parse_args(argv)
+    if args.probe:
+        emit(probe(args.probe))
+    elif args.system and args.case:
+        run_case(args.system, args.case, args.quick)
+    else:
+        parser.error("give --probe SYSTEM, or --system and --case")
+
+
+if __name__ == "__main__":
+    main()  # no sys.exit: SCOOP runs this file inside a future and reports SystemExit

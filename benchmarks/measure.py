@@ -1,0 +1,163 @@
+"""How each workload is timed inside one fresh process (the "root" of the system).
+
+Every function takes a started-on-demand :class:`~benchmarks.systems.System`, the
+:class:`~benchmarks.workloads.Case` and returns a flat dict of figures. The system is
+left running: the caller reports the figures first and stops the system after, so a
+slow shutdown can never lose a measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+from benchmarks import workloads as wl
+from benchmarks.systems import System
+from benchmarks.workloads import Case
+
+#: How often (in items) W7 looks at its time budget.
+_BUDGET_CHECK_EVERY = 10_000
+
+
+def _start_warm(system: System, case: Case) -> None:
+    """Start the pool and run a tiny map so every system is past its lazy setup."""
+    system.start(case.workers)
+    warm = range(2 * case.workers)
+    if list(system.map(wl.square, warm)) != [wl.square(x) for x in warm]:
+        raise AssertionError("warm-up map returned wrong results")
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tiny(system: System, case: Case) -> dict:
+    """W1: many tasks that do nothing; the per-task overhead, in tasks/s."""
+    _start_warm(system, case)
+    seconds, results = _timed(lambda: list(system.map(wl.square, range(case.size))))
+    if results != [x * x for x in range(case.size)]:
+        raise AssertionError("W1 returned wrong results")
+    return {"seconds": seconds, "tasks_per_s": case.size / seconds}
+
+
+def sleepy(system: System, case: Case) -> dict:
+    """W2: 10 ms sleeps over many workers; efficiency against a perfect spread."""
+    _start_warm(system, case)
+    seconds, pids = _timed(lambda: list(system.map(wl.sleep_pid, range(case.size))))
+    ideal = wl.ideal_sleep_seconds(case)
+    return {
+        "seconds": seconds,
+        "ideal_s": ideal,
+        "efficiency": ideal / seconds,
+        "workers_seen": len(set(pids)),
+    }
+
+
+def cpu(system: System, case: Case) -> dict:
+    """W3: ~10 ms pure-Python calls; efficiency against ``size * t_call / workers``."""
+    wl.spin(wl.SPIN_ITERS)
+    calls = []
+    for _ in range(5):
+        calls.append(_timed(lambda: wl.spin(wl.SPIN_ITERS))[0])
+    t_call = statistics.median(calls)
+    _start_warm(system, case)
+    seconds, _ = _timed(lambda: list(system.map(wl.spin, [wl.SPIN_ITERS] * case.size)))
+    ideal = case.size * t_call / case.workers
+    return {"seconds": seconds, "t_call_s": t_call, "ideal_s": ideal, "efficiency": ideal / seconds}
+
+
+def payload(system: System, case: Case) -> dict:
+    """W4: 1 MiB arguments, tiny results; MB/s (10**6 bytes) of argument moved."""
+    items = wl.payloads(case.size)
+    _start_warm(system, case)
+    seconds, results = _timed(lambda: list(system.map(wl.nbytes, items)))
+    if results != [wl.MIB] * case.size:
+        raise AssertionError("W4 returned wrong results")
+    moved = case.size * wl.MIB
+    return {"seconds": seconds, "mb_per_s": moved / 1e6 / seconds}
+
+
+def startup(system: System, case: Case, since_start: Callable[[], float]) -> dict:
+    """W5: from the top of this process (before the import) to a first result."""
+    system.start(case.workers)
+    first = next(iter(system.map(wl.square, [3])))
+    seconds = since_start()
+    if first != 9:
+        raise AssertionError("W5 returned a wrong result")
+    return {"seconds": seconds}
+
+
+def portable(system: System, case: Case, fn: Callable[[int], tuple]) -> dict:
+    """W6: can the system map ``fn``, a lambda or closure from ``__main__``?
+
+    ``fn(x)`` returns ``(x + 1, pid)``; "yes" needs right values and at least one of
+    them computed outside this process (SCOOP's root also runs tasks).
+    """
+    system.start(case.workers)
+    try:
+        results = list(system.map(fn, range(case.size)))
+    except Exception as exc:  # the answer is "no", and this says why
+        return {"supported": False, "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    if [value for value, _ in results] != [x + 1 for x in range(case.size)]:
+        return {"supported": False, "reason": "wrong results"}
+    if all(pid == os.getpid() for _, pid in results):
+        return {"supported": False, "reason": "every call ran in the root process"}
+    return {"supported": True}
+
+
+def stream(system: System, case: Case) -> dict:
+    """W7: a lazy map over a generator, results consumed one by one.
+
+    Stops consuming past ``case.budget`` seconds and says so (``too_slow``), with the
+    throughput reached until then.
+    """
+    _start_warm(system, case)
+    rss_start = _peak_rss_mb()
+    done = 0
+    too_slow = False
+    start = time.perf_counter()
+    for value in system.stream(wl.square, wl.stream_items(case.size)):
+        if value != done * done:
+            raise AssertionError(f"W7 item {done} is out of order or wrong")
+        done += 1
+        if done % _BUDGET_CHECK_EVERY == 0 and time.perf_counter() - start > case.budget:
+            too_slow = done < case.size
+            break
+    seconds = time.perf_counter() - start
+    if done < case.size and not too_slow:
+        raise AssertionError(f"W7 stream ended after {done} of {case.size} items")
+    return {
+        "seconds": seconds,
+        "items": done,
+        "items_per_s": done / seconds,
+        "too_slow": too_slow,
+        "rss_start_mb": rss_start,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def measure(system: System, case: Case, since_start: Callable[[], float], main_fns: dict) -> dict:
+    """Run ``case`` on ``system`` and return its figures.
+
+    Args:
+        system: A not yet started adapter.
+        case: What to run.
+        since_start: Seconds since this process started (W5).
+        main_fns: W6's functions defined in ``__main__``, by case id.
+    """
+    if case.workload == "W5":
+        return startup(system, case, since_start)
+    if case.workload == "W6":
+        return portable(system, case, main_fns[case.id])
+    runners = {"W1": tiny, "W2": sleepy, "W3": cpu, "W4": payload, "W7": stream}
+    return runners[case.workload](system, case)

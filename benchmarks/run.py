@@ -1,0 +1,283 @@
+"""Orchestration: every system × case × repetition in a fresh process, then one report.
+
+    python -m benchmarks [--quick] [--reps N] [--systems a,b] [--workloads W1,W4]
+
+Data flow::
+
+    probe each system once (import + version, in parallel child processes)
+      │
+      ▼
+    for rep → case → system:            (interleaved, so drift hits every system alike)
+      child.py --system S --case C      (SCOOP: python -m scoop -n N child.py …)
+        └─ one "@@bench-result@@ {json}" line ──► results.add_run
+      │
+      ▼
+    results.finish (medians) → results.targets → report (rich table, markdown) + chart
+
+Each child runs in its own session and its whole process group is killed after it,
+so a hung peer or a leftover worker never reaches the next measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):  # python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import cluster, report, results
+from benchmarks.child import RESULT_MARK, T0_ENV
+from benchmarks.systems import SYSTEMS
+from benchmarks.workloads import WORKLOADS, Case, build_cases
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "benchmarks" / "child.py"
+DOCS = ROOT / "docs"
+SCRATCH = ROOT / "benchmarks" / "results"
+
+#: ``--quick`` stops starting runs after this many seconds, so a smoke test that
+#: finds the heavy peers installed still ends within a minute.
+QUICK_DEADLINE_S = 45.0
+PROBE_TIMEOUT_S = 120.0
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(choices)}"
+            )
+        return [c for c in choices if c in names]
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="dockkit side by side with its peers; every figure is the median of "
+        "fresh-process runs.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: one repetition, tiny sizes, under a minute")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per cell (default 5)")
+    parser.add_argument("--systems", type=_csv(list(SYSTEMS)), default=list(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS),
+                        help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write benchmarks.{json,png,md} (default: docs/ for a "
+                        "complete run, benchmarks/results/ otherwise)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when an installed system crashes or hangs on a case")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    if args.quick:
+        args.reps = 1
+    return args
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a benchmark
+    return env
+
+
+def child_command(system: str, case: Case, quick: bool) -> list[str]:
+    args = [str(CHILD), "--system", system, "--case", case.id] + (["--quick"] if quick else [])
+    if SYSTEMS[system].launched:  # SCOOP: its launcher starts the workers and the root
+        return [sys.executable, "-m", "scoop", "-n", str(case.workers), *args]
+    return [sys.executable, *args]
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def run_child(cmd: list[str], timeout: float, env: dict[str, str], launched: bool = False) -> dict:
+    """Run one child to its result line; never raises for the child's sake.
+
+    ``launched``: the child runs under its system's launcher, so W5's clock starts
+    here, as the launcher starts (see ``child.T0_ENV``).
+    """
+    import json
+
+    if launched:
+        env = {**env, T0_ENV: repr(time.time())}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc.pid)
+        out, err = proc.communicate()
+    finally:
+        _kill_group(proc.pid)  # stragglers: workers, schedulers, raylets
+    found = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
+    if found:
+        return json.loads(found[-1][len(RESULT_MARK):])
+    if timed_out:
+        return {"status": "timeout", "reason": f"no result within {timeout:.0f} s"}
+    return {"status": "error", "reason": f"exit {proc.returncode}: {_last_line(err)}"}
+
+
+def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
+    """Import every library once, in parallel, for availability and versions."""
+    import json
+
+    procs = {
+        name: subprocess.Popen([sys.executable, str(CHILD), "--probe", name], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in names
+    }
+    found = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            found[name] = {"status": "unavailable",
+                           "reason": f"import took over {PROBE_TIMEOUT_S:.0f} s"}
+            continue
+        lines = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
+        found[name] = (json.loads(lines[-1][len(RESULT_MARK):]) if lines else
+                       {"status": "unavailable", "reason": _last_line(err)})
+        if found[name]["status"] == "error":
+            found[name]["status"] = "unavailable"
+    return found
+
+
+def plan(cases: list[Case], systems: list[str], reps: int, quick: bool):
+    """The runs in order: rep → case → system; ``--quick`` goes system by system
+    instead, so its deadline trims the last (heaviest) peers, never dockkit."""
+    if quick:
+        return [(0, case, s) for s in systems for case in cases]
+    return [(rep, case, s) for rep in range(reps) for case in cases
+            for s in systems if rep == 0 or case.repeat]
+
+
+def _blocks(case: Case, result: dict, stream_cases: list[Case]) -> tuple[list[str], str] | None:
+    """Cases to skip for this system after ``result``, and why (hangs aren't retried)."""
+    status = result["status"]
+    too_slow = status == "ok" and result["metrics"].get("too_slow")
+    if status != "timeout" and not too_slow:
+        return None
+    why = "too slow" if too_slow else "timed out"
+    later = [c.id for c in stream_cases if c.size > case.size] if case.workload == "W7" else []
+    return [case.id, *later], f"{why} at {case.id}"
+
+
+def measure_all(args, cases, env, available, cells) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stream_cases = [c for c in cases if c.workload == "W7"]
+    runs = [r for r in plan(cases, args.systems, args.reps, args.quick) if r[2] in available]
+    blocked: dict[tuple[str, str], str] = {}
+    deadline = time.monotonic() + QUICK_DEADLINE_S if args.quick else None
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    with progress:
+        task = progress.add_task("benchmarks", total=len(runs))
+        for rep, case, system in runs:
+            progress.update(task, description=f"{case.id:<10} {system:<12} rep {rep + 1}")
+            cell = cells[case.id][system]
+            timeout = case.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            if (system, case.id) in blocked:
+                cell["reason"] = cell["reason"] or blocked[(system, case.id)]
+            elif timeout < 1:
+                cell["reason"] = cell["reason"] or f"--quick stops after {QUICK_DEADLINE_S:.0f} s"
+            else:
+                result = run_child(child_command(system, case, args.quick), timeout, env,
+                                   launched=SYSTEMS[system].launched)
+                if result["status"] == "timeout" and deadline is not None and timeout < case.timeout:
+                    result = {"status": "skipped",
+                              "reason": f"--quick stops after {QUICK_DEADLINE_S:.0f} s"}
+                results.add_run(cell, result)
+                block = _blocks(case, result, stream_cases)
+                for case_id in block[0] if block else []:
+                    blocked[(system, case_id)] = block[1]
+            progress.advance(task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cases = [c for c in build_cases(args.quick) if c.workload in args.workloads]
+    env = child_env()
+    probes = probe_all(args.systems, env)
+    available = {s for s, p in probes.items() if p["status"] == "ok"}
+    cells = {c.id: {s: results.new_cell() for s in args.systems} for c in cases}
+    for case in cases:
+        for system in set(args.systems) - available:
+            cells[case.id][system].update(status="unavailable", reason=probes[system]["reason"])
+
+    started = time.monotonic()
+    measure_all(args, cases, env, available, cells)
+    for row in cells.values():
+        for cell in row.values():
+            results.finish(cell)
+
+    complete = not args.quick and args.systems == list(SYSTEMS) and args.workloads == list(WORKLOADS)
+    data = {
+        "meta": {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+            "python": platform.python_version(),
+            "platform": platform.platform(terse=True),
+            "cpu": report.cpu_model(),
+            "cpus": os.cpu_count(),
+            "reps": args.reps,
+            "quick": args.quick,
+            "complete": complete,
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+        "systems": {
+            s: {"label": SYSTEMS[s].label, "available": s in available,
+                "version": probes[s].get("version"), "reason": probes[s].get("reason"),
+                "map_api": SYSTEMS[s].map_api, "stream_api": SYSTEMS[s].stream_api}
+            for s in args.systems
+        },
+        "cases": [case.__dict__ for case in cases],
+        "results": cells,
+        "cluster": cluster.section(env),
+    }
+    data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
+
+    out = args.out or (DOCS if complete else SCRATCH)
+    report.write_all(data, out)
+    report.print_report(data, out)
+    failures = results.strict_failures(cells, available)
+    if args.strict and failures:
+        print("\n".join(["--strict: these runs crashed or hung:", *failures]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The host agent: one per remote host, started over that host's one SSH connection.
+
+``python -m dockkit.agent`` reads one JSON line of configuration from stdin
+(broker address, the run's secret, the workers to start), starts the workers
+with a :class:`~dockkit.supervisor.WorkerGroup`, and then:
+
+- reports each worker's exit to the broker at once (EXITED, with the status),
+  so the broker re-queues exactly that worker's batches;
+- exchanges heartbeats with the broker, and stops its workers and exits when
+  the broker has been silent for ``heartbeat_timeout`` seconds (a dead root);
+- stops its workers and exits when stdin reaches EOF (the SSH connection
+  closed: the root ended, was interrupted, or lost the network).
+
+Worker output goes to the agent's stdout/stderr with a ``[host:wN]`` prefix and
+so reaches the root's terminal over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+import zmq
+
+from . import protocol as P
+from .supervisor import WorkerGroup
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+class Agent:
+    """Supervises this host's workers on behalf of a remote broker."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.host = config.get("host") or os.uname().nodename
+        self._exits: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.identity = config["identity"].encode()
+        self._socket.plain_username = P.AUTH_USER
+        self._socket.plain_password = config["secret"].encode()
+        self._socket.linger = 1000
+        self._socket.connect(config["address"])
+        self.heartbeat_timeout = float(config.get("heartbeat_timeout", 10.0))
+        worker_config = {key: config[key] for key in ("address", "secret", "workers", "debug",
+                                                      "main", "argv", "cwd") if key in config}
+        worker_config["host"] = self.host
+        if worker_config.get("cwd") and not os.path.isdir(worker_config["cwd"]):
+            worker_config.pop("cwd")
+        self.group = WorkerGroup([tuple(w) for w in config["worker_specs"]], worker_config,
+                                 on_exit=lambda identity, reason: self._exits.put((identity, reason)),
+                                 env=config.get("env"))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        workers = [identity.encode() for _, identity in self.config["worker_specs"]]
+        self._send([P.HELLO, P.pack_info({"version": P.VERSION, "role": "agent", "host": self.host,
+                                          "workers": workers})])
+        self.group.start()
+        last_heard = time.monotonic()
+        next_beat = 0.0
+        status = 0
+        try:
+            while not self._stop.is_set():
+                if self._socket.poll(100):
+                    kind, *frames = self._socket.recv_multipart()
+                    last_heard = time.monotonic()
+                    if kind == P.STOP:
+                        break
+                    if kind == P.WELCOME and not P.unpack_info(frames[0]).get("accepted"):
+                        print(f"dockkit agent on {self.host}: refused by the broker: "
+                              f"{P.unpack_info(frames[0]).get('reason')}", file=sys.stderr)
+                        status = 2
+                        break
+                while not self._exits.empty():
+                    identity, reason = self._exits.get()
+                    self._send([P.EXITED, P.pack_info({"identity": identity.encode(), "reason": reason})])
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._send([P.HEARTBEAT, b""])
+                    next_beat = now + HEARTBEAT_INTERVAL
+                if now - last_heard > self.heartbeat_timeout:
+                    print(f"dockkit agent on {self.host}: the broker has been silent for "
+                          f"{self.heartbeat_timeout:.0f} s; stopping this host's workers", file=sys.stderr)
+                    status = 3
+                    break
+        finally:
+            self.group.stop()
+            self._socket.close(linger=500)
+            self._context.term()
+        return status
+
+    def _send(self, frames) -> None:
+        self._socket.send_multipart(frames)
+
+
+def _stop_on_eof(agent: Agent) -> None:
+    """The SSH connection is our lifeline: stdin EOF means the root is gone."""
+    while sys.stdin.buffer.read(65536):
+        pass
+    agent.stop()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = json.loads(sys.stdin.buffer.readline())
+    agent = Agent(config)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGHUP, lambda *_: agent.stop())
+    threading.Thread(target=_stop_on_eof, args=(agent,), daemon=True).start()
+    status = agent.run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # the stdin reader thread may still block; don't wait for it
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The worker image: cached builds, key-only sshd with pinned host keys, the venv over SSH."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+
+import cloudpickle
+import paramiko
+import pytest
+
+from dockkit import image
+from dockkit.errors import DockerError, ImageError
+from dockkit.keys import generate_keypair, known_hosts_line
+
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _strict_client(known_hosts) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def _run(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
+    _, out, err = client.exec_command(command, timeout=30)
+    status = out.channel.recv_exit_status()
+    return status, out.read().decode(), err.read().decode()
+
+
+def test_second_ensure_reuses_the_image(docker_client, worker_image):
+    messages: list[str] = []
+    start = time.monotonic()
+    tag = image.ensure_worker_image(docker_client, log=messages.append)
+    elapsed = time.monotonic() - start
+    assert tag == worker_image
+    assert tag.startswith(f"{image.WORKER_REPOSITORY}:")
+    assert not any("building" in m for m in messages), messages
+    assert elapsed < 15, f"a cached ensure took {elapsed:.1f}s"
+    assert docker_client.images.get(tag).labels.get(image.LABEL) == "true"
+    assert any(row.tag == tag for row in image.list_images(docker_client))
+
+
+def test_image_bakes_in_no_keys(docker_client, worker_image):
+    out = docker_client.containers.run(
+        worker_image, ["-c", "ls /etc/ssh/ssh_host_* /root/.ssh/authorized_keys 2>/dev/null; true"],
+        entrypoint=["sh"], remove=True, network_mode="none", labels={image.LABEL: "true"})
+    assert out.strip() == b""
+
+
+def test_key_login_through_ssh_config(ssh_nodes):
+    config = paramiko.SSHConfig.from_path(str(ssh_nodes.ssh_config_path))
+    for node in ssh_nodes:
+        opts = config.lookup(node.alias)
+        assert opts["stricthostkeychecking"] == "yes"
+        with _strict_client(opts["userknownhostsfile"]) as client:
+            client.connect(opts["hostname"], port=int(opts["port"]), username=opts["user"],
+                           key_filename=opts["identityfile"][0], look_for_keys=False,
+                           allow_agent=False, timeout=10)
+            status, out, err = _run(client, "hostname")
+        assert (status, out.strip()) == (0, node.alias), err
+
+
+def test_wrong_pinned_host_key_is_refused(ssh_nodes, tmp_path):
+    node = ssh_nodes[0]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(known_hosts_line(node.hostname, node.port, generate_keypair().public_line) + "\n")
+    with _strict_client(wrong) as client, pytest.raises(paramiko.BadHostKeyException):
+        client.connect(node.hostname, port=node.port, username="root",
+                       key_filename=str(ssh_nodes.client_key_path), look_for_keys=False,
+                       allow_agent=False, timeout=10)
+
+
+def test_unknown_host_key_is_refused(ssh_nodes, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    node = ssh_nodes[1]
+    with _strict_client(empty) as client, pytest.raises(paramiko.SSHException, match="not found"):
+        client.connect(node.hostname, port=node.port, username="root",
+                       key_filename=str(ssh_nodes.client_key_path), look_for_keys=False,
+                       allow_agent=False, timeout=10)
+
+
+def test_unauthorized_client_key_is_refused(ssh_nodes, tmp_path):
+    other = generate_keypair().write(tmp_path / "other_key")
+    with pytest.raises(paramiko.AuthenticationException):
+        ssh_nodes.connect("node2", key_filename=str(other)).close()
+
+
+def test_venv_python_over_ssh_matches_the_host(ssh_nodes):
+    code = ("import sys, dockkit, zmq, cloudpickle, paramiko; "
+            "print(sys.executable, '%d.%d' % sys.version_info[:2], cloudpickle.__version__)")
+    with ssh_nodes.connect("node1") as client:
+        status, out, err = _run(client, f'python -c "{code}"')
+    assert status == 0, err
+    executable, version, cloudpickle_version = out.split()
+    assert executable.startswith(image.VENV + "/")
+    assert version == HOST_PYTHON
+    assert cloudpickle_version == cloudpickle.__version__
+
+
+def test_tcp_forwarding_is_allowed(ssh_nodes):
+    with ssh_nodes.connect("node0") as client:
+        channel = client.get_transport().open_channel("direct-tcpip", ("127.0.0.1", 22), ("127.0.0.1", 0))
+        try:
+            channel.settimeout(10)
+            assert channel.recv(64).startswith(b"SSH-2.0-")
+        finally:
+            channel.close()
+
+
+def test_exec_helper_sees_sshd(ssh_nodes):
+    result = ssh_nodes.exec("node2", "ps -e -o comm=")
+    assert result.exit_code == 0, result.output
+    assert "sshd" in result.output.split()
+
+
+def test_keys_from_environment_variables(docker_client, worker_image, tmp_path):
+    """The compose-friendly way: base64 keys in DOCKKIT_HOST_KEY / DOCKKIT_AUTHORIZED_KEYS."""
+    client_key, host_key = generate_keypair(), generate_keypair()
+    key_path = client_key.write(tmp_path / "id")
+    env = {"DOCKKIT_HOST_KEY": base64.b64encode(host_key.private_openssh).decode(),
+           "DOCKKIT_AUTHORIZED_KEYS": base64.b64encode(client_key.public_line.encode()).decode()}
+    container = docker_client.containers.run(worker_image, detach=True, environment=env,
+                                             labels={image.LABEL: "true"})
+    try:
+        ip = _wait_listening(container)
+        known = tmp_path / "known_hosts"
+        known.write_text(known_hosts_line(ip, 22, host_key.public_line) + "\n")
+        with _strict_client(known) as client:
+            client.connect(ip, username="root", key_filename=str(key_path), look_for_keys=False,
+                           allow_agent=False, timeout=10)
+            assert _run(client, "true")[0] == 0
+    finally:
+        container.remove(force=True)
+
+
+def test_node_without_authorized_keys_refuses_to_start(docker_client, worker_image):
+    container = docker_client.containers.run(worker_image, detach=True, network_mode="none",
+                                             labels={image.LABEL: "true"})
+    try:
+        assert container.wait(timeout=30)["StatusCode"] == 1
+        assert b"no authorized key" in container.logs()
+    finally:
+        container.remove(force=True)
+
+
+def test_missing_named_base_image_is_an_image_error(docker_client):
+    with pytest.raises(ImageError, match="dockkit-no-such-base:0"):
+        image.ensure_base_image(docker_client, "dockkit-no-such-base:0", log=lambda m: None)
+
+
+def test_missing_mmdebstrap_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(image.shutil, "which", lambda name: None)
+    with pytest.raises(ImageError, match="apt-get install mmdebstrap"):
+        image.build_offline_base(client=None, log=lambda m: None)
+
+
+def test_unreachable_engine_is_a_docker_error(tmp_path):
+    with pytest.raises(DockerError, match="cannot reach the Docker Engine"):
+        image.docker_client(f"unix://{tmp_path}/no-such.sock")
+
+
+def _wait_listening(container, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "exited":
+            break
+        if b"Server listening on" in container.logs():
+            return container.attrs["NetworkSettings"]["IPAddress"]
+        time.sleep(0.1)
+    pytest.fail(f"sshd did not start:\n{container.logs().decode(errors='replace')}")
