@@ -11,8 +11,9 @@ import sys
 
 import click
 
-from .errors import DockkitError
+from .errors import ClusterError, DockkitError
 
+DEFAULT_CLUSTER = "dockkit"
 RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False,
                "help_option_names": ["-h", "--help"]}
 
@@ -132,10 +133,182 @@ def cli():
 
 
 @cli.command(context_settings=RUN_CONTEXT)
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True, help="Cluster to run on, if it is up.")
+@click.option("--local", is_flag=True, help="Run on local workers even if a cluster is up.")
+@click.option("--max-upload", type=click.IntRange(min=1), default=200, show_default=True,
+              help="MB of working directory a cluster run may copy to the nodes.")
 @run_options
-def run(**options):
-    """Run SCRIPT with its tasks on dockkit workers; exit with the script's status."""
+def run(name, local, max_upload, **options):
+    """Run SCRIPT with its tasks on dockkit workers; exit with the script's status.
+
+    On a cluster that is up (`dockkit up`), the working directory is copied to every
+    node and the script runs from the head node over all nodes; otherwise the tasks
+    run on local workers, or on --hosts over SSH.
+    """
+    if not local and not (options["hosts"] or options["hostfile"]) and _cluster_is_up(name):
+        from .cluster import Cluster
+
+        cluster = Cluster(name=name)
+        extra = ["--max-retries", str(options["max_retries"])]
+        if options["progress"]:
+            extra.append("--progress")
+        sys.exit(cluster.run(options["script"], options["script_args"], workers=options["workers"],
+                             upload_limit=max_upload * 1_000_000, launcher_options=extra))
+    if not (options["hosts"] or options["hostfile"]):
+        click.echo(f"dockkit: no cluster {name!r} is up; running on local workers", err=True)
     sys.exit(_run(**options))
+
+
+def _cluster_is_up(name: str) -> bool:
+    from .config import cluster_dir
+
+    return (cluster_dir(name) / "cluster.json").is_file()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _node_table(cluster) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"cluster {cluster.name}", title_justify="left")
+    for column in ("node", "docker host", "container", "state", "address", "workers"):
+        table.add_column(column)
+    for node in cluster.status():
+        style = "green" if node.state == "running" else "red"
+        table.add_row(node.name, node.docker_host, node.container, f"[{style}]{node.state}[/]",
+                      f"{node.address}:{node.port}", str(node.workers))
+    _console().print(table)
+
+
+@cli.command()
+@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.option("--workers-per-node", type=click.IntRange(min=1), default=None,
+              help="Workers per node (default: the node's CPU count).")
+@click.option("--cpus", type=float, default=None, help="CPU limit per node.")
+@click.option("--memory", default=None, help="Memory limit per node, e.g. 2g.")
+@click.option("--docker-host", "docker_hosts", multiple=True,
+              help="Docker Engine URL (ssh://user@host); repeat to spread nodes over several.")
+@click.option("--base-image", default=None, help="Base image for the worker image.")
+@click.option("--requirements", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="pip requirements baked into the worker image.")
+@click.option("--debug", is_flag=True, hidden=True)
+def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, debug):
+    """Start a cluster of NODES identical SSH worker containers (or scale one)."""
+    import time
+
+    from .cluster import Cluster
+
+    started = time.perf_counter()
+    cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
+                      docker_hosts=docker_hosts or None, base_image=base_image,
+                      requirements=requirements).up()
+    _node_table(cluster)
+    click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
+               f"ssh_config: {cluster.ssh_config_path}", err=True)
+
+
+@cli.command()
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.option("--docker-host", "docker_hosts", multiple=True, help="Also clean this Docker Engine.")
+@click.option("--debug", is_flag=True, hidden=True)
+def down(name, docker_hosts, debug):
+    """Remove the cluster's containers, network, keys and state (idempotent)."""
+    from .cluster import Cluster
+
+    removed = Cluster(name=name, docker_hosts=docker_hosts or None).down()
+    click.echo(f"dockkit: cluster {name!r} is down ({removed} container(s) removed)", err=True)
+
+
+@cli.command()
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.option("--debug", is_flag=True, hidden=True)
+def status(name, debug):
+    """Show the cluster's nodes."""
+    from .cluster import Cluster
+
+    cluster = Cluster(name=name)
+    if cluster.state() is None:
+        raise ClusterError(f"no cluster {name!r} is up (start one with `dockkit up`)")
+    _node_table(cluster)
+
+
+@cli.command(context_settings=RUN_CONTEXT)
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(name, node, command):
+    """Open a shell on NODE (or run COMMAND) through the generated ssh_config."""
+    import shutil
+
+    from .cluster import Cluster
+
+    argv = Cluster(name=name).ssh_argv(node, command)
+    if shutil.which("ssh") is None:
+        raise click.ClickException("no `ssh` client here: install OpenSSH's client, or use "
+                                   f"`dockkit exec {node} CMD`")
+    os.execvp("ssh", argv)
+
+
+@cli.command(name="exec", context_settings=RUN_CONTEXT)
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name, node, command):
+    """Run COMMAND in NODE's container; exit with its status."""
+    from .cluster import Cluster
+
+    sys.exit(Cluster(name=name).exec(node, list(command)))
+
+
+@cli.command()
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.option("--tail", type=int, default=100, show_default=True)
+def logs(name, tail):
+    """Show the last lines of every node's log."""
+    from .cluster import Cluster
+
+    for node, text in Cluster(name=name).logs(tail).items():
+        click.echo(f"==> {node} <==")
+        click.echo(text.rstrip())
+
+
+@cli.group()
+def image():
+    """Build and list the worker image."""
+
+
+@image.command(name="build")
+@click.option("--base-image", default=None)
+@click.option("--requirements", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--docker-host", default=None)
+def image_build(base_image, requirements, docker_host):
+    """Build the worker image (only if its inputs changed) and print its tag."""
+    from .image import docker_client, ensure_worker_image
+
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    click.echo(ensure_worker_image(docker_client(docker_host), base_image=base_image,
+                                   requirements=requirements, log=log))
+
+
+@image.command(name="ls")
+@click.option("--docker-host", default=None)
+def image_ls(docker_host):
+    """List dockkit's images."""
+    from rich.table import Table
+
+    from .image import docker_client, list_images
+
+    table = Table()
+    for column in ("image", "id", "size", "created"):
+        table.add_column(column)
+    for row in list_images(docker_client(docker_host)):
+        table.add_row(row.tag, row.id, f"{row.size / 1e6:.0f} MB", row.created[:19])
+    _console().print(table)
 
 
 @click.command(context_settings=RUN_CONTEXT)

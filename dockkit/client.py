@@ -100,6 +100,7 @@ class Client:
         self._func_ids = itertools.count(1)
         self._pending: dict[int, object] = {}  # batch_id -> Future or _Slot
         self._functions: collections.OrderedDict = collections.OrderedDict()  # id(fn) -> (fn, fid)
+        self._unsent: dict[int, bytes] = {}  # fid -> blob, for functions the broker has not seen
         self.broken: BaseException | None = None
 
     # --- functions travel once --------------------------------------------------------
@@ -109,25 +110,32 @@ class Client:
             entry = self._functions.get(id(fn))
             if entry is not None and entry[0] is fn:
                 self._functions.move_to_end(id(fn))
-                return entry[1], b""
+                return entry[1], self._unsent.get(entry[1], b"")
             try:
                 blob = cloudpickle.dumps(fn, protocol=5)
             except Exception as exc:
                 raise serialization_error("the function", fn, exc) from exc
             fid = next(self._func_ids)
             self._functions[id(fn)] = (fn, fid)
+            self._unsent[fid] = blob
             forget = []
             while len(self._functions) > FUNCTION_CACHE:
-                forget.append(self._functions.popitem(last=False)[1][1])
+                old = self._functions.popitem(last=False)[1][1]
+                if self._unsent.pop(old, None) is None:  # the broker never saw it otherwise
+                    forget.append(old)
         if forget:
             self._send([P.FORGET, P.pack_ids(forget)])
         return fid, blob
 
     def _submit_batch(self, handler, fn_ref, payload, ntasks: int, flags: int) -> int:
-        fid, blob = fn_ref
+        fid, _ = fn_ref
         batch_id = next(self._batch_ids)
         self._pending[batch_id] = handler
-        self._send([P.SUBMIT, P.SUBMIT_HEADER.pack(batch_id, fid, ntasks, flags), blob, *payload])
+        # The function's code goes with the first batch that actually reaches the broker (a
+        # map of nothing, or a batch whose arguments failed to pickle, never sends it).
+        with self._lock:
+            blob = self._unsent.pop(fid, b"")
+            self._send([P.SUBMIT, P.SUBMIT_HEADER.pack(batch_id, fid, ntasks, flags), blob, *payload])
         return batch_id
 
     def _check_usable(self) -> None:
@@ -262,7 +270,7 @@ class _MapRun:
             raise TypeError("map() needs at least one iterable")
         self.client = client
         self.fn = fn
-        self.fn_ref = client._function(fn)
+        client._function(fn)  # an unpicklable function fails here, at the call
         self.star = len(iterables) > 1
         self.source = zip(*iterables) if self.star else iter(iterables[0])
         self.remaining = _known_length(iterables)
@@ -323,8 +331,9 @@ class _MapRun:
         with self.client.waiter.lock:
             self.inflight += 1
             self.slots.append(slot)
-        slot.batch_id = self.client._submit_batch(slot, self.fn_ref, payload, len(items),
-                                                  P.STAR if self.star else 0)
+        # look the function up again: another caller may have pushed it out of the cache
+        slot.batch_id = self.client._submit_batch(slot, self.client._function(self.fn), payload,
+                                                  len(items), P.STAR if self.star else 0)
 
     def _add_error_slot(self, exc) -> None:
         slot = _Slot(self, self.sent, 0)

@@ -56,7 +56,6 @@ WORKER_DEPS = ("pyzmq", "cloudpickle", "click", "rich", "paramiko", "cryptograph
 _IMAGE_FILES = ("Dockerfile", "sshd.conf", "entrypoint.sh")
 _SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
 _BASE_PACKAGES = "python3,python3-venv,openssh-server,procps,ca-certificates"
-_pull_failed: set[str] = set()  # names whose pull already failed in this process
 
 Log = Callable[[str], None]
 
@@ -247,20 +246,17 @@ def _image_exists(client: docker.DockerClient, name: str) -> bool:
 
 
 def _try_pull(client: docker.DockerClient, name: str, log: Log) -> bool:
-    """Pull ``name`` once per process; a failure (no registry) returns False, not an error."""
-    if name in _pull_failed:
-        return False
+    """Try to pull ``name``; a failure (no registry here) returns False, not an error."""
     repo, tag = docker.utils.parse_repository_tag(name)
     log(f"dockkit: pulling {name}")
     try:
         client.api.pull(repo, tag=tag or "latest")
     except docker.errors.APIError as exc:
-        _pull_failed.add(name)
         log(f"dockkit: cannot pull {name}: {(exc.explanation or str(exc)).splitlines()[0]}")
         return False
     except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
         raise DockerError(f"pulling {name}: {_engine_hint(exc)}") from exc
-    return True
+    return _image_exists(client, name)  # an error late in the pull only shows in its stream
 
 
 # --- worker image --------------------------------------------------------------------
@@ -400,8 +396,10 @@ def _source_files(root: Path) -> list[str]:
     """Paths (relative to root) of the files the dockkit wheel is built from, sorted."""
     files = [name for name in _SOURCE_FILES if (root / name).is_file()]
     for path in (root / "dockkit").rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            files.append(path.relative_to(root).as_posix())
+        rel = path.relative_to(root)
+        if path.is_file() and path.suffix != ".pyc" and not any(
+                part.startswith((".", "__pycache__")) for part in rel.parts):
+            files.append(rel.as_posix())
     return sorted(files)
 
 
@@ -452,15 +450,18 @@ def _probe_base(client: docker.DockerClient, base: str) -> tuple[str, bool]:
     """The base's Python major.minor and whether it already has sshd (so builds offline)."""
     code = ("import os, sys; print('%d.%d' % sys.version_info[:2], "
             "int(os.access('/usr/sbin/sshd', os.X_OK)))")
-    try:
-        out = client.containers.run(base, ["-c", code], entrypoint=["python3"], remove=True,
-                                    network_mode="none", labels={LABEL: "true"})
-        version, sshd = out.decode().split()
-    except (docker.errors.ContainerError, ValueError) as exc:
-        raise ImageError(f"base image {base} has no working python3: {exc}") from exc
-    except docker.errors.APIError as exc:
-        raise ImageError(f"cannot run base image {base}: {exc.explanation or exc}") from exc
-    return version, sshd == "1"
+    with docker_errors(f"running python3 in base image {base}", ImageError):
+        container = client.containers.create(base, ["-c", code], entrypoint=["python3"],
+                                             network_mode="none", labels={LABEL: "true"})
+        try:
+            container.start()
+            status = container.wait(timeout=120)["StatusCode"]
+            out = container.logs().decode(errors="replace").split()
+        finally:
+            container.remove(force=True)
+    if status != 0 or len(out) != 2:
+        raise ImageError(f"base image {base} has no working python3: {' '.join(out)[-500:]}")
+    return out[0], out[1] == "1"
 
 
 def _download_wheels(reqfile: Path, dest: Path, python: str, log: Log) -> None:
@@ -507,7 +508,7 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, base: str, *
 
 def _cache_dir() -> Path:
     if os.environ.get("DOCKKIT_CACHE_DIR"):
-        return Path(os.environ["DOCKKIT_CACHE_DIR"])
+        return Path(os.environ["DOCKKIT_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dockkit"
 
 

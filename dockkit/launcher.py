@@ -275,14 +275,15 @@ class SSHLauncher:
     def _print_plan(self) -> None:
         from rich.table import Table
 
-        table = Table(title=f"Deploying {self.total_workers} workers over {len(self.rows)} hosts",
-                      title_justify="left")
+        console = self._console_out()
+        console.print(f"Deploying {self.total_workers} workers over {len(self.rows)} hosts")
+        table = Table()
         table.add_column("host")
         table.add_column("workers", justify="right")
         for row in self.rows:
             table.add_row(str(row.spec.label), str(row.workers))
         table.add_row(f"{socket.gethostname()} (this machine)", "root", style="dim")
-        self._console_out().print(table)
+        console.print(table)
 
     def _print_status(self) -> None:
         from rich.table import Table

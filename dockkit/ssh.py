@@ -323,6 +323,10 @@ class SSHConnection:
         transport = self._client.get_transport() if self._client else None
         return bool(transport and transport.is_active())
 
+    def local_address(self) -> str:
+        """This machine's address on the route to the host: what its workers can connect back to."""
+        return self._transport().sock.getsockname()[0]
+
     def _keys_tried(self) -> str:
         t = self.target
         keys = [f if os.path.exists(f) else f"{f} (missing)" for f in t.identity_files]

@@ -1,0 +1,112 @@
+"""The chart: one small panel per workload, one bar per system (matplotlib, optional)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import results as res
+
+_COLORS = {"dockkit": "#d62728", "pool": "#1f77b4", "processpool": "#6baed6", "loky": "#9467bd",
+           "dask": "#ff7f0e", "ray": "#2ca02c", "scoop": "#8c564b"}
+
+# (case id, metric, title, log scale, target line or None)
+_PANELS = [
+    ("W1", "tasks_per_s", "W1 tiny tasks · tasks/s (higher is better)", True, None),
+    ("W2", "efficiency", "W2 sleep 10 ms · efficiency", False, 0.95),
+    ("W3", "efficiency", "W3 cpu 10 ms · efficiency", False, None),
+    ("W4", "mb_per_s", "W4 1 MiB payloads · MB/s", True, None),
+    ("W5", "seconds", "W5 startup to first result · s (lower is better)", True, 0.15),
+]
+
+
+def _status(data: dict, case_id: str, system: str) -> str:
+    cell = data["results"].get(case_id, {}).get(system)
+    return cell["status"] if cell else "skipped"
+
+
+def _bars(ax, data, case_id, metric, log, target) -> None:
+    systems = list(data["systems"])
+    labels = [data["systems"][s]["label"] for s in systems]
+    values = [res.figure(data["results"], case_id, s, metric) for s in systems]
+    for i, (system, value) in enumerate(zip(systems, values)):
+        if value is None or (log and value <= 0):
+            ax.text(i, 0.02, _status(data, case_id, system).replace("_", " "), rotation=90,
+                    ha="center", va="bottom", fontsize=7, color="grey", transform=ax.get_xaxis_transform())
+            continue
+        ax.bar(i, value, color=_COLORS.get(system, "grey"))
+    if log and any(v for v in values if v):
+        ax.set_yscale("log")
+    if target is not None:
+        ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
+        ax.annotate("target", (len(systems) - 0.5, target), fontsize=7, ha="right", va="bottom")
+    ax.set_xticks(range(len(systems)), labels, rotation=35, ha="right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _streams(ax, data, metric, title, log) -> None:
+    streams = [c["id"] for c in data["cases"] if c["workload"] == "W7"]
+    systems = list(data["systems"])
+    width = 0.8 / max(len(streams), 1)
+    for j, case_id in enumerate(streams):
+        for i, system in enumerate(systems):
+            value = res.figure(data["results"], case_id, system, metric)
+            partial = _status(data, case_id, system) != "ok"  # stopped by the budget
+            if value is None or (partial and metric != "items_per_s"):
+                continue
+            ax.bar(i - 0.4 + width * (j + 0.5), value, width * 0.95, color=_COLORS.get(system, "grey"),
+                   alpha=1.0 - 0.45 * j, label=case_id if i == 0 else None)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(len(systems)), [data["systems"][s]["label"] for s in systems],
+                  rotation=35, ha="right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(fontsize=7, title="lighter = longer", title_fontsize=6)
+
+
+def _lambdas(ax, data) -> None:
+    ax.axis("off")
+    ax.set_title("W6 map a lambda / closure from __main__", fontsize=9)
+    lines = []
+    for system, info in data["systems"].items():
+        answers = []
+        for case_id in ("W6-lambda", "W6-closure"):
+            value = res.figure(data["results"], case_id, system, "supported")
+            answers.append("n/a" if value is None else ("yes" if value else "no"))
+        lines.append(f"{info['label']:<12} {answers[0]:>4} / {answers[1]}")
+    ax.text(0.02, 0.95, "\n".join(lines), family="monospace", fontsize=8, va="top",
+            transform=ax.transAxes)
+
+
+def draw(data: dict, path: Path) -> str:
+    """Draw the chart to ``path``; return what happened, for the report."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"not drawn: {exc} (pip install the 'bench' extra)"
+    present = {c["id"] for c in data["cases"]}
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    axes = list(axes.flat)
+    for ax, (case_id, metric, title, log, target) in zip(axes, _PANELS):
+        if case_id in present:
+            ax.set_title(title, fontsize=9)
+            _bars(ax, data, case_id, metric, log, target)
+        else:
+            ax.axis("off")
+    if any(c["workload"] == "W7" for c in data["cases"]):
+        _streams(axes[5], data, "items_per_s", "W7 stream · items/s", True)
+        _streams(axes[6], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)", False)
+    else:
+        axes[5].axis("off")
+        axes[6].axis("off")
+    _lambdas(axes[7], data)
+    meta = data["meta"]
+    fig.suptitle(f"dockkit and its peers — median of {meta['reps']} fresh-process run(s), "
+                 f"{meta['cpus']} CPUs, Python {meta['python']} ({meta['date']})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "drawn"
