@@ -27,6 +27,9 @@ RESULT_MARK = "@@bench-result@@ "
 #: it started the launcher, so W5 counts the launcher and not only this process.
 T0_ENV = "BENCH_T0_WALL"
 
+#: Seconds a system gets to stop once its figures are out.
+STOP_GRACE_S = 15.0
+
 # W6 maps these, and they must live in ``__main__``: that is the whole point. Each one
 # sleeps a little so that every system spreads them, and names the process that ran it.
 add_one = lambda x: (time.sleep(0.005), x + 1, os.getpid())[1:]  # noqa: E731
@@ -85,10 +88,28 @@ def run_case(name: str, case_id: str, quick: bool) -> None:
         emit({"status": "ok", "metrics": measure(system, case, since_start, main_fns)})
     except Exception as exc:
         emit(_failure(exc))
-    try:
-        system.stop()
-    except Exception:
-        traceback.print_exc()
+    _stop_within(system, STOP_GRACE_S)
+
+
+def _stop_within(system, grace: float) -> None:
+    """Stop politely; past ``grace`` seconds leave at once (the harness then kills the
+    process group). A stdlib ProcessPoolExecutor, for one, can hang in ``shutdown``
+    after a task failed to pickle."""
+    import threading
+
+    def stop():
+        try:
+            system.stop()
+        except Exception:
+            traceback.print_exc()
+
+    stopper = threading.Thread(target=stop, daemon=True)
+    stopper.start()
+    stopper.join(grace)
+    if stopper.is_alive():
+        sys.stderr.write(f"stop did not return within {grace:.0f} s; exiting\n")
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(argv=None) -> None:

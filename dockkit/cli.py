@@ -132,7 +132,7 @@ def cli():
     """Spread an ordinary Python map over many cores, SSH hosts and Docker containers."""
 
 
-@cli.command(context_settings=RUN_CONTEXT)
+@cli.command(context_settings={**RUN_CONTEXT, "allow_interspersed_args": True})
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True, help="Cluster to run on, if it is up.")
 @click.option("--local", is_flag=True, help="Run on local workers even if a cluster is up.")
 @click.option("--max-upload", type=click.IntRange(min=1), default=200, show_default=True,
@@ -141,6 +141,8 @@ def cli():
 def run(name, local, max_upload, **options):
     """Run SCRIPT with its tasks on dockkit workers; exit with the script's status.
 
+    dockkit's options may come before or after SCRIPT (`dockkit run job.py -n 16`);
+    every other argument goes to the script, and so does everything after `--`.
     On a cluster that is up (`dockkit up`), the working directory is copied to every
     node and the script runs from the head node over all nodes; otherwise the tasks
     run on local workers, or on --hosts over SSH.
@@ -237,7 +239,7 @@ def status(name, debug):
     _node_table(cluster)
 
 
-@cli.command(context_settings=RUN_CONTEXT)
+@cli.command(context_settings={**RUN_CONTEXT, "allow_interspersed_args": True})
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
 @click.argument("node")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -326,3 +328,7 @@ def main(argv=None) -> None:
 def python_m_main(argv=None) -> None:
     """Entry point of ``python -m dockkit``: SCOOP's ``python -m scoop`` form."""
     _invoke(module_run, argv, "python -m dockkit")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,7 +120,7 @@ def _log(message: str) -> None:
 def pytest_collection_modifyitems(config, items):
     """Mark integration tests ``docker``; give the first one that builds the image more time."""
     here = Path(__file__).parent
-    ours = [item for item in items if here in Path(str(item.fspath)).parents]
+    ours = [item for item in items if here in item.path.parents]
     for item in ours:
         item.add_marker(pytest.mark.docker)
     first = next((i for i in items if "worker_image" in getattr(i, "fixturenames", ())), None)
