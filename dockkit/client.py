@@ -8,8 +8,8 @@ worker that waits on its own futures keeps executing other tasks and a pool of
 waiting workers cannot deadlock.
 
 ``map`` is lazy and streaming: it reads its inputs only while fewer than
-``window`` batches are in flight, so a generator of ten million items is never
-materialised, and it yields results in order. Batch sizes adapt to measured
+``window`` batches are in flight (and at most twice that many hold results not
+yet consumed), so a generator of ten million items is never materialised, and it yields results in order. Batch sizes adapt to measured
 task time: the first batches hold one item; once a worker reports how long an
 item takes, batches grow to about ``TARGET_BATCH_SECONDS`` of work, capped so
 every worker still gets several batches.
@@ -281,6 +281,10 @@ class _MapRun:
         self.completed: collections.deque[_Slot] = collections.deque()
         self.inflight = 0
         self.item_ns: float | None = None
+        self._probe = 1
+        # Never bigger than Pool.map's chunks, so every worker gets several batches.
+        self.even_split = (None if self.remaining is None else
+                           max(1, min(MAX_BATCH, math.ceil(self.remaining / (4 * client.workers)))))
         self.sent = 0
         self.exhausted = False
 
@@ -291,15 +295,21 @@ class _MapRun:
         if self.chunksize:
             return self.chunksize
         if self.item_ns is None:
-            return 1
+            # No timing yet: an input of known length starts with Pool.map's split (four
+            # batches per worker); an endless one with single items, doubling per batch,
+            # until the first result says how long an item takes.
+            if self.even_split is not None:
+                return self.even_split
+            size, self._probe = self._probe, min(2 * self._probe, MAX_BATCH)
+            return size
         size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
-        cap = MAX_BATCH
-        if self.remaining is not None:
-            cap = min(cap, math.ceil(self.remaining / (4 * self.client.workers)))
-        return max(1, min(size, cap))
+        return max(1, min(size, self.even_split or MAX_BATCH))
 
     def top_up(self) -> None:
-        while not self.exhausted and self.inflight < self.window():
+        # results not yet consumed count too: a slow first task must not let the rest of
+        # the input be read (and its results held) while the caller waits for it
+        while (not self.exhausted and self.inflight < self.window()
+               and len(self.slots) < 2 * self.window()):
             size = self.next_size()
             try:
                 items = list(itertools.islice(self.source, size))

@@ -58,6 +58,7 @@ class Executor(concurrent.futures.Executor):
             raise ConfigError(f"max_retries must be 0 or more, got {max_retries!r}")
         self._secret = secrets.token_urlsafe(32)
         self._shutdown_lock = threading.Lock()
+        self._constants: set[str] = set()
         self._closed = False
         self._run_id = uuid.uuid4().hex[:8]
         remote = bool(hosts or hostfile)
@@ -137,9 +138,17 @@ class Executor(concurrent.futures.Executor):
         return self._client.map(fn, iterables, timeout=timeout, chunksize=chunksize, ordered=False)
 
     def set_constants(self, values: dict) -> None:
-        """Broadcast read-only values to every worker, now and later (``dockkit.shared``)."""
+        """Broadcast read-only values to every worker, now and later (``dockkit.shared``).
+
+        Raises:
+            ConfigError: a name was already set on this executor (constants are read-only).
+        """
         self._check_open()
+        taken = sorted(set(values) & self._constants)
+        if taken:
+            raise ConfigError(f"shared constants are read-only; already set: {', '.join(taken)}")
         self._send([P.SETCONST, b"", *_dumps(values)])
+        self._constants.update(values)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the broker and every worker. Idempotent."""

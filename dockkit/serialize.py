@@ -75,7 +75,12 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-def _rebuild_exception(exc, tb_text):
+def _rebuild_exception(exc, tb_text, summary=None):
+    if summary is not None:  # ``exc`` is the pickled exception: load it here, or keep its text
+        try:
+            exc = pickle.loads(exc)
+        except Exception as err:
+            exc = RemoteError(f"{summary} (it could not be unpickled here: {err!r})", tb_text)
     exc.__cause__ = RemoteTraceback(tb_text)
     return exc
 
@@ -92,14 +97,17 @@ class ExceptionWithTraceback:
         lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
         self.tb_text = f'\n"""\nTraceback on {where}:\n{"".join(lines)}"""'
         exc.__traceback__ = None  # tracebacks don't pickle; the text carries them
-        self.exc = exc
+        self.summary = f"{type(exc).__qualname__}: {exc}"
+        # The exception travels pickled inside this object, so one that cannot be unpickled
+        # at the other end (its module is missing there) still arrives as a RemoteError.
         try:
-            pickle.loads(cloudpickle.dumps(exc, protocol=PROTOCOL))
+            self.blob = cloudpickle.dumps(exc, protocol=PROTOCOL)
+            pickle.loads(self.blob)
         except Exception:
-            self.exc = RemoteError(f"{type(exc).__qualname__}: {exc}", self.tb_text)
+            self.blob = pickle.dumps(RemoteError(self.summary, self.tb_text), protocol=PROTOCOL)
 
     def __reduce__(self):
-        return _rebuild_exception, (self.exc, self.tb_text)
+        return _rebuild_exception, (self.blob, self.tb_text, self.summary)
 
 
 def load_exception(frames) -> BaseException:

@@ -42,8 +42,8 @@ from dockkit.context import current
 from dockkit.errors import ConfigError, RemoteError, SerializationError
 
 # Generous bounds: these check that a timeout is honoured, not how fast anything is.
-SLOW = 30.0  # a task that would outlast any test; only used where it is cancelled or abandoned
 TIMEOUT_SLACK = 5.0
+GATE_LIMIT = 60.0  # a gated task gives up after this long even if its test never opens the gate
 WORKER_TRACEBACK = re.compile(r"Traceback on worker \S+ \(pid \d+\) on \S+")
 
 
@@ -101,6 +101,17 @@ def return_lock(_=None):
 
 def constant(name):
     return shared.getConst(name, timeout=5)
+
+
+def wait_for_gate(name, value=None):
+    """Block until the root opens gate ``name`` (a shared constant); see :class:`Gate`."""
+    shared.getConst(name, timeout=GATE_LIMIT)
+    return value
+
+
+def gated(x, name):
+    """``x``, except that 1 waits for the gate first."""
+    return wait_for_gate(name, x) if x == 1 else x
 
 
 class Point:
@@ -241,6 +252,34 @@ class CountingIterable:
             yield i
 
 
+class Gate:
+    """Tasks that stay unfinished until the test opens the gate (or ``GATE_LIMIT`` passes).
+
+    A long sleep would do, but it would keep a worker busy into the next tests; a gate is
+    a shared constant set on the executor, so opening it ends every gated task at once
+    (a waiting worker keeps running other tasks meanwhile). Use it as a context manager.
+    """
+
+    def __init__(self, executor):
+        self.executor = executor
+        self.name = f"gate_{uuid.uuid4().hex}"
+        self.opened = False
+
+    def submit(self, value=None):
+        return self.executor.submit(wait_for_gate, self.name, value)
+
+    def open(self) -> None:
+        if not self.opened:
+            self.opened = True
+            self.executor.set_constants({self.name: True})
+
+    def __enter__(self) -> "Gate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.open()
+
+
 def remote_cause(exc) -> str:
     cause = exc.__cause__
     assert cause is not None, f"{exc!r} has no remote traceback attached"
@@ -340,12 +379,14 @@ class ExecutorContract:
 
     # --- the Future API ------------------------------------------------------------------------------------
     def test_future_result_with_timeout(self, executor):
-        future = executor.submit(sleep_then, SLOW, "late")
-        with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
-            with pytest.raises(TimeoutError):
-                future.result(timeout=0.3)
-        assert not future.done()
-        assert future.cancel()
+        with Gate(executor) as gate:
+            future = gate.submit("late")
+            with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
+                with pytest.raises(TimeoutError):
+                    future.result(timeout=0.3)
+            assert not future.done()
+            gate.open()
+            assert future.result(timeout=60) == "late"
         assert executor.submit(sleep_then, 0.2, "ok").result(timeout=60) == "ok"
 
     def test_future_exception_waits_for_the_task(self, executor):
@@ -356,19 +397,25 @@ class ExecutorContract:
         assert executor.submit(add, 1, 1).exception(timeout=60) is None
 
     def test_future_exception_with_timeout(self, executor):
-        future = executor.submit(sleep_then, SLOW)
-        with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
-            with pytest.raises(TimeoutError):
-                future.exception(timeout=0.3)
-        future.cancel()
+        with Gate(executor) as gate:
+            future = gate.submit()
+            with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
+                with pytest.raises(TimeoutError):
+                    future.exception(timeout=0.3)
+            gate.open()
+            assert future.exception(timeout=60) is None
 
     def test_cancel_and_done(self, executor):
-        future = executor.submit(sleep_then, SLOW)
-        assert not future.done()
-        assert future.cancel()
-        assert future.cancelled() and future.done()
-        with pytest.raises(concurrent.futures.CancelledError):
-            future.result(timeout=1)
+        with Gate(executor) as gate:
+            future = gate.submit("never seen")
+            assert not future.done()
+            assert future.cancel()
+            assert future.cancelled() and future.done()
+            gate.open()
+            with pytest.raises(concurrent.futures.CancelledError):
+                future.result(timeout=1)
+            with pytest.raises(concurrent.futures.CancelledError):
+                future.exception(timeout=1)
         finished = executor.submit(add, 1, 2)
         assert finished.result(timeout=60) == 3
         assert finished.done()
@@ -394,26 +441,32 @@ class ExecutorContract:
         assert late == [True]
         # a cancelled future calls back too
         cancelled = []
-        pending = executor.submit(sleep_then, SLOW)
-        pending.add_done_callback(lambda f: cancelled.append(f.cancelled()))
-        pending.cancel()
+        with Gate(executor) as gate:
+            pending = gate.submit()
+            pending.add_done_callback(lambda f: cancelled.append(f.cancelled()))
+            pending.cancel()
         assert cancelled == [True]
 
     # --- wait and as_completed --------------------------------------------------------------------------
     def test_wait_first_completed(self, executor):
-        slow = executor.submit(sleep_then, SLOW)
-        fast = executor.submit(sleep_then, 0.1, "fast")
-        done, not_done = futures.wait([slow, fast], timeout=60, return_when=futures.FIRST_COMPLETED)
-        assert done == {fast} and not_done == {slow}
-        slow.cancel()
+        with Gate(executor) as gate:
+            slow = gate.submit()
+            fast = executor.submit(sleep_then, 0.1, "fast")
+            done, not_done = futures.wait([slow, fast], timeout=60, return_when=futures.FIRST_COMPLETED)
+            assert done == {fast} and not_done == {slow}
+            gate.open()
+            done, not_done = futures.wait([slow, fast], timeout=60)
+            assert done == {slow, fast} and not not_done
 
     def test_wait_first_exception_returns_the_failed_future(self, executor):
-        slow = executor.submit(sleep_then, SLOW)
-        bad = executor.submit(sleep_then_raise, 0.1, "first exception")
-        done, not_done = futures.wait([slow, bad], timeout=60, return_when=futures.FIRST_EXCEPTION)
-        assert bad in done and slow in not_done
-        assert isinstance(bad.exception(), ValueError)
-        slow.cancel()
+        with Gate(executor) as gate:
+            slow = gate.submit()
+            fine = executor.submit(add, 1, 2)
+            bad = executor.submit(sleep_then_raise, 0.2, "first exception")
+            done, not_done = futures.wait([slow, fine, bad], timeout=60,
+                                          return_when=futures.FIRST_EXCEPTION)
+            assert bad in done and slow in not_done
+            assert isinstance(bad.exception(), ValueError)
 
     def test_wait_all_completed_returns_failures_without_raising(self, executor):
         fs = [executor.submit(fail_on, i, 2) for i in range(5)]
@@ -425,26 +478,27 @@ class ExecutorContract:
         assert done == set(fs)
 
     def test_wait_timeout_is_honoured(self, executor):
-        slow = executor.submit(sleep_then, SLOW)
-        with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
-            done, not_done = futures.wait([slow], timeout=0.3)
-        assert not done and not_done == {slow}
-        slow.cancel()
+        with Gate(executor) as gate:
+            slow = gate.submit()
+            for return_when in (futures.ALL_COMPLETED, futures.FIRST_COMPLETED, futures.FIRST_EXCEPTION):
+                with takes_between(0.3, 0.3 + TIMEOUT_SLACK):
+                    done, not_done = futures.wait([slow], timeout=0.3, return_when=return_when)
+                assert not done and not_done == {slow}
 
     def test_as_completed(self, executor):
         fs = [executor.submit(sleep_then, 0.05 * (4 - i), i) for i in range(4)]
         assert sorted(f.result() for f in futures.as_completed(fs, timeout=60)) == [0, 1, 2, 3]
 
     def test_as_completed_timeout(self, executor):
-        fast = executor.submit(add, 1, 1)
-        slow = executor.submit(sleep_then, SLOW)
-        seen = []
-        with takes_between(0.5, 0.5 + TIMEOUT_SLACK):
-            with pytest.raises(TimeoutError):
-                for future in futures.as_completed([fast, slow], timeout=0.5):
-                    seen.append(future)
-        assert seen == [fast]
-        slow.cancel()
+        with Gate(executor) as gate:
+            fast = executor.submit(add, 1, 1)
+            slow = gate.submit()
+            seen = []
+            with takes_between(0.5, 0.5 + TIMEOUT_SLACK):
+                with pytest.raises(TimeoutError):
+                    for future in futures.as_completed([fast, slow], timeout=0.5):
+                        seen.append(future)
+            assert seen == [fast]
 
     # --- errors from tasks ----------------------------------------------------------------------------
     def test_task_exception_keeps_its_type_and_remote_traceback(self, executor):
@@ -474,21 +528,21 @@ class ExecutorContract:
             next(results)
 
     def test_map_stops_reading_and_cancels_the_rest_after_a_failure(self, executor):
-        source = CountingIterable(limit=100_000)
+        source = CountingIterable()  # endless: list() returns only because the map stops
         results = executor.map(fail_on, source, itertools.repeat(3))
         with pytest.raises(ValueError, match="boom 3"):
             list(results)
         consumed = source.consumed
-        assert consumed < 100_000
-        # the rest is cancelled: the workers are free at once for new work, the input is left alone
-        with takes_between(0, 30):
-            still_works(executor)
+        still_works(executor)
         assert source.consumed == consumed
-        slow_source = CountingIterable(limit=400)
-        results = executor.map(fail_on, slow_source, itertools.repeat(0))
-        with pytest.raises(ValueError):
-            next(results)
-        assert slow_source.consumed < 400
+        # the tasks after the failure are cancelled: the workers are free for new work long
+        # before the 30 s the rest would take
+        with takes_between(0, 15):
+            results = executor.map(sleep_then_raise, [0.0] + [0.3] * 200, itertools.repeat("stop"),
+                                   chunksize=1)
+            with pytest.raises(ValueError, match="stop"):
+                list(results)
+            still_works(executor)
 
     def test_exception_that_cannot_be_pickled_becomes_remote_error(self, executor):
         exc = executor.submit(raise_unpicklable, "lock inside").exception(timeout=60)
@@ -566,9 +620,9 @@ class ExecutorContract:
         assert source.consumed == consumed
 
     def test_map_timeout(self, executor):
-        results = executor.map(sleep_then, [0.0, SLOW], timeout=0.5)
-        with takes_between(0.5, 0.5 + TIMEOUT_SLACK):
-            assert next(results) is None
+        with Gate(executor) as gate, takes_between(0.5, 0.5 + TIMEOUT_SLACK):
+            results = executor.map(gated, [0, 1, 2], [gate.name] * 3, timeout=0.5)
+            assert next(results) == 0
             with pytest.raises(TimeoutError):
                 next(results)
         # a map that finishes in time is unaffected by its timeout
