@@ -33,6 +33,7 @@ from .serialize import describe, dumps, find_unpicklable, load_exception, loads,
 
 TARGET_BATCH_SECONDS = 0.01
 MAX_BATCH = 10_000
+MAX_BATCH_BYTES = 2 << 20
 FUNCTION_CACHE = 128
 
 
@@ -282,6 +283,7 @@ class _MapRun:
         self.inflight = 0
         self.item_ns: float | None = None
         self._probe = 1
+        self.item_bytes = 0.0
         # Never bigger than Pool.map's chunks, so every worker gets several batches.
         self.even_split = (None if self.remaining is None else
                            max(1, min(MAX_BATCH, math.ceil(self.remaining / (4 * client.workers)))))
@@ -294,22 +296,25 @@ class _MapRun:
     def next_size(self) -> int:
         if self.chunksize:
             return self.chunksize
-        if self.item_ns is None:
+        if self.item_ns is not None:
+            size = min(int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0)),
+                       self.even_split or MAX_BATCH)
+        elif self.even_split is not None:
             # No timing yet: an input of known length starts with Pool.map's split (four
             # batches per worker); an endless one with single items, doubling per batch,
             # until the first result says how long an item takes.
-            if self.even_split is not None:
-                return self.even_split
+            size = self.even_split
+        else:
             size, self._probe = self._probe, min(2 * self._probe, MAX_BATCH)
-            return size
-        size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
-        return max(1, min(size, self.even_split or MAX_BATCH))
+        if self.item_bytes:
+            size = min(size, int(MAX_BATCH_BYTES // self.item_bytes))
+        return max(1, size)
 
     def top_up(self) -> None:
-        # results not yet consumed count too: a slow first task must not let the rest of
-        # the input be read (and its results held) while the caller waits for it
+        # Results not yet consumed count too, with room to spare: a slow head batch must
+        # neither let the whole input be read (memory) nor idle the workers (head-of-line).
         while (not self.exhausted and self.inflight < self.window()
-               and len(self.slots) < 2 * self.window()):
+               and len(self.slots) < 8 * self.window()):
             size = self.next_size()
             try:
                 items = list(itertools.islice(self.source, size))
@@ -326,11 +331,11 @@ class _MapRun:
                 self.exhausted = True
 
     def _send(self, items) -> None:
-        slot = _Slot(self, self.sent, len(items))
-        self.sent += len(items)
         try:
             payload = dumps(items)
         except Exception as exc:
+            slot = _Slot(self, self.sent, len(items))
+            self.sent += len(items)
             bad = find_unpicklable(items)
             index, obj, err = bad if bad else (0, items, exc)
             slot.outcome = ("failed", serialization_error(
@@ -338,6 +343,15 @@ class _MapRun:
             self.slots.append(slot)
             self.completed.append(slot)
             return
+        self.item_bytes = sum(len(P.view(frame)) for frame in payload) / len(items)
+        if self.item_bytes * len(items) > MAX_BATCH_BYTES and len(items) > 1:
+            # big items: smaller batches keep pickling, transfer and work overlapping
+            step = max(1, int(MAX_BATCH_BYTES // self.item_bytes))
+            for start in range(0, len(items), step):
+                self._send(items[start:start + step])
+            return
+        slot = _Slot(self, self.sent, len(items))
+        self.sent += len(items)
         with self.client.waiter.lock:
             self.inflight += 1
             self.slots.append(slot)

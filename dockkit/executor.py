@@ -21,6 +21,7 @@ import atexit
 import concurrent.futures
 import os
 import secrets
+import sys
 import threading
 import uuid
 
@@ -92,6 +93,10 @@ class Executor(concurrent.futures.Executor):
 
     def _start_local(self, config: dict) -> None:
         names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
+        # Local workers see this process's import path, as multiprocessing's spawn does, so
+        # functions of modules it imported from a path added at run time (tests, notebooks)
+        # are found there too.
+        config = {**config, "sys_path": list(sys.path)}
         self._broker.expect("localhost", [identity for _, identity in names])
         self._group = WorkerGroup(names, config, on_exit=self._broker.report_exit).start()
 

@@ -36,14 +36,16 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import paramiko  # docker-py's ssh:// transport raises its errors
 import requests.exceptions
+from docker.context import ContextAPI
 
 from dockkit.errors import DockerError, DockkitError, ImageError
 from dockkit.keys import KeyPair
 
 __all__ = [
     "LABEL", "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
-    "docker_client", "docker_errors", "default_base_image", "offline_base_image",
+    "docker_client", "engine_url", "docker_errors", "default_base_image", "offline_base_image",
     "ensure_base_image", "build_offline_base", "ensure_worker_image", "list_images",
     "node_keys_archive", "install_node_keys",
 ]
@@ -77,29 +79,70 @@ def docker_client(base_url: str | None = None) -> docker.DockerClient:
     """Connect to a Docker Engine and check that it answers.
 
     Args:
-        base_url: ``unix://…``, ``tcp://…`` or ``ssh://…``; default: the environment
-            (``DOCKER_HOST``), as the docker CLI does.
+        base_url: ``unix://…``, ``tcp://…``, ``ssh://user@host:port`` or the name of a
+            Docker context. Default: what the docker CLI uses: ``DOCKER_HOST``, else the
+            current context (``DOCKER_CONTEXT`` or ``docker context use``), else the local
+            socket. ``ssh://`` goes through docker-py's paramiko transport: it reads
+            ``~/.ssh/config`` and ``~/.ssh/known_hosts``, refuses unknown host keys, and runs
+            ``docker system dial-stdio`` on the remote (so the remote needs the docker CLI).
 
     Returns:
         A connected ``docker.DockerClient``.
 
     Raises:
-        DockerError: No engine answers, or the socket refused us; the message says what to do.
+        DockerError: No engine answers, the socket or SSH login refused us, or there is
+            no such context; the message says what to do.
     """
-    with docker_errors("connecting to the Docker Engine"):
-        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+    params = _engine_params(base_url)
+    where = params["base_url"]
+    with docker_errors(f"connecting to the Docker Engine at {where}", where=where):
+        client = docker.DockerClient(**params)
         client.ping()
         return client
 
 
+def engine_url(docker_host: str | None = None) -> str:
+    """The Engine URL that ``docker_client(docker_host)`` connects to (a context's endpoint).
+
+    Raises:
+        DockerError: ``docker_host`` names no Docker context.
+    """
+    return _engine_params(docker_host)["base_url"]
+
+
+def _engine_params(docker_host: str | None) -> dict:
+    """``DockerClient`` arguments for a URL, a context name, or (None) the CLI's default.
+
+    Resolved here rather than by ``docker.from_env`` so that contexts work with every
+    docker-py this project allows, and so that errors can name the URL.
+    """
+    if docker_host and "://" in docker_host:
+        return {"base_url": docker_host}
+    if not docker_host and os.environ.get("DOCKER_HOST"):
+        with docker_errors("reading DOCKER_HOST"):
+            return docker.utils.kwargs_from_env()  # with its DOCKER_TLS_VERIFY/DOCKER_CERT_PATH
+    name = docker_host or os.environ.get("DOCKER_CONTEXT") or None
+    with docker_errors(f"reading Docker context {name or '(current)'}"):
+        context = ContextAPI.get_context(name)
+    if context is None or not context.Host:
+        raise DockerError(f"no Docker context named {name!r}: see `docker context ls`, or give "
+                          "an Engine URL (ssh://user@host:port, unix:///path, tcp://host:port)")
+    params = {"base_url": context.Host}
+    if context.TLSConfig is not None:
+        params["tls"] = context.TLSConfig
+    return params
+
+
 @contextlib.contextmanager
-def docker_errors(action: str, error_cls: type[DockerError] = DockerError) -> Iterator[None]:
-    """Translate docker-py and connection errors raised inside the block.
+def docker_errors(action: str, error_cls: type[DockerError] = DockerError,
+                  where: str | None = None) -> Iterator[None]:
+    """Translate docker-py, connection and SSH errors raised inside the block.
 
     Args:
         action: What was being done, for the message ("building the worker image").
         error_cls: The class for failures of the operation itself; a missing or
             unreachable engine is always a plain ``DockerError``.
+        where: The Engine URL, for the message (default: ``DOCKER_HOST`` or the socket).
 
     Raises:
         DockerError: The engine is missing or unreachable, or refused us.
@@ -113,13 +156,16 @@ def docker_errors(action: str, error_cls: type[DockerError] = DockerError) -> It
         raise ImageError(f"{action}: image not found: {exc.explanation or exc}") from exc
     except docker.errors.APIError as exc:
         raise error_cls(f"{action}: {exc.explanation or exc}") from exc
-    except (docker.errors.DockerException, requests.exceptions.ConnectionError, OSError) as exc:
-        raise DockerError(f"{action}: {_engine_hint(exc)}") from exc
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError, OSError,
+            paramiko.SSHException) as exc:
+        raise DockerError(f"{action}: {_engine_hint(exc, where)}") from exc
 
 
-def _engine_hint(exc: BaseException) -> str:
+def _engine_hint(exc: BaseException, where: str | None = None) -> str:
     text = str(exc)
-    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    where = where or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if where.startswith("ssh://"):
+        return _ssh_engine_hint(exc, where)
     if "Permission denied" in text or isinstance(exc, PermissionError):
         return (f"permission denied on the Docker socket ({where}): add your user to the "
                 "'docker' group (then log in again) or run as root")
@@ -128,6 +174,25 @@ def _engine_hint(exc: BaseException) -> str:
         return (f"cannot reach the Docker Engine at {where}: is it running? "
                 "Check with `docker info`, or set DOCKER_HOST")
     return text
+
+
+def _ssh_engine_hint(exc: BaseException, where: str) -> str:
+    """What to do when docker-py's ``ssh://`` transport (paramiko) fails."""
+    text = str(exc) or type(exc).__name__
+    check = f"check with `docker -H {where} info`"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return f"the SSH host key of {where} does not match ~/.ssh/known_hosts: {text}"
+    if "not found in known_hosts" in text:
+        return (f"the SSH host key of {where} is not in ~/.ssh/known_hosts and unknown keys are "
+                f"refused: log in once with ssh to check and pin it, then {check}")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return (f"SSH login to {where} refused ({text}): docker-py uses the IdentityFile of "
+                f"~/.ssh/config, the ssh agent or ~/.ssh/id_*; {check}")
+    # paramiko's NoValidConnectionsError and socket errors; requests' are OSErrors too
+    if isinstance(exc, OSError) and not isinstance(exc, requests.exceptions.RequestException):
+        return f"cannot reach the SSH server of {where}: {text}; is sshd up and the port right?"
+    return (f"{text} (the remote needs the docker CLI on the PATH of SSH sessions and access "
+            f"to its engine's socket: docker-py runs `docker system dial-stdio` there); {check}")
 
 
 # --- base image ----------------------------------------------------------------------

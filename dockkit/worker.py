@@ -228,6 +228,7 @@ def main() -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))  # nested waits recurse
     if config.get("cwd"):
         os.chdir(config["cwd"])
+    sys.path.extend(p for p in config.get("sys_path", ()) if p not in sys.path)
     if config.get("debug"):
         logging.basicConfig(level=logging.DEBUG)
     loop = WorkerLoop(config)
