@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .errors import (BrokenExecutor, DockkitError, RemoteError, SerializationError,
                      TimeoutError, WorkerLostError)
-from .executor import Executor
 
 __version__ = "0.1.0"
 
@@ -17,7 +16,11 @@ __all__ = ["Executor", "Cluster", "DockkitError", "BrokenExecutor", "RemoteError
            "SerializationError", "TimeoutError", "WorkerLostError", "futures", "shared", "logger"]
 
 
-def __getattr__(name):  # lazy: keep `import dockkit` free of docker, paramiko and rich
+def __getattr__(name):  # lazy: workers import only what they use; no docker, paramiko or rich
+    if name == "Executor":
+        from .executor import Executor
+
+        return Executor
     if name == "Cluster":
         from .cluster import Cluster
 

@@ -54,7 +54,8 @@ class Agent:
         worker_config["host"] = self.host
         if worker_config.get("cwd") and not os.path.isdir(worker_config["cwd"]):
             worker_config.pop("cwd")
-        self.group = WorkerGroup([tuple(w) for w in config["worker_specs"]], worker_config,
+        self._worker_config = worker_config
+        self.group = WorkerGroup([tuple(w) for w in config["worker_specs"]],
                                  on_exit=lambda identity, reason: self._exits.put((identity, reason)),
                                  env=config.get("env"))
 
@@ -65,7 +66,7 @@ class Agent:
         workers = [identity.encode() for _, identity in self.config["worker_specs"]]
         self._send([P.HELLO, P.pack_info({"version": P.VERSION, "role": "agent", "host": self.host,
                                           "workers": workers})])
-        self.group.start()
+        self.group.start(self._worker_config)
         last_heard = time.monotonic()
         next_beat = 0.0
         status = 0

@@ -457,6 +457,16 @@ class Broker:
         if not self.workers and not self._expected:
             self._last_exit = where
             self._fail_all(BrokenExecutor(self._no_workers_reason()))
+            self._info()  # the root learns it has no worker left (see broken_reason)
+
+    def broken_reason(self) -> str | None:
+        """Why no task can run any more (no worker left, none starting), or None.
+
+        Only meaningful in the broker thread, e.g. from ``on_local`` on an INFO message.
+        """
+        if self.workers or self._expected:
+            return None
+        return self._no_workers_reason()
 
     def _no_workers_reason(self) -> str:
         last = f" (last: {self._last_exit})" if self._last_exit else ""

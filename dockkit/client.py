@@ -8,8 +8,9 @@ worker that waits on its own futures keeps executing other tasks and a pool of
 waiting workers cannot deadlock.
 
 ``map`` is lazy and streaming: it reads its inputs only while fewer than
-``window`` batches are in flight (and at most twice that many hold results not
-yet consumed), so a generator of ten million items is never materialised, and it yields results in order. Batch sizes adapt to measured
+``window`` batches are in flight (and a bounded number more hold results not
+yet consumed), so a generator of ten million items is never materialised, and
+it yields results in order. Batch sizes adapt to measured
 task time: the first batches hold one item; once a worker reports how long an
 item takes, batches grow to about ``TARGET_BATCH_SECONDS`` of work, capped so
 every worker still gets several batches.

@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 
 from .config import check_cluster_name, cluster_dir
 from .errors import ClusterError, ConfigError, DockerError, DockkitError
-from .image import LABEL, docker_client, docker_errors, ensure_worker_image, install_node_keys
+from .image import LABEL, docker_client, docker_errors, engine_url, ensure_worker_image, install_node_keys
 from .keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
 
 CLUSTER_LABEL = "dockkit.cluster"
@@ -90,8 +90,12 @@ class Cluster:
         name: the cluster's name (containers are ``dockkit-<name>-nodeK``).
         workers_per_node: workers each node runs (default: the node's CPU count).
         cpus, memory: limits per node (``1.5``, ``"2g"``).
-        docker_hosts: Docker Engine URLs (``ssh://user@host``); default the local engine.
-            Nodes are spread over them in turn.
+        docker_hosts: Docker Engines, each an Engine URL (``ssh://user@host:port``,
+            ``unix:///var/run/docker.sock``), a Docker context's name, or ``"local"`` for
+            the default engine (``DOCKER_HOST``, else the current context, else the local
+            socket); default ``["local"]``. Nodes are spread over them in turn. A node on
+            an engine reached over ``ssh://``/``tcp://`` publishes its sshd on that host's
+            address, which every node must be able to reach (only that port is needed).
         base_image, requirements: see :func:`dockkit.image.ensure_worker_image`.
         ready_timeout: seconds a node may take until key login works.
         log: receives one-line progress messages.
@@ -117,6 +121,7 @@ class Cluster:
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.directory = cluster_dir(self.name)
         self._clients: dict[str, object] = {}
+        self._urls: dict[str, str] = {}
 
     # --- paths ------------------------------------------------------------------------
     @property
@@ -139,6 +144,12 @@ class Cluster:
             self._clients[docker_host] = docker_client(None if docker_host == LOCAL_DOCKER else docker_host)
         return self._clients[docker_host]
 
+    def _engine_url(self, docker_host: str) -> str:
+        """The URL behind a docker_hosts entry, so two spellings of one engine compare equal."""
+        if docker_host not in self._urls:
+            self._urls[docker_host] = engine_url(None if docker_host == LOCAL_DOCKER else docker_host)
+        return self._urls[docker_host]
+
     def _labelled(self, docker_host: str) -> list:
         client = self._client(docker_host)
         with docker_errors("listing the cluster's containers"):
@@ -155,7 +166,8 @@ class Cluster:
                 or a container name is taken by something that isn't this cluster.
         """
         state = self.state()
-        existing = [c for host in self.docker_hosts for c in self._labelled(host)]
+        # by id: two of the docker_hosts may reach the same engine
+        existing = list({c.id: c for host in self.docker_hosts for c in self._labelled(host)}.values())
         if state is None and existing:
             raise ClusterError(
                 f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
@@ -211,7 +223,9 @@ class Cluster:
         network = self._network(docker_host)
         name = f"node{index}"
         container_name = f"dockkit-{self.name}-{name}"
-        publish = "127.0.0.1" if docker_host == LOCAL_DOCKER else "0.0.0.0"
+        address = _engine_address(self._engine_url(docker_host))
+        # A local engine's nodes are for this machine only; a remote one's must be reachable.
+        publish = "127.0.0.1" if address == "127.0.0.1" else "0.0.0.0"
         host_key = generate_keypair(f"dockkit-{self.name}-{name}")
         kwargs = {}
         if self.cpus:
@@ -241,7 +255,6 @@ class Cluster:
         except BaseException:
             _force_remove(container)
             raise
-        address = "127.0.0.1" if docker_host == LOCAL_DOCKER else urlparse(docker_host).hostname
         workers = self.workers_per_node or _cpu_count(container)
         return NodeInfo(name, container_name, docker_host, address, port, host_key.public_line,
                         workers, "running"), container
@@ -293,7 +306,7 @@ class Cluster:
         for node in state.nodes:
             entries, known = [], []
             for other in state.nodes:
-                if other.docker_host == node.docker_host:
+                if self._engine_url(other.docker_host) == self._engine_url(node.docker_host):
                     hostname, port = other.name, 22
                 else:
                     hostname, port = other.address, other.port
@@ -478,6 +491,25 @@ class _StdStreams:
     def stderr(self, data: bytes) -> None:
         sys.stderr.buffer.write(data)
         sys.stderr.buffer.flush()
+
+
+def _engine_address(url: str) -> str:
+    """Where a Docker Engine's published ports are: 127.0.0.1 for a local socket, else its host.
+
+    For ``ssh://`` the host goes through ``~/.ssh/config``'s HostName, as docker-py does.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme in ("unix", "npipe", "http+unix") or not parsed.hostname:
+        return "127.0.0.1"
+    host = parsed.hostname
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return "127.0.0.1"
+    config = Path("~/.ssh/config").expanduser()
+    if parsed.scheme == "ssh" and config.is_file():
+        import paramiko  # only for ssh:// engines, whose transport needs it anyway
+
+        host = paramiko.SSHConfig.from_path(str(config)).lookup(host).get("hostname", host)
+    return host
 
 
 def _cpu_count(container) -> int:

@@ -26,8 +26,8 @@ import threading
 import uuid
 
 from . import protocol as P
-from .broker import Broker
 from .client import Client
+from .context import current
 from .errors import BrokenExecutor, ConfigError
 from .supervisor import WorkerGroup
 
@@ -75,6 +75,13 @@ class Executor(concurrent.futures.Executor):
         elif launch_options:
             raise ConfigError(f"options {sorted(launch_options)} only apply with hosts=")
         self.workers = workers or os.cpu_count() or 1
+        if not remote:
+            # Local workers start first and import while the broker is set up: their
+            # interpreter start-up is most of an executor's start-up time.
+            names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
+            self._group = WorkerGroup(names, on_exit=lambda *exit: self._broker.report_exit(*exit)).spawn()
+        from .broker import Broker  # loads zmq: after the spawn, on purpose
+
         self._client = Client(self._send, workers=self.workers)
         self._broker = Broker(secret=self._secret.encode(), host=bind or "127.0.0.1",
                               max_retries=max_retries, on_local=self._on_broker_message).start()
@@ -92,13 +99,12 @@ class Executor(concurrent.futures.Executor):
             raise
 
     def _start_local(self, config: dict) -> None:
-        names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
         # Local workers see this process's import path, as multiprocessing's spawn does, so
         # functions of modules it imported from a path added at run time (tests, notebooks)
         # are found there too.
         config = {**config, "sys_path": list(sys.path)}
-        self._broker.expect("localhost", [identity for _, identity in names])
-        self._group = WorkerGroup(names, config, on_exit=self._broker.report_exit).start()
+        self._broker.expect("localhost", self._group.identities)
+        self._group.start(config)
 
     def _send(self, frames) -> None:
         self._broker.send_local(frames)
@@ -108,6 +114,9 @@ class Executor(concurrent.futures.Executor):
             self._client.fail_all(BrokenExecutor("the executor's broker has stopped"))
         else:
             self._client.deliver(kind, frames)
+            if kind == P.INFO and (reason := self._broker.broken_reason()) is not None:
+                # every worker is gone: the executor is broken (and a default one gets replaced)
+                self._client.fail_all(BrokenExecutor(reason))
 
     @property
     def address(self) -> str:
@@ -215,6 +224,8 @@ def default_executor() -> Executor:
             if _default is not None:
                 _default.shutdown(wait=False)
             _default = Executor(**_default_options)
+            if current().constants:  # what shared.setConst sent to the executor it replaces
+                _default.set_constants(dict(current().constants))
         return _default
 
 

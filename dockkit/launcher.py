@@ -210,7 +210,7 @@ class SSHLauncher:
             row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"
 
     def _start_agent(self, index: int, row: HostStatus, broker, config: dict, run_id: str) -> None:
-        from .ssh import remote_command
+        from .commands import remote_command
 
         host = row.spec.host
         if self.tunnel:

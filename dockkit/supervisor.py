@@ -45,16 +45,14 @@ class WorkerGroup:
 
     Args:
         workers: list of (name, identity) pairs, one per worker to start.
-        config: the configuration every worker gets (address, secret, ...).
         on_exit: called from the monitor thread as ``on_exit(identity, reason)``.
         python: the interpreter to run workers with.
         stdout, stderr: where relayed output goes (binary streams).
     """
 
-    def __init__(self, workers, config: dict, *, on_exit, python: str = sys.executable,
+    def __init__(self, workers, *, on_exit, python: str = sys.executable,
                  env: dict | None = None, stdout=None, stderr=None):
         self._specs = list(workers)
-        self._config = config
         self._on_exit = on_exit
         self._python = python
         self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -66,24 +64,40 @@ class WorkerGroup:
         self._stopping = False
         self._lock = threading.Lock()
 
-    def start(self) -> "WorkerGroup":
+    def spawn(self) -> "WorkerGroup":
+        """Start the processes; they import while the caller sets up (see :meth:`start`)."""
         for name, identity in self._specs:
             process = subprocess.Popen(
                 [self._python, "-m", "dockkit.worker"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, close_fds=True)
-            line = json.dumps({**self._config, "name": name, "identity": identity}) + "\n"
-            try:
-                process.stdin.write(line.encode())
-                process.stdin.flush()
-            except BrokenPipeError:
-                pass  # it died at once; the monitor reports its exit
             proc = WorkerProcess(name, identity, process)
             self._procs.append(proc)
             prefix = f"[{name}] ".encode()
             self._selector.register(process.stdout, selectors.EVENT_READ, (proc, prefix, self._out, [b""]))
             self._selector.register(process.stderr, selectors.EVENT_READ, (proc, prefix, self._err, [b""]))
+        return self
+
+    def start(self, config: dict) -> "WorkerGroup":
+        """Give every worker its configuration (spawning first if needed) and supervise them.
+
+        Args:
+            config: what every worker gets (broker address, secret, ...).
+        """
+        if not self._procs:
+            self.spawn()
+        for proc in self._procs:
+            line = json.dumps({**config, "name": proc.name, "identity": proc.identity}) + "\n"
+            try:
+                proc.process.stdin.write(line.encode())
+                proc.process.stdin.flush()
+            except BrokenPipeError:
+                pass  # it died at once; the monitor reports its exit
         self._thread.start()
         return self
+
+    @property
+    def identities(self) -> list[str]:
+        return [identity for _, identity in self._specs]
 
     @property
     def pids(self) -> list[int]:
@@ -141,7 +155,7 @@ class WorkerGroup:
         self._thread.join(timeout=2.0)
 
     def __enter__(self) -> "WorkerGroup":
-        return self.start()
+        return self.spawn()
 
     def __exit__(self, *exc) -> None:
         self.stop()

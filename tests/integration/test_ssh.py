@@ -24,42 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dockkit.errors import ConfigError, HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
 from dockkit.hosts import HostSpec
-from dockkit.ssh import SSHConnection, remote_command, resolve
-
-# ---------------------------------------------------------------- pure helpers (no sshd needed)
-
-
-def test_remote_command_plain():
-    assert remote_command("python3", ["dockkit.agent", "--port", "5555"]) == (
-        "exec python3 -m dockkit.agent --port 5555"
-    )
-
-
-def test_remote_command_cwd_prolog_env_quoted():
-    cmd = remote_command(
-        "/opt/my venv/bin/python",
-        ["dockkit.agent", "a b", "it's"],
-        cwd="/data/my project",
-        prolog="source ~/env.sh; ",
-        env={"DOCKKIT_DEBUG": "1", "X": "$(rm -rf /)"},
-    )
-    assert cmd == (
-        "cd '/data/my project' && { source ~/env.sh;\n} && "
-        "DOCKKIT_DEBUG=1 X='$(rm -rf /)' exec '/opt/my venv/bin/python' -m dockkit.agent 'a b' 'it'\"'\"'s'"
-    )
-    assert shlex.split(cmd.split("exec ", 1)[1]) == ["/opt/my venv/bin/python", "-m", "dockkit.agent", "a b", "it's"]
-
-
-def test_remote_command_home_relative_paths():
-    cmd = remote_command("~/venv/bin/python", ["m"], cwd="~/work dir")
-    assert cmd == "cd \"$HOME\"/'work dir' && exec \"$HOME\"/venv/bin/python -m m"
-
-
-@pytest.mark.parametrize("kwargs", [{"module_args": []}, {"module_args": ["m"], "env": {"BAD-NAME": "1"}}])
-def test_remote_command_rejects(kwargs):
-    with pytest.raises(ConfigError):
-        remote_command("python3", **kwargs)
-
+from dockkit.commands import remote_command
+from dockkit.ssh import SSHConnection, resolve
 
 def test_resolve_through_ssh_config(tmp_path):
     config = tmp_path / "config"

@@ -1,11 +1,27 @@
-"""The executor contract on local workers, plus what only local workers can show."""
+"""The executor contract on local workers, plus what only local workers can show.
+
+Local-only behaviour: killing workers (one, with and without retries, all of them),
+a healthy long task running once, shutdown leaving no process behind, workers
+leaving when their root dies, and how far ahead a lazy map reads its input.
+"""
 
 from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
 import dockkit
-from tests.contract import DefaultExecutorContract, ExecutorContract
+from dockkit import futures, shared
+from dockkit.errors import BrokenExecutor, WorkerLostError
+from dockkit.executor import default_executor
+from tests.contract import CountingIterable, DefaultExecutorContract, ExecutorContract, constant, still_works
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +31,258 @@ def executor():
 
 
 class TestLocalExecutor(ExecutorContract):
-    pass
+    def test_remote_traceback_names_a_worker_of_this_executor(self, executor):
+        exc = executor.submit(int, "not a number").exception(timeout=60)
+        assert type(exc) is ValueError
+        text = str(exc.__cause__)
+        assert any(f"(pid {pid}) on {os.uname().nodename}" in text for pid in executor.worker_pids), text
 
 
 class TestDefaultExecutor(DefaultExecutorContract):
     pass
+
+
+# --- task functions of this module ---------------------------------------------------------------------
+class Counter:
+    def __init__(self, start):
+        self.value = start
+
+    def bumped(self):
+        return Counter(self.value + 1)
+
+
+def square_with_pid(x, seconds=0.0):
+    time.sleep(seconds)
+    return x * x, os.getpid()
+
+
+def record_run_then_sleep(directory, seconds):
+    """Leave one file per run (named by pid and time), then work for ``seconds``."""
+    path = os.path.join(directory, f"run-{os.getpid()}-{time.monotonic_ns()}")
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def slow_first(x):
+    if x == 0:
+        time.sleep(1.0)
+    return x
+
+
+def runs_in(directory):
+    return sorted(os.listdir(directory))
+
+
+def wait_for_runs(directory, count, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while len(runs_in(directory)) < count:
+        assert time.monotonic() < deadline, f"only {runs_in(directory)} after {timeout} s"
+        time.sleep(0.02)
+    return runs_in(directory)
+
+
+# --- functions of the test module itself --------------------------------------------------------------------
+def test_functions_and_classes_of_this_module(executor):
+    assert [c.value for c in executor.map(Counter.bumped, [Counter(1), Counter(9)])] == [2, 10]
+    assert [r[0] for r in executor.map(square_with_pid, range(4))] == [0, 1, 4, 9]
+
+
+def test_functions_and_classes_of_main_script(tmp_path):
+    script = tmp_path / "uses_main.py"
+    script.write_text(textwrap.dedent("""
+        import dockkit
+
+        class Box:
+            def __init__(self, value):
+                self.value = value
+
+        def double(box):
+            return Box(box.value * 2)
+
+        if __name__ == "__main__":
+            with dockkit.Executor(workers=2) as ex:
+                boxes = list(ex.map(double, [Box(1), Box(2)]))
+                assert all(type(b) is Box for b in boxes), boxes
+                scale = 10
+                print([b.value for b in boxes], list(ex.map(lambda x: x * scale, [1, 2])))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[2, 4] [10, 20]"
+
+
+# --- losing workers ---------------------------------------------------------------------------------------------
+def test_worker_killed_mid_map_still_gives_every_result(processes):
+    with dockkit.Executor(workers=2) as ex:
+        victim, survivor = ex.worker_pids
+        results = ex.map(square_with_pid, range(60), [0.05] * 60, chunksize=1)
+        head = [next(results) for _ in range(6)]  # both workers are busy by now
+        os.kill(victim, signal.SIGKILL)
+        rest = list(results)
+        assert [value for value, _ in head + rest] == [x * x for x in range(60)]
+        assert not processes.wait_gone([victim], 0)
+        # the lost batches were run again by the survivor
+        assert {pid for _, pid in rest[-10:]} == {survivor}
+        still_works(ex)
+
+
+def test_without_retries_the_lost_batch_fails_naming_worker_and_signal(tmp_path):
+    with dockkit.Executor(workers=2, max_retries=0) as ex:
+        future = ex.submit(record_run_then_sleep, str(tmp_path), 60)
+        (run,) = wait_for_runs(tmp_path, 1)
+        victim = int((tmp_path / run).read_text())
+        name = f"w{ex.worker_pids.index(victim)}"
+        os.kill(victim, signal.SIGKILL)
+        exc = future.exception(timeout=30)
+        assert isinstance(exc, WorkerLostError), repr(exc)
+        assert f"worker {name} (pid {victim})" in str(exc) and "SIGKILL" in str(exc)
+        assert "max_retries=0" in str(exc)
+        assert len(runs_in(tmp_path)) == 1  # it was not run again
+        still_works(ex)
+
+
+def test_with_retries_the_lost_task_runs_again(tmp_path):
+    with dockkit.Executor(workers=2, max_retries=1) as ex:
+        future = ex.submit(record_run_then_sleep, str(tmp_path), 0.5)
+        (run,) = wait_for_runs(tmp_path, 1)
+        victim = int((tmp_path / run).read_text())
+        os.kill(victim, signal.SIGKILL)
+        survivor = future.result(timeout=30)
+        assert survivor != victim and survivor in ex.worker_pids
+        assert len(runs_in(tmp_path)) == 2
+
+
+def test_healthy_long_task_runs_exactly_once(executor, tmp_path):
+    long_task = executor.submit(record_run_then_sleep, str(tmp_path), 3.0)
+    # the other worker keeps serving meanwhile
+    assert [r[0] for r in executor.map(square_with_pid, range(10))] == [x * x for x in range(10)]
+    assert long_task.result(timeout=60) in executor.worker_pids
+    assert len(runs_in(tmp_path)) == 1
+
+
+def test_all_workers_killed_breaks_the_executor(processes):
+    ex = dockkit.Executor(workers=2)
+    try:
+        assert ex.submit(abs, -1).result(timeout=60) == 1
+        pending = ex.submit(time.sleep, 60)
+        for pid in ex.worker_pids:
+            os.kill(pid, signal.SIGKILL)
+        exc = pending.exception(timeout=30)
+        assert isinstance(exc, BrokenExecutor), repr(exc)
+        assert "SIGKILL" in str(exc)
+        with pytest.raises(BrokenExecutor):
+            ex.submit(abs, -2).result(timeout=30)
+        with pytest.raises(BrokenExecutor):
+            list(ex.map(abs, [-3]))
+    finally:
+        ex.shutdown()
+    assert not processes.wait_gone(ex.worker_pids, 5)
+
+
+def test_default_executor_is_replaced_after_all_its_workers_died(processes):
+    name = f"survives_{os.getpid()}_{time.monotonic_ns()}"
+    shared.setConst(**{name: "kept"})
+    assert futures.submit(constant, name).result(timeout=60) == "kept"
+    old = default_executor()
+    pending = futures.submit(time.sleep, 60)
+    for pid in old.worker_pids:
+        os.kill(pid, signal.SIGKILL)
+    assert isinstance(pending.exception(timeout=30), BrokenExecutor)
+    assert not processes.wait_gone(old.worker_pids, 10)
+    # the next call gets a new executor, with the constants set before
+    assert list(futures.map(abs, [-1, -2])) == [1, 2]
+    new = default_executor()
+    assert new is not old and not set(new.worker_pids) & set(old.worker_pids)
+    assert futures.submit(constant, name).result(timeout=60) == "kept"
+
+
+# --- shutting down ---------------------------------------------------------------------------------------------------
+def test_shutdown_is_idempotent_and_leaves_no_worker(processes):
+    ex = dockkit.Executor(workers=2)
+    assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
+    pids = ex.worker_pids
+    assert len(pids) == 2 and all(processes.alive(pid) for pid in pids)
+    ex.shutdown()
+    ex.shutdown()
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert not processes.wait_gone(pids, 0)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        ex.submit(abs, 1)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        ex.map(abs, [1])
+
+
+def test_shutdown_waits_for_pending_futures(processes):
+    ex = dockkit.Executor(workers=2)
+    fs = [ex.submit(square_with_pid, x, 0.3) for x in range(4)]
+    ex.shutdown(wait=True)
+    assert [f.result(timeout=0)[0] for f in fs] == [0, 1, 4, 9]
+    assert not processes.wait_gone(ex.worker_pids, 0)
+
+
+def test_shutdown_cancel_futures_ends_pending_work(processes):
+    ex = dockkit.Executor(workers=2)
+    assert ex.submit(abs, -1).result(timeout=60) == 1
+    fs = [ex.submit(time.sleep, 60) for _ in range(6)]
+    started = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - started < 30
+    assert all(f.done() for f in fs)
+    assert all(f.cancelled() or isinstance(f.exception(), BrokenExecutor) for f in fs)
+    assert not processes.wait_gone(ex.worker_pids, 0)
+
+
+ROOT_SCRIPT = """
+import sys, time
+import dockkit
+
+ex = dockkit.Executor(workers=2)
+assert list(ex.map(abs, [-1, -2])) == [1, 2]
+busy = ex.submit(time.sleep, 120)  # one worker is inside a task when the root dies
+time.sleep(0.3)
+print(" ".join(map(str, ex.worker_pids)), flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_exit_when_their_root_dies(processes, tmp_path):
+    script = tmp_path / "root.py"
+    script.write_text(ROOT_SCRIPT)
+    root = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in root.stdout.readline().split()]
+        assert len(pids) == 2 and all(processes.alive(pid) for pid in pids)
+        root.kill()
+        root.wait(timeout=10)
+        assert not processes.wait_gone(pids, 10)
+    finally:
+        root.kill()
+        root.wait()
+        root.stdout.close()
+
+
+# --- laziness ---------------------------------------------------------------------------------------------------------
+def test_lazy_map_reads_a_bounded_amount_ahead(executor):
+    source = CountingIterable(limit=10_000_000)
+    results = executor.map(abs, source)
+    for expected, value in enumerate(results):
+        assert value == expected
+        if expected == 5000:
+            break
+    results.close()
+    assert source.consumed < 200_000, source.consumed
+    still_works(executor)
+
+
+def test_lazy_map_with_a_slow_first_task_does_not_read_everything(executor):
+    # while the caller waits for the first result, the other results pile up: how many
+    # the map holds must be bounded, not the whole input
+    source = CountingIterable(limit=10_000_000)
+    results = executor.map(slow_first, source)
+    assert next(results) == 0
+    assert list(itertools.islice(results, 5000)) == list(range(1, 5001))
+    results.close()
+    assert source.consumed < 1_000_000, source.consumed
+    still_works(executor)
