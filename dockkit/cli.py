@@ -156,7 +156,8 @@ def run(name, local, max_upload, **options):
             extra.append("--progress")
         sys.exit(cluster.run(options["script"], options["script_args"], workers=options["workers"],
                              upload_limit=max_upload * 1_000_000, launcher_options=extra))
-    if not (options["hosts"] or options["hostfile"]):
+    if not (options["hosts"] or options["hostfile"]) and os.path.isfile(options["script"]):
+        # (a missing script gets its one-line error from run_script, without this note)
         click.echo(f"dockkit: no cluster {name!r} is up; running on local workers", err=True)
     sys.exit(_run(**options))
 

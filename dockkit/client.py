@@ -292,7 +292,7 @@ class _MapRun:
         self.exhausted = False
 
     def window(self) -> int:
-        return 2 * self.client.workers + 2
+        return 4 * self.client.workers + 2
 
     def next_size(self) -> int:
         if self.chunksize:

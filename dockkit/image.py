@@ -177,20 +177,20 @@ def _engine_hint(exc: BaseException, where: str | None = None) -> str:
 
 
 def _ssh_engine_hint(exc: BaseException, where: str) -> str:
-    """What to do when docker-py's ``ssh://`` transport (paramiko) fails."""
+    """What to do when docker-py's ``ssh://`` transport (paramiko) fails; the caller names ``where``."""
     text = str(exc) or type(exc).__name__
     check = f"check with `docker -H {where} info`"
     if isinstance(exc, paramiko.BadHostKeyException):
-        return f"the SSH host key of {where} does not match ~/.ssh/known_hosts: {text}"
+        return f"its SSH host key does not match ~/.ssh/known_hosts ({text})"
     if "not found in known_hosts" in text:
-        return (f"the SSH host key of {where} is not in ~/.ssh/known_hosts and unknown keys are "
-                f"refused: log in once with ssh to check and pin it, then {check}")
-    if isinstance(exc, paramiko.AuthenticationException):
-        return (f"SSH login to {where} refused ({text}): docker-py uses the IdentityFile of "
-                f"~/.ssh/config, the ssh agent or ~/.ssh/id_*; {check}")
+        return ("its SSH host key is not in ~/.ssh/known_hosts and unknown keys are refused: "
+                f"log in once with ssh to check and pin it, then {check}")
+    if isinstance(exc, paramiko.AuthenticationException) or "authentication methods" in text:
+        return (f"SSH login refused ({text}): docker-py logs in with the IdentityFile that "
+                f"~/.ssh/config gives the host, the ssh agent or ~/.ssh/id_*; {check}")
     # paramiko's NoValidConnectionsError and socket errors; requests' are OSErrors too
     if isinstance(exc, OSError) and not isinstance(exc, requests.exceptions.RequestException):
-        return f"cannot reach the SSH server of {where}: {text}; is sshd up and the port right?"
+        return f"cannot reach its SSH server ({text}): is sshd up and the port right?"
     return (f"{text} (the remote needs the docker CLI on the PATH of SSH sessions and access "
             f"to its engine's socket: docker-py runs `docker system dial-stdio` there); {check}")
 

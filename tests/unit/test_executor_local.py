@@ -272,7 +272,8 @@ def test_lazy_map_reads_a_bounded_amount_ahead(executor):
         if expected == 5000:
             break
     results.close()
-    assert source.consumed < 200_000, source.consumed
+    # read-ahead is bounded by batches (in flight and waiting to be consumed), not by the input
+    assert source.consumed < 1_000_000, source.consumed
     still_works(executor)
 
 

@@ -1,0 +1,309 @@
+"""``dockkit run`` and ``python -m dockkit`` on small scripts, as a user runs them.
+
+Every test starts the real command in a subprocess, with its own state directory
+(so a cluster that happens to be up is not used) and the script in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKKIT = Path(sys.executable).with_name("dockkit")
+FORMS = {"dockkit run": [str(DOCKKIT), "run"], "python -m dockkit": [sys.executable, "-m", "dockkit"]}
+
+
+def environment(tmp_path: Path) -> dict:
+    return {**os.environ, "DOCKKIT_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def dockkit(tmp_path: Path, *args, form="dockkit run", timeout=90) -> subprocess.CompletedProcess:
+    return subprocess.run([*FORMS[form], *map(str, args)], cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=sorted(FORMS))
+def form(request):
+    if request.param == "dockkit run":
+        assert DOCKKIT.exists(), f"the dockkit command is not installed next to {sys.executable}"
+    return request.param
+
+
+# --- exit status ---------------------------------------------------------------------------------------
+def test_success_exits_0(tmp_path, form):
+    script = write(tmp_path, "ok.py", """
+        from dockkit import futures
+
+        def negate(x):
+            return -x
+
+        if __name__ == "__main__":
+            print("sum", sum(futures.map(negate, range(10))))
+    """)
+    done = dockkit(tmp_path, "-n", 2, script, form=form)
+    assert done.returncode == 0, done.stderr
+    assert "sum -45" in done.stdout.splitlines()
+
+
+def test_script_arguments_reach_the_script(tmp_path, form):
+    script = write(tmp_path, "args.py", """
+        import sys
+        print("argv", sys.argv[1:])
+    """)
+    done = dockkit(tmp_path, "-n", 1, script, "one", "--two", "3", form=form)
+    assert done.returncode == 0, done.stderr
+    assert "argv ['one', '--two', '3']" in done.stdout
+
+
+def test_sys_exit_status_is_the_exit_status(tmp_path, form):
+    plain = write(tmp_path, "exit3.py", "import sys\nsys.exit(3)\n")
+    assert dockkit(tmp_path, "-n", 1, plain, form=form).returncode == 3
+    after_map = write(tmp_path, "exit4.py", """
+        import sys
+        from dockkit import futures
+
+        if __name__ == "__main__":
+            assert list(futures.map(abs, [-1, -2])) == [1, 2]
+            sys.exit(4)
+    """)
+    done = dockkit(tmp_path, "-n", 2, after_map, form=form)
+    assert done.returncode == 4, done.stderr
+
+
+def test_uncaught_exception_exits_1_with_traceback(tmp_path, form):
+    script = write(tmp_path, "raises.py", """
+        def fail():
+            raise RuntimeError("the script failed on purpose")
+
+        fail()
+    """)
+    done = dockkit(tmp_path, "-n", 1, script, form=form)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "RuntimeError: the script failed on purpose" in done.stderr
+    assert "in fail" in done.stderr
+
+
+def test_failing_map_exits_1_with_the_remote_traceback(tmp_path):
+    script = write(tmp_path, "map_raises.py", """
+        from dockkit import futures
+
+        def check(x):
+            if x == 3:
+                raise ValueError(f"bad item {x}")
+            return x
+
+        if __name__ == "__main__":
+            print(list(futures.map(check, range(10))))
+    """)
+    done = dockkit(tmp_path, "-n", 2, script)
+    assert done.returncode == 1
+    assert "ValueError: bad item 3" in done.stderr
+    assert re.search(r"Traceback on worker w\d+ \(pid \d+\)", done.stderr), done.stderr
+    assert "in check" in done.stderr
+
+
+def test_missing_script_is_one_line_and_exit_1(tmp_path, form):
+    done = dockkit(tmp_path, "-n", 1, "no_such_script.py", form=form)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("dockkit: error:") and "no_such_script.py" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+# --- output and workers ----------------------------------------------------------------------------------
+def test_worker_output_is_relayed_with_a_prefix(tmp_path):
+    script = write(tmp_path, "prints.py", """
+        import sys
+        from dockkit import futures
+
+        def shout(x):
+            print(f"hello from task {x}")
+            print(f"warning from task {x}", file=sys.stderr)
+            return x
+
+        if __name__ == "__main__":
+            assert list(futures.map(shout, range(6))) == list(range(6))
+            print("root done")
+    """)
+    done = dockkit(tmp_path, "-n", 2, script)
+    assert done.returncode == 0, done.stderr
+    out = [re.fullmatch(r"\[w[01]\] hello from task (\d)", line) for line in done.stdout.splitlines()]
+    assert sorted(int(m.group(1)) for m in out if m) == list(range(6)), done.stdout
+    err = [re.fullmatch(r"\[w[01]\] warning from task (\d)", line) for line in done.stderr.splitlines()]
+    assert sorted(int(m.group(1)) for m in err if m) == list(range(6)), done.stderr
+    assert "root done" in done.stdout.splitlines()
+
+
+def test_n_workers_means_that_many_processes(tmp_path):
+    script = write(tmp_path, "pids.py", """
+        import os, time
+        from dockkit import futures
+
+        def pid(_):
+            time.sleep(0.05)
+            return os.getpid()
+
+        if __name__ == "__main__":
+            pids = set(futures.map(pid, range(200)))
+            print("pids", len(pids), os.getpid() in pids)
+    """)
+    done = dockkit(tmp_path, "-n", 4, script)
+    assert done.returncode == 0, done.stderr
+    assert "pids 4 False" in done.stdout.splitlines(), done.stdout
+
+
+def test_example_pids_on_16_workers(tmp_path):
+    done = dockkit(tmp_path, REPO / "examples" / "pids.py", "-n", 16, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"1000 tasks in [\d.]+ s on 16 distinct pids", done.stderr), done.stderr
+
+
+# --- the script on the workers --------------------------------------------------------------------------
+def test_lambda_and_class_of_main_in_map(tmp_path, form):
+    script = write(tmp_path, "main_defs.py", """
+        from dockkit import futures
+
+        class Vec:
+            def __init__(self, x):
+                self.x = x
+
+            def __repr__(self):
+                return f"Vec({self.x})"
+
+        SCALE = 3
+
+        if __name__ == "__main__":
+            out = list(futures.map(lambda v: Vec(v.x * SCALE), [Vec(1), Vec(2)]))
+            assert all(type(v) is Vec for v in out), [type(v) for v in out]
+            print(out)
+    """)
+    done = dockkit(tmp_path, "-n", 2, script, form=form)
+    assert done.returncode == 0, done.stderr
+    assert "[Vec(3), Vec(6)]" in done.stdout.splitlines()
+
+
+def test_script_is_imported_on_workers_under_a_non_main_name(tmp_path):
+    # like DEAP's creator.create: the script's import registers a class in another module,
+    # and tasks (and their results) rely on it existing on every worker
+    write(tmp_path, "registry.py", """
+        IMPORTED_AS = []
+
+        def create(name):
+            globals()[name] = type(name, (), {"__module__": __name__})
+    """)
+    script = write(tmp_path, "side_effect.py", """
+        import registry
+        from dockkit import futures
+
+        registry.IMPORTED_AS.append(__name__)
+        registry.create("Individual")
+
+        def probe(_):
+            return list(registry.IMPORTED_AS), registry.Individual()
+
+        if __name__ == "__main__":
+            print("the main part runs once", flush=True)
+            results = list(futures.map(probe, range(6)))
+            names = {tuple(imported) for imported, _ in results}
+            assert len(names) == 1, names
+            (imported,) = names
+            assert len(imported) == 1 and imported[0] != "__main__", imported
+            assert all(type(ind) is registry.Individual for _, ind in results)
+            print("imported on workers as", imported[0])
+    """)
+    done = dockkit(tmp_path, "-n", 2, script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("the main part runs once") == 1, done.stdout
+    assert "imported on workers as" in done.stdout
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------------------
+def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path, processes):
+    script = write(tmp_path, "long.py", """
+        import time
+        from dockkit import futures
+        from dockkit.executor import default_executor
+
+        def nap(x):
+            time.sleep(120)
+            return x
+
+        if __name__ == "__main__":
+            assert list(futures.map(abs, [-1, -2])) == [1, 2]
+            print("pids", *default_executor().worker_pids, flush=True)
+            list(futures.map(nap, range(4)))
+    """)
+    # a terminal's Ctrl-C signals the whole foreground process group: root and workers
+    root = subprocess.Popen([*FORMS["dockkit run"], "-n", "2", str(script)], cwd=tmp_path,
+                            env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = root.stdout.readline()
+        assert line.startswith("pids "), (line, root.stderr.read() if root.poll() is not None else "")
+        pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) == 2 and all(processes.alive(pid) for pid in pids)
+        os.killpg(root.pid, signal.SIGINT)
+        assert root.wait(timeout=30) == 130
+        assert "interrupted" in root.stderr.read()
+        assert not processes.wait_gone(pids, 10)
+    finally:
+        if root.poll() is None:
+            os.killpg(root.pid, signal.SIGKILL)
+        root.wait()
+        root.stdout.close()
+        root.stderr.close()
+
+
+def test_a_finished_run_leaves_no_worker(tmp_path, processes):
+    script = write(tmp_path, "pids_out.py", """
+        from dockkit import futures
+        from dockkit.executor import default_executor
+
+        if __name__ == "__main__":
+            list(futures.map(abs, range(4)))
+            print("pids", *default_executor().worker_pids)
+    """)
+    done = dockkit(tmp_path, "-n", 3, script)
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("pids ")]
+    pids = [int(p) for p in line.split()[1:]]
+    assert len(pids) == 3
+    assert not processes.wait_gone(pids, 10)
+
+
+def test_distinct_worker_names_in_output(tmp_path):
+    script = write(tmp_path, "names.py", """
+        import time
+        from dockkit import futures
+        from dockkit.context import current
+
+        def name(_):
+            time.sleep(0.05)
+            print("I am", current().worker)
+            return current().worker
+
+        if __name__ == "__main__":
+            print(sorted(set(futures.map(name, range(40)))))
+    """)
+    done = dockkit(tmp_path, "-n", 2, script)
+    assert done.returncode == 0, done.stderr
+    assert "['w0', 'w1']" in done.stdout.splitlines()
+    prefixes = collections.Counter(re.findall(r"^\[(w\d)\] I am (w\d)$", done.stdout, re.M))
+    assert prefixes and all(prefix == name for prefix, name in prefixes), prefixes

@@ -1,0 +1,117 @@
+"""Only peers with the run's secret reach the broker.
+
+A raw ZeroMQ DEALER plays the intruder: without credentials, or with a wrong
+user name or password, its HELLO and SUBMIT get no answer and its task never
+runs, and the executor keeps working. With the right secret the same raw socket
+does get a WELCOME and a RESULT, which shows the refusals are not an artefact of
+a broken test client.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from pathlib import Path
+
+import pytest
+import zmq
+
+import dockkit
+from dockkit import protocol as P
+from dockkit.serialize import dumps, loads
+from tests.contract import still_works
+
+REFUSAL_WAIT_MS = 1500
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with dockkit.Executor(workers=2) as ex:
+        yield ex
+
+
+@pytest.fixture
+def zmq_context():
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def raw_dealer(context, address, *, user=None, password=None):
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.identity = f"raw-{uuid.uuid4().hex[:8]}".encode()
+    if user is not None:
+        sock.plain_username = user
+        sock.plain_password = password
+    sock.connect(address)
+    return sock
+
+
+def hello():
+    return [P.HELLO, P.pack_info({"version": P.VERSION, "role": "worker", "name": "intruder",
+                                  "host": "elsewhere", "pid": 1})]
+
+
+def submit_touch(marker: Path, batch_id: int = 1):
+    """A SUBMIT whose task creates ``marker``: proof that the task ran."""
+    import cloudpickle
+
+    blob = cloudpickle.dumps(pathlib.Path.touch, protocol=5)
+    payload = dumps([((marker,), {})])
+    return [P.SUBMIT, P.SUBMIT_HEADER.pack(batch_id, 1, 1, P.KWARGS), blob, *payload]
+
+
+def receive(sock, timeout_ms=REFUSAL_WAIT_MS):
+    if not sock.poll(timeout_ms):
+        return None
+    return sock.recv_multipart()
+
+
+CREDENTIALS = {
+    "no credentials": {},
+    "wrong password": {"user": P.AUTH_USER, "password": b"not-the-secret"},
+    "wrong user": {"user": b"intruder", "password": None},  # filled with the right secret below
+}
+
+
+@pytest.mark.parametrize("case", sorted(CREDENTIALS))
+def test_peer_without_the_secret_gets_nothing(executor, zmq_context, tmp_path, case):
+    credentials = dict(CREDENTIALS[case])
+    if credentials.get("user") == b"intruder":
+        credentials["password"] = executor._secret.encode()
+    marker = tmp_path / "ran"
+    sock = raw_dealer(zmq_context, executor.address, **credentials)
+    sock.send_multipart(hello())
+    sock.send_multipart(submit_touch(marker))
+    assert receive(sock) is None
+    # the executor still works, and the intruder's task never ran
+    still_works(executor)
+    assert not marker.exists()
+
+
+def test_peer_with_the_secret_is_answered(executor, zmq_context, tmp_path):
+    secret = executor._secret.encode()
+    client = raw_dealer(zmq_context, executor.address, user=P.AUTH_USER, password=secret)
+    marker = tmp_path / "ran"
+    client.send_multipart(submit_touch(marker, batch_id=7))
+    kind, header, *frames = receive(client, 30_000)
+    assert kind == P.RESULT
+    batch_id, _elapsed, ntasks = P.RESULT_HEADER.unpack(header)
+    assert (batch_id, ntasks) == (7, 1)
+    values, errors = loads(frames)
+    assert values == [None] and not errors
+    assert marker.exists()
+
+    worker = raw_dealer(zmq_context, executor.address, user=P.AUTH_USER, password=secret)
+    worker.send_multipart(hello())
+    kind, info = receive(worker, 30_000)[:2]
+    assert kind == P.WELCOME and P.unpack_info(info)["accepted"] is True
+    still_works(executor)
+
+
+def test_secret_is_not_on_a_command_line(executor):
+    secret = executor._secret.encode()
+    assert executor.worker_pids
+    for pid in executor.worker_pids:
+        assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
