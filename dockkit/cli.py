@@ -56,8 +56,8 @@ def run_options(function):
                      help="File of 'host [count]' lines (# comments allowed)."),
         click.option("--tunnel", is_flag=True, help="Reach the broker through SSH port forwarding."),
         click.option("--external-hostname", help="Address remote workers use to reach this machine."),
-        click.option("--python", "python", help="Python interpreter on the remote hosts."),
-        click.option("--path", "remote_path", help="Working directory on the remote hosts."),
+        click.option("--python", "python", help="Python interpreter of the workers (on every host)."),
+        click.option("--path", "remote_path", help="Working directory of the workers (on every host)."),
         click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable for workers."),
         click.option("--prolog", help="Shell command run on each host before its workers start."),
         click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file to use."),
@@ -89,11 +89,10 @@ def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_pat
                        env=_parse_env(env), prolog=prolog, ssh_config=ssh_config,
                        accept_new_host_keys=accept_new_host_keys,
                        allow_missing_hosts=allow_missing_hosts)
-    elif tunnel or external_hostname or python or remote_path or prolog or ssh_config:
-        raise click.UsageError("--tunnel, --python, --path, --prolog, --ssh-config and "
-                               "--external-hostname need --hosts or --hostfile")
-    elif env:
-        os.environ.update(_parse_env(env))
+    elif tunnel or external_hostname or ssh_config:
+        raise click.UsageError("--tunnel, --ssh-config and --external-hostname need --hosts or --hostfile")
+    else:
+        options.update(python=python, path=remote_path, env=_parse_env(env), prolog=prolog)
     return run_script(script, script_args, workers=workers, progress=progress, **options)
 
 

@@ -32,6 +32,9 @@ from .errors import BrokenExecutor, ConfigError
 from .supervisor import WorkerGroup
 
 
+LOCAL_OPTIONS = ("python", "path", "env", "prolog")
+
+
 class Executor(concurrent.futures.Executor):
     """Run functions on worker processes, locally or on SSH hosts.
 
@@ -43,7 +46,9 @@ class Executor(concurrent.futures.Executor):
         main: path of the user's script, imported on every worker under a non-main name.
         argv: ``sys.argv[1:]`` the workers see while importing ``main``.
         bind: address the broker binds (loopback unless remote workers connect directly).
-        **launch_options: passed to the SSH launcher (tunnel, python, path, env, ...).
+        python, path, env, prolog: the workers' interpreter, working directory, extra
+            environment and a shell command run before they start (local and SSH alike).
+        **launch_options: passed to the SSH launcher (tunnel, ssh_config, ...).
 
     Raises:
         ConfigError: bad worker count or host list.
@@ -63,6 +68,7 @@ class Executor(concurrent.futures.Executor):
         self._closed = False
         self._run_id = uuid.uuid4().hex[:8]
         remote = bool(hosts or hostfile)
+        local: dict = {}
         self._launcher = None
         self._group = None
         if remote:
@@ -72,14 +78,20 @@ class Executor(concurrent.futures.Executor):
                                          **launch_options)
             bind = bind or self._launcher.bind_address
             workers = self._launcher.total_workers
-        elif launch_options:
-            raise ConfigError(f"options {sorted(launch_options)} only apply with hosts=")
+        else:
+            local = {k: launch_options.pop(k) for k in LOCAL_OPTIONS if k in launch_options}
+            unknown = sorted(k for k, v in launch_options.items() if v)
+            if unknown:
+                raise ConfigError(f"options {unknown} only apply with hosts=")
         self.workers = workers or os.cpu_count() or 1
         if not remote:
             # Local workers start first and import while the broker is set up: their
             # interpreter start-up is most of an executor's start-up time.
             names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
-            self._group = WorkerGroup(names, on_exit=lambda *exit: self._broker.report_exit(*exit)).spawn()
+            self._group = WorkerGroup(
+                names, on_exit=lambda *exit: self._broker.report_exit(*exit),
+                python=local.get("python") or sys.executable, env=local.get("env"),
+                cwd=local.get("path"), prolog=local.get("prolog")).spawn()
         from .broker import Broker  # loads zmq: after the spawn, on purpose
 
         self._client = Client(self._send, workers=self.workers)
@@ -88,7 +100,7 @@ class Executor(concurrent.futures.Executor):
         config = {"address": self._broker.address, "secret": self._secret,
                   "workers": self.workers, "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
         if main:
-            config.update(main=os.path.abspath(main), argv=list(argv), cwd=os.getcwd())
+            config.update(main=os.path.abspath(main), argv=list(argv), cwd=local.get("path") or os.getcwd())
         try:
             if self._launcher is not None:
                 self._launcher.start(self._broker, config, run_id=self._run_id)

@@ -2,9 +2,10 @@
 
 cloudpickle handles what plain pickle cannot ship (lambdas, closures, functions
 and classes defined in ``__main__``); its pickler is the C pickler with a hook,
-so lists of plain values still pickle at C speed. Protocol 5 moves large
-buffers (bytearray, numpy arrays, memoryviews) out of band: they travel as
-their own ZeroMQ frames, sent without copying, and are never re-pickled.
+so lists of plain values still pickle at C speed. Protocol 5 moves buffers
+that reduce to ``pickle.PickleBuffer`` (numpy arrays, for one) out of band:
+they travel as their own ZeroMQ frames, sent without copying, and are never
+re-pickled. (``bytes`` and ``bytearray`` pickle in band, copied once.)
 
 Remote exceptions come back with their own type and the remote traceback as
 ``__cause__`` (as ``concurrent.futures.process`` does); one that cannot be

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,12 +48,17 @@ class WorkerGroup:
         workers: list of (name, identity) pairs, one per worker to start.
         on_exit: called from the monitor thread as ``on_exit(identity, reason)``.
         python: the interpreter to run workers with.
+        env: extra environment variables; cwd: their working directory.
+        prolog: shell code run before each worker starts (e.g. activating a virtualenv).
         stdout, stderr: where relayed output goes (binary streams).
     """
 
     def __init__(self, workers, *, on_exit, python: str = sys.executable,
-                 env: dict | None = None, stdout=None, stderr=None):
+                 env: dict | None = None, cwd: str | None = None, prolog: str | None = None,
+                 stdout=None, stderr=None):
         self._specs = list(workers)
+        self._cwd = cwd
+        self._prolog = prolog
         self._on_exit = on_exit
         self._python = python
         self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -67,9 +73,12 @@ class WorkerGroup:
     def spawn(self) -> "WorkerGroup":
         """Start the processes; they import while the caller sets up (see :meth:`start`)."""
         for name, identity in self._specs:
+            argv = [self._python, "-m", "dockkit.worker"]
+            if self._prolog:
+                argv = ["/bin/sh", "-c", f"{{ {self._prolog}\n}} && exec {shlex.join(argv)}"]
             process = subprocess.Popen(
-                [self._python, "-m", "dockkit.worker"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, close_fds=True)
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=self._env, cwd=self._cwd, close_fds=True)
             proc = WorkerProcess(name, identity, process)
             self._procs.append(proc)
             prefix = f"[{name}] ".encode()
