@@ -8,6 +8,7 @@ under the table: not installed, crashed, timed out, too slow, skipped.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -123,7 +124,7 @@ def _cell_text(data: dict, row: Row, system: str, notes: Notes) -> str:
     if status == "unavailable":
         return "n/a"
     if status in ("error", "timeout", "skipped"):
-        return f"{status} {notes.ref(f'{label} {row.case_id}: {reason}')}"
+        return f"{status} {notes.ref(_about(label, reason))}"
     value = cell["median"].get(row.metric)
     if value is None:
         return "—"
@@ -137,11 +138,17 @@ def _cell_text(data: dict, row: Row, system: str, notes: Notes) -> str:
                 f"({whole(m['items'])} items done); larger streams skipped")
         return f"{text} too slow {notes.ref(note)}"
     if row.metric == "supported" and not value:
-        text += " " + notes.ref(f"{label} {row.case_id}: {_why_not(cell)}")
+        text += " " + notes.ref(_about(label, _why_not(cell)))
     if cell.get("failed_runs"):
         text += " " + notes.ref(
             f"{label} {row.case_id}: {cell['failed_runs']} run(s) failed, median of the rest: {reason}")
     return text
+
+
+def _about(label: str, reason: str | None) -> str:
+    """A note's text: same reason, same note (object addresses do not count)."""
+    reason = re.sub(r" at 0x[0-9a-f]+", "", reason or "no reason given")
+    return reason if reason.startswith("--quick") else f"{label}: {reason}"
 
 
 def _why_not(cell: dict) -> str:

@@ -127,13 +127,20 @@ def run_child(cmd: list[str], timeout: float, env: dict[str, str], launched: boo
         env = {**env, T0_ENV: repr(time.time())}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
     timed_out = False
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc.pid)
-        out, err = proc.communicate()
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                # Orphaned workers can hold the pipes open after the child exits.
+                timed_out = time.monotonic() > deadline
+                if timed_out or proc.poll() is not None:
+                    _kill_group(proc.pid)
+                    out, err = proc.communicate()
+                    break
     finally:
         _kill_group(proc.pid)  # stragglers: workers, schedulers, raylets
     found = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
@@ -212,13 +219,13 @@ def measure_all(args, cases, env, available, cells) -> None:
             if (system, case.id) in blocked:
                 cell["reason"] = cell["reason"] or blocked[(system, case.id)]
             elif timeout < 1:
-                cell["reason"] = cell["reason"] or f"--quick stops after {QUICK_DEADLINE_S:.0f} s"
+                cell["reason"] = cell["reason"] or f"--quick starts no run after {QUICK_DEADLINE_S:.0f} s"
             else:
                 result = run_child(child_command(system, case, args.quick), timeout, env,
                                    launched=SYSTEMS[system].launched)
                 if result["status"] == "timeout" and deadline is not None and timeout < case.timeout:
                     result = {"status": "skipped",
-                              "reason": f"--quick stops after {QUICK_DEADLINE_S:.0f} s"}
+                              "reason": f"--quick starts no run after {QUICK_DEADLINE_S:.0f} s"}
                 results.add_run(cell, result)
                 block = _blocks(case, result, stream_cases)
                 for case_id in block[0] if block else []:

@@ -194,7 +194,7 @@ def _node_table(cluster) -> None:
 @click.option("--cpus", type=float, default=None, help="CPU limit per node.")
 @click.option("--memory", default=None, help="Memory limit per node, e.g. 2g.")
 @click.option("--docker-host", "docker_hosts", multiple=True,
-              help="Docker Engine URL (ssh://user@host); repeat to spread nodes over several.")
+              help="Docker Engine: URL (ssh://user@host, unix://, tcp://) or context name; repeat to spread nodes.")
 @click.option("--base-image", default=None, help="Base image for the worker image.")
 @click.option("--requirements", type=click.Path(exists=True, dir_okay=False), default=None,
               help="pip requirements baked into the worker image.")
