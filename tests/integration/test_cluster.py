@@ -25,6 +25,7 @@ import dockkit
 from dockkit.cluster import CLUSTER_LABEL
 from dockkit.errors import ClusterError, ConfigError
 from dockkit.keys import generate_keypair
+from tests.contract import ExecutorContract
 
 ROOT = Path(__file__).resolve().parents[2]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
@@ -211,3 +212,16 @@ class _Collect:
 
     def stderr(self, data):
         self.out.append(data)
+
+
+@pytest.fixture(scope="module")
+def executor(cluster):
+    import tests.contract
+
+    cloudpickle.register_pickle_by_value(tests.contract)
+    with cluster.executor(workers=4) as ex:
+        yield ex
+
+
+class TestContractOnCluster(ExecutorContract):
+    pass
