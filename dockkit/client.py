@@ -10,10 +10,13 @@ waiting workers cannot deadlock.
 ``map`` is lazy and streaming: it reads its inputs only while fewer than
 ``window`` batches are in flight (and a bounded number more hold results not
 yet consumed), so a generator of ten million items is never materialised, and
-it yields results in order. Batch sizes adapt to measured
-task time: the first batches hold one item; once a worker reports how long an
-item takes, batches grow to about ``TARGET_BATCH_SECONDS`` of work, capped so
-every worker still gets several batches.
+it yields results in order. Batch sizes adapt to measured task time: before
+any timing, an input of known length is cut as ``multiprocessing.Pool.map``
+cuts it (four batches per worker) and an endless one starts with single items
+that double per batch; once a worker reports how long an item takes, batches
+hold about ``TARGET_BATCH_SECONDS`` of work, never more than that even split
+nor ``MAX_BATCH_BYTES`` of pickled arguments (big payloads pipeline better in
+small batches).
 """
 
 from __future__ import annotations
@@ -275,7 +278,7 @@ class _MapRun:
         client._function(fn)  # an unpicklable function fails here, at the call
         self.star = len(iterables) > 1
         self.source = zip(*iterables) if self.star else iter(iterables[0])
-        self.remaining = _known_length(iterables)
+        length = _known_length(iterables)
         self.chunksize = chunksize
         self.ordered = ordered
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -286,8 +289,8 @@ class _MapRun:
         self._probe = 1
         self.item_bytes = 0.0
         # Never bigger than Pool.map's chunks, so every worker gets several batches.
-        self.even_split = (None if self.remaining is None else
-                           max(1, min(MAX_BATCH, math.ceil(self.remaining / (4 * client.workers)))))
+        self.even_split = (None if length is None else
+                           max(1, min(MAX_BATCH, math.ceil(length / (4 * client.workers)))))
         self.sent = 0
         self.exhausted = False
 
@@ -325,8 +328,6 @@ class _MapRun:
             if not items:
                 self.exhausted = True
                 return
-            if self.remaining is not None:
-                self.remaining = max(0, self.remaining - len(items))
             self._send(items)
             if len(items) < size:
                 self.exhausted = True
