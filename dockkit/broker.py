@@ -283,7 +283,7 @@ class Broker:
             self._send(peer, [P.STOP, b""])
 
     def _info(self) -> None:
-        self._send(LOCAL, [P.INFO, P.INFO_HEADER.pack(len(self.workers))])
+        self._send(LOCAL, [P.INFO, P.INFO_HEADER.pack(len(self.workers), len(self._expected))])
 
     # --- handlers ---------------------------------------------------------------------
     def _on_hello(self, peer, frames) -> None:
@@ -300,6 +300,7 @@ class Broker:
             self.agents[peer] = Agent(peer, info.get("host", "?"), expected, time.monotonic())
             if peer != LOCAL:
                 self._send(peer, [P.WELCOME, P.pack_info({"accepted": True})])
+            self._info()
             return
         self._expected.discard(peer)
         self.workers[peer] = Worker(peer, info.get("name", peer.decode(errors="replace")),

@@ -107,6 +107,8 @@ class Client:
         self._functions: collections.OrderedDict = collections.OrderedDict()  # id(fn) -> (fn, fid)
         self._unsent: dict[int, bytes] = {}  # fid -> blob, for functions the broker has not seen
         self.broken: BaseException | None = None
+        self.live_workers = 0
+        self.starting_workers = workers  # until the broker says otherwise
 
     # --- functions travel once --------------------------------------------------------
     def _function(self, fn) -> tuple[int, bytes]:
@@ -185,8 +187,11 @@ class Client:
     def deliver(self, kind: bytes, frames) -> None:
         """Called with a RESULT, FAILED or INFO message meant for this client."""
         if kind == P.INFO:
-            (live,) = P.INFO_HEADER.unpack(P.view(frames[0]))
+            live, starting = P.INFO_HEADER.unpack(P.view(frames[0]))
             self.workers = max(self.workers, live)
+            with self.waiter.lock:
+                self.live_workers, self.starting_workers = live, starting
+                self.waiter.notify()
             return
         if kind == P.RESULT:
             batch_id, elapsed, ntasks = P.RESULT_HEADER.unpack(P.view(frames[0]))

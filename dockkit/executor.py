@@ -130,6 +130,18 @@ class Executor(concurrent.futures.Executor):
                 # every worker is gone: the executor is broken (and a default one gets replaced)
                 self._client.fail_all(BrokenExecutor(reason))
 
+    def wait_for_workers(self, timeout: float | None = 60.0) -> int:
+        """Wait until every worker started for this executor has connected (or died).
+
+        Tasks run as soon as one worker is up; wait when every worker should take
+        part from the first task on (``dockkit run`` does). Returns the number of
+        live workers; fewer than started if some were slow to start within ``timeout``.
+        """
+        client = self._client
+        client.waiter.wait(lambda: client.starting_workers == 0 or client.broken is not None,
+                           timeout)
+        return client.live_workers
+
     @property
     def address(self) -> str:
         """The broker's ``tcp://host:port``."""
@@ -235,7 +247,11 @@ def default_executor() -> Executor:
         if _default is None or _default._closed or _default._client.broken is not None:
             if _default is not None:
                 _default.shutdown(wait=False)
-            _default = Executor(**_default_options)
+            options = dict(_default_options)
+            wait = options.pop("wait_for_workers", False)
+            _default = Executor(**options)
+            if wait:
+                _default.wait_for_workers()
             if current().constants:  # what shared.setConst sent to the executor it replaces
                 _default.set_constants(dict(current().constants))
         return _default

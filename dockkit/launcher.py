@@ -41,7 +41,9 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     if not os.path.isfile(script):
         raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
                           "or give its path)")
-    configure_default(workers=workers, main=script, argv=list(argv), **executor_options)
+    # every worker takes part from the first task on, as `-n N` promises
+    configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
+                      **executor_options)
     current().progress = progress
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [script, *argv]

@@ -58,8 +58,8 @@ TASKS_HEADER = struct.Struct("!QQIB")
 RESULT_HEADER = struct.Struct("!QQI")
 # CREDIT: how many more batches
 CREDIT_HEADER = struct.Struct("!I")
-# INFO: live worker count
-INFO_HEADER = struct.Struct("!I")
+# INFO: live workers, workers announced but not connected yet
+INFO_HEADER = struct.Struct("!II")
 # FAILED: batch_id (payload: one pickled exception)
 FAILED_HEADER = struct.Struct("!Q")
 ID_LIST = struct.Struct("!Q")

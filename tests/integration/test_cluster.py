@@ -169,20 +169,24 @@ def test_a_killed_node_has_its_tasks_rerun(state_env, docker_client, tmp_path):
             time.sleep(0.25)
             return x
         if __name__ == "__main__":
-            assert list(futures.map(slow, range(120))) == list(range(120))
+            results = futures.map(slow, range(160))
+            first = next(results)
+            print("started", flush=True)
+            assert [first, *results] == list(range(160))
             print("complete")
     """))
     with dockkit.Cluster(3, name=name, workers_per_node=2) as cluster:
         victim = cluster.container("node2")
-        killer = threading.Timer(4.0, victim.kill)
-        killer.start()
         out = []
-        status = cluster.run(str(script), directory=str(tmp_path), stream=_Collect(out))
-        killer.join()
+        # kill node2 once tasks are flowing: the run must still complete
+        stream = _Collect(out, on_text="started", action=lambda: threading.Timer(0.5, victim.kill).start())
+        status = cluster.run(str(script), directory=str(tmp_path), stream=stream)
         text = b"".join(out).decode(errors="replace")
         assert status == 0, text
         assert "complete" in text
-        assert "lost" in text  # the broker said which worker/host it lost
+        assert "lost" in text and "node2" in text  # the broker said which worker/host it lost
+        victim.reload()
+        assert victim.status != "running"
     assert not docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
 
 
@@ -204,14 +208,18 @@ def test_bad_cluster_name_is_a_clear_error():
 
 
 class _Collect:
-    def __init__(self, out):
-        self.out = out
+    """Collects a cluster run's output; runs ``action`` once when ``on_text`` shows up."""
+
+    def __init__(self, out, on_text=None, action=None):
+        self.out, self.on_text, self.action = out, on_text, action
 
     def stdout(self, data):
         self.out.append(data)
+        if self.on_text and self.on_text.encode() in b"".join(self.out):
+            self.on_text = None
+            self.action()
 
-    def stderr(self, data):
-        self.out.append(data)
+    stderr = stdout
 
 
 @pytest.fixture(scope="module")
