@@ -29,6 +29,7 @@ import zmq
 
 from . import protocol as P
 from .supervisor import WorkerGroup
+from .worker import broker_socket
 
 HEARTBEAT_INTERVAL = 1.0
 
@@ -42,12 +43,7 @@ class Agent:
         self._exits: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.identity = config["identity"].encode()
-        self._socket.plain_username = P.AUTH_USER
-        self._socket.plain_password = config["secret"].encode()
-        self._socket.linger = 1000
-        self._socket.connect(config["address"])
+        self._socket = broker_socket(self._context, config)
         self.heartbeat_timeout = float(config.get("heartbeat_timeout", 10.0))
         worker_config = {key: config[key] for key in ("address", "secret", "workers", "debug",
                                                       "main", "argv", "cwd") if key in config}

@@ -39,6 +39,18 @@ INITIAL_CREDIT = 2
 MAIN_MODULE = "__dockkit_main__"
 
 
+def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
+    """A DEALER connected to the broker, authenticated with the run's secret (workers, agents)."""
+    socket = context.socket(zmq.DEALER)
+    socket.identity = config["identity"].encode()
+    socket.plain_username = P.AUTH_USER
+    socket.plain_password = config["secret"].encode()
+    socket.linger = 1000
+    socket.sndhwm = socket.rcvhwm = 0  # credit bounds what is queued, not the socket
+    socket.connect(config["address"])
+    return socket
+
+
 class WorkerLoop:
     """One worker's connection and task loop; also the waiter of its nested Client."""
 
@@ -50,13 +62,7 @@ class WorkerLoop:
         self.host = config.get("host") or os.uname().nodename
         self.where = f"worker {self.name} (pid {os.getpid()}) on {self.host}"
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.identity = config["identity"].encode()
-        self._socket.plain_username = P.AUTH_USER
-        self._socket.plain_password = config["secret"].encode()
-        self._socket.linger = 1000
-        self._socket.sndhwm = self._socket.rcvhwm = 0
-        self._socket.connect(config["address"])
+        self._socket = broker_socket(self._context, config)
         self._functions: dict[int, object] = {}
         self._queue: collections.deque = collections.deque()
         self.stopped = False
