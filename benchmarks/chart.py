@@ -30,8 +30,9 @@ def _bars(ax, data, case_id, metric, log, target) -> None:
     values = [res.figure(data["results"], case_id, s, metric) for s in systems]
     for i, (system, value) in enumerate(zip(systems, values)):
         if value is None or (log and value <= 0):
-            ax.text(i, 0.02, _status(data, case_id, system).replace("_", " "), rotation=90,
-                    ha="center", va="bottom", fontsize=7, color="grey", transform=ax.get_xaxis_transform())
+            status = _status(data, case_id, system).replace("_", " ")
+            ax.text(i, 0.02, status, rotation=90, ha="center", va="bottom", fontsize=7,
+                    color="grey", transform=ax.get_xaxis_transform())
             continue
         ax.bar(i, value, color=_COLORS.get(system, "grey"))
     if log and any(v for v in values if v):
@@ -40,6 +41,7 @@ def _bars(ax, data, case_id, metric, log, target) -> None:
         ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
         ax.annotate("target", (len(systems) - 0.5, target), fontsize=7, ha="right", va="bottom")
     ax.set_xticks(range(len(systems)), labels, rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(systems) - 0.4)
     ax.tick_params(axis="y", labelsize=8)
 
 
@@ -53,8 +55,12 @@ def _streams(ax, data, metric, title, log) -> None:
             partial = _status(data, case_id, system) != "ok"  # stopped by the budget
             if value is None or (partial and metric != "items_per_s"):
                 continue
-            ax.bar(i - 0.4 + width * (j + 0.5), value, width * 0.95, color=_COLORS.get(system, "grey"),
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, value, width * 0.95, color=_COLORS.get(system, "grey"),
                    alpha=1.0 - 0.45 * j, label=case_id if i == 0 else None)
+            if partial:
+                ax.annotate("too slow", (x, value), fontsize=6, ha="center", va="bottom",
+                            rotation=90, color="grey")
     if log:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
@@ -98,7 +104,8 @@ def draw(data: dict, path: Path) -> str:
             ax.axis("off")
     if any(c["workload"] == "W7" for c in data["cases"]):
         _streams(axes[5], data, "items_per_s", "W7 stream · items/s", True)
-        _streams(axes[6], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)", False)
+        _streams(axes[6], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)",
+                 False)
     else:
         axes[5].axis("off")
         axes[6].axis("off")

@@ -63,8 +63,9 @@ def _failure(exc: BaseException) -> dict:
 
     if isinstance(exc, Unavailable):
         return {"status": "unavailable", "reason": str(exc)}
+    traceback.print_exc()  # for whoever reads the child's stderr; the report keeps one line
     reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-    return {"status": "error", "reason": reason, "traceback": traceback.format_exc()}
+    return {"status": "error", "reason": reason}
 
 
 def probe(name: str) -> dict:

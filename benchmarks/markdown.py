@@ -21,18 +21,27 @@ _REPRODUCE = """\
 ## How to reproduce
 
 ```sh
-pip install -e '.[bench]'             # the peers: loky, dask[distributed], ray, scoop, matplotlib, psutil
-python -m benchmarks                  # the full run (make bench); rewrites docs/benchmarks.{md,json,png}
-python -m benchmarks --quick          # smoke test: one run, tiny sizes, under a minute, no peers needed
+pip install -e '.[bench]'     # the peers and the chart: loky, dask, ray, scoop, matplotlib
+python -m benchmarks          # the full run (make bench): rewrites docs/benchmarks.{md,json,png}
+python -m benchmarks --quick  # smoke test: one run, tiny sizes, under a minute, no peer needed
 python -m benchmarks --reps 3 --systems dockkit,pool --workloads W1,W4
+python -m benchmarks --from-json docs/benchmarks.json   # redraw the report, measure nothing
 ```
 
-A run that is not complete (`--quick`, `--systems`, `--workloads`) writes to
+This run took {minutes}. A run that is not complete (`--quick`, `--systems`, `--workloads`) writes to
 `benchmarks/results/` instead of `docs/`, unless `--out DIR` says otherwise.
 `--strict` exits 1 when an installed system crashes or hangs on a case. A peer that is
 not installed, or cannot start, is reported in the table with the reason, never as a
 failure of the suite.
 """
+
+
+def _code(api: str) -> str:
+    """``"f(x) (a remark)"`` as Markdown: the call as code, the remark as text."""
+    call, _, remark = api.partition(" (")
+    if "(" not in call:  # plain words, e.g. "the same (automatic batching)"
+        return api
+    return f"`{call}`" + (f" ({remark}" if remark else "")
 
 
 def _method(data: dict) -> str:
@@ -78,7 +87,7 @@ def _method(data: dict) -> str:
         "| --- | --- | --- |",
     ]
     for info in data["systems"].values():
-        lines.append(f"| {info['label']} | `{info['map_api']}` | {info['stream_api']} |")
+        lines.append(f"| {info['label']} | {_code(info['map_api'])} | {_code(info['stream_api'])} |")
     lines += [
         "",
         f"`multiprocessing.Pool.map` materialises its input, so W7 uses `Pool.imap` with "
@@ -104,6 +113,10 @@ def _environment(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"about {seconds / 60:.0f} minutes"
+
+
 def render(data: dict, table: str) -> str:
     meta = data["meta"]
     scope = "" if meta["complete"] else (
@@ -121,7 +134,7 @@ def render(data: dict, table: str) -> str:
         "## Cluster (Docker)\n\nMeasured apart from the local table, when dockkit's Docker "
         f"cluster is available. This run: **{cluster['status']}**: {cluster['reason']}.\n",
         _method(data),
-        _REPRODUCE,
+        _REPRODUCE.replace("{minutes}", _minutes(meta["wall_s"])),
         _environment(data),
     ]
     return "\n".join(parts)

@@ -75,21 +75,23 @@ class Row:
 def rows_for(data: dict) -> list[Row]:
     cases = {c["id"]: c for c in data["cases"]}
     rows = []
+    size = {case_id: whole(c["size"]) for case_id, c in cases.items()}
     if "W1" in cases:
-        rows.append(Row("W1:tasks_per_s", f"W1 tiny · {whole(cases['W1']['size'])} tasks · tasks/s", rate))
+        rows.append(Row("W1:tasks_per_s", f"W1 tiny · {size['W1']} tasks · tasks/s", rate))
     if "W2" in cases:
-        c = cases["W2"]
-        rows.append(Row("W2:seconds", f"W2 sleep 10 ms · {c['size']} on {c['workers']} · s", seconds))
+        on = f"{size['W2']} on {cases['W2']['workers']}"
+        rows.append(Row("W2:seconds", f"W2 sleep 10 ms · {on} · s", seconds))
         rows.append(Row("W2:efficiency", "W2 · efficiency", ratio))
     if "W3" in cases:
-        rows.append(Row("W3:efficiency", f"W3 cpu 10 ms · {cases['W3']['size']} calls · efficiency", ratio))
+        rows.append(Row("W3:efficiency", f"W3 cpu 10 ms · {size['W3']} calls · efficiency", ratio))
     if "W4" in cases:
-        rows.append(Row("W4:mb_per_s", f"W4 {cases['W4']['size']} × 1 MiB · MB/s", whole))
+        rows.append(Row("W4:mb_per_s", f"W4 {size['W4']} × 1 MiB · MB/s", whole))
     if "W5" in cases:
         rows.append(Row("W5:seconds", "W5 startup to first result · s", seconds))
     for case_id in ("W6-lambda", "W6-closure"):
         if case_id in cases:
-            rows.append(Row(f"{case_id}:supported", f"W6 {cases[case_id]['title']} from __main__", yes_no))
+            label = f"W6 {cases[case_id]['title']} from __main__"
+            rows.append(Row(f"{case_id}:supported", label, yes_no))
     streams = [c for c in data["cases"] if c["workload"] == "W7"]
     for c in streams:
         rows.append(Row(f"{c['id']}:items_per_s", f"W7 {c['title']} · items/s", rate))
@@ -134,14 +136,14 @@ def _cell_text(data: dict, row: Row, system: str, notes: Notes) -> str:
             return "—"
         m = cell["median"]
         budget = next(c["budget"] for c in data["cases"] if c["id"] == row.case_id)
-        note = (f"{label} {row.case_id}: too slow, stopped after the {budget:.0f} s budget "
-                f"({whole(m['items'])} items done); larger streams skipped")
+        note = (f"{label} {row.case_id}: too slow, stopped past the {budget:.0f} s budget "
+                f"with {whole(m['items'])} items in {m['seconds']:.0f} s; longer streams skipped")
         return f"{text} too slow {notes.ref(note)}"
     if row.metric == "supported" and not value:
         text += " " + notes.ref(_about(label, _why_not(cell)))
     if cell.get("failed_runs"):
-        text += " " + notes.ref(
-            f"{label} {row.case_id}: {cell['failed_runs']} run(s) failed, median of the rest: {reason}")
+        failed = f"{cell['failed_runs']} run(s) failed, the median is of the rest"
+        text += " " + notes.ref(f"{label} {row.case_id}: {failed}: {reason}")
     return text
 
 
@@ -176,8 +178,10 @@ def table_data(data: dict) -> tuple[list[str], list[list[str]], list[str]]:
     version = ["version"]
     for s in systems:
         info = data["systems"][s]
-        version.append(info["version"] if info["available"]
-                       else f"not available {notes.ref(info['label'] + ': ' + str(info['reason']))}")
+        if info["available"]:
+            version.append(info["version"])
+        else:
+            version.append(f"not available {notes.ref(_about(info['label'], info['reason']))}")
     body = [version + ["", ""]]
     for row in rows_for(data):
         body.append([row.label, *(_cell_text(data, row, s, notes) for s in systems),
@@ -217,16 +221,24 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def md_escape(text: str) -> str:
+    """Plain text as Markdown shows it: no stray emphasis, tags or column breaks."""
+    for char, escaped in (("\\", "\\\\"), ("|", "\\|"), ("_", "\\_"), ("*", "\\*"),
+                          ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def markdown_table(data: dict) -> str:
     header, body, notes = table_data(data)
 
     def line(cells):
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(map(md_escape, cells)) + " |"
 
     align = ["---"] + ["---:"] * (len(header) - 3) + ["---", "---"]
     text = [line(header), "| " + " | ".join(align) + " |", *map(line, body)]
     if notes:
-        text += ["", *(f"[{i}] {note}  " for i, note in enumerate(notes, 1))]
+        text += ["", *(f"[{i}] {md_escape(note)}  " for i, note in enumerate(notes, 1))]
     return "\n".join(text)
 
 

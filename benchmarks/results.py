@@ -102,11 +102,10 @@ def targets(results: dict, stream_cases: list[str]) -> list[dict]:
              "derived": derived, "note": note}
         )
 
-    pool_w1 = figure(results, "W1", "pool", "tasks_per_s")
-    heavy = [figure(results, "W1", p, "tasks_per_s") for p in _HEAVY_PEERS]
-    heavy = [v for v in heavy if v is not None]
-    bars = ([pool_w1] if pool_w1 else []) + ([100 * max(heavy)] if heavy else [])
-    missing = [p for p, v in zip(("pool",) + _HEAVY_PEERS, [pool_w1] + heavy) if v is None]
+    w1 = {p: figure(results, "W1", p, "tasks_per_s") for p in ("pool", *_HEAVY_PEERS)}
+    missing = [p for p, v in w1.items() if v is None]
+    heavy = [w1[p] for p in _HEAVY_PEERS if w1[p] is not None]
+    bars = ([w1["pool"]] if w1["pool"] else []) + ([100 * max(heavy)] if heavy else [])
     add("W1", "W1:tasks_per_s", "≥ Pool.map and ≥ 100× SCOOP/Dask/Ray",
         max(bars) if bars else None, figure(results, "W1", "dockkit", "tasks_per_s"),
         note=f"without {', '.join(missing)}" if missing and bars else "", derived=True)

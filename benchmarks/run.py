@@ -43,9 +43,9 @@ CHILD = ROOT / "benchmarks" / "child.py"
 DOCS = ROOT / "docs"
 SCRATCH = ROOT / "benchmarks" / "results"
 
-#: ``--quick`` stops starting runs after this many seconds, so a smoke test that
-#: finds the heavy peers installed still ends within a minute.
-QUICK_DEADLINE_S = 45.0
+#: ``--quick`` starts no run this many seconds after its own start, so a smoke test
+#: that finds the heavy peers installed still ends within a minute, report included.
+QUICK_DEADLINE_S = 40.0
 PROBE_TIMEOUT_S = 120.0
 
 
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write benchmarks.{json,png,md} (default: docs/ for a "
                         "complete run, benchmarks/results/ otherwise)")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="measure nothing: redraw the table, chart and page of a saved run")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when an installed system crashes or hangs on a case")
     args = parser.parse_args(argv)
@@ -145,10 +147,21 @@ def run_child(cmd: list[str], timeout: float, env: dict[str, str], launched: boo
         _kill_group(proc.pid)  # stragglers: workers, schedulers, raylets
     found = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
     if found:
-        return json.loads(found[-1][len(RESULT_MARK):])
-    if timed_out:
-        return {"status": "timeout", "reason": f"no result within {timeout:.0f} s"}
-    return {"status": "error", "reason": f"exit {proc.returncode}: {_last_line(err)}"}
+        result = json.loads(found[-1][len(RESULT_MARK):])
+    elif timed_out:
+        result = {"status": "timeout", "reason": f"no result within {timeout:.0f} s"}
+    else:
+        result = {"status": "error", "reason": f"exit {proc.returncode}: {_last_line(err)}"}
+    if result.get("reason"):
+        result["reason"] = _portable(result["reason"])
+    return result
+
+
+def _portable(text: str) -> str:
+    """Reasons end up in the docs: say paths relative to the checkout and the venv."""
+    for path, name in ((sys.prefix, "<venv>"), (str(ROOT), "."), (str(Path.home()), "~")):
+        text = text.replace(path, name)
+    return text
 
 
 def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
@@ -173,6 +186,8 @@ def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
         lines = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
         found[name] = (json.loads(lines[-1][len(RESULT_MARK):]) if lines else
                        {"status": "unavailable", "reason": _last_line(err)})
+        if found[name].get("reason"):
+            found[name]["reason"] = _portable(found[name]["reason"])
         if found[name]["status"] == "error":
             found[name]["status"] = "unavailable"
     return found
@@ -180,9 +195,10 @@ def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
 
 def plan(cases: list[Case], systems: list[str], reps: int, quick: bool):
     """The runs in order: rep → case → system; ``--quick`` goes system by system
-    instead, so its deadline trims the last (heaviest) peers, never dockkit."""
+    instead, lightest first, so its deadline trims the heaviest peers, never dockkit."""
     if quick:
-        return [(0, case, s) for s in systems for case in cases]
+        light_first = sorted(systems, key=lambda s: SYSTEMS[s].start_cost)
+        return [(0, case, s) for s in light_first for case in cases]
     return [(rep, case, s) for rep in range(reps) for case in cases
             for s in systems if rep == 0 or case.repeat]
 
@@ -198,71 +214,58 @@ def _blocks(case: Case, result: dict, stream_cases: list[Case]) -> tuple[list[st
     return [case.id, *later], f"{why} at {case.id}"
 
 
-def measure_all(args, cases, env, available, cells) -> None:
+def measure_all(args, cases, env, available, cells, deadline: float | None) -> None:
+    """Run the plan, folding every child's result into ``cells``."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     stream_cases = [c for c in cases if c.workload == "W7"]
     runs = [r for r in plan(cases, args.systems, args.reps, args.quick) if r[2] in available]
     blocked: dict[tuple[str, str], str] = {}
-    deadline = time.monotonic() + QUICK_DEADLINE_S if args.quick else None
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    out_of_time = f"--quick starts no run after {QUICK_DEADLINE_S:.0f} s"
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
     with progress:
         task = progress.add_task("benchmarks", total=len(runs))
         for rep, case, system in runs:
             progress.update(task, description=f"{case.id:<10} {system:<12} rep {rep + 1}")
+            progress.advance(task)
             cell = cells[case.id][system]
             timeout = case.timeout
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
-            if (system, case.id) in blocked:
-                cell["reason"] = cell["reason"] or blocked[(system, case.id)]
-            elif timeout < 1:
-                cell["reason"] = cell["reason"] or f"--quick starts no run after {QUICK_DEADLINE_S:.0f} s"
-            else:
-                result = run_child(child_command(system, case, args.quick), timeout, env,
-                                   launched=SYSTEMS[system].launched)
-                if result["status"] == "timeout" and deadline is not None and timeout < case.timeout:
-                    result = {"status": "skipped",
-                              "reason": f"--quick starts no run after {QUICK_DEADLINE_S:.0f} s"}
-                results.add_run(cell, result)
-                block = _blocks(case, result, stream_cases)
-                for case_id in block[0] if block else []:
-                    blocked[(system, case_id)] = block[1]
-            progress.advance(task)
+            if (system, case.id) in blocked or timeout < 1:
+                cell["reason"] = cell["reason"] or blocked.get((system, case.id), out_of_time)
+                continue
+            result = run_child(child_command(system, case, args.quick), timeout, env,
+                               launched=SYSTEMS[system].launched)
+            if result["status"] == "timeout" and timeout < case.timeout:
+                result = {"status": "skipped", "reason": out_of_time}
+            results.add_run(cell, result)
+            block = _blocks(case, result, stream_cases)
+            for case_id in block[0] if block else []:
+                blocked[(system, case_id)] = block[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cases = [c for c in build_cases(args.quick) if c.workload in args.workloads]
-    env = child_env()
-    probes = probe_all(args.systems, env)
+def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
+    """Everything the report and ``benchmarks.json`` hold."""
     available = {s for s, p in probes.items() if p["status"] == "ok"}
-    cells = {c.id: {s: results.new_cell() for s in args.systems} for c in cases}
-    for case in cases:
-        for system in set(args.systems) - available:
-            cells[case.id][system].update(status="unavailable", reason=probes[system]["reason"])
-
-    started = time.monotonic()
-    measure_all(args, cases, env, available, cells)
-    for row in cells.values():
-        for cell in row.values():
-            results.finish(cell)
-
-    complete = not args.quick and args.systems == list(SYSTEMS) and args.workloads == list(WORKLOADS)
+    complete = (not args.quick and args.systems == list(SYSTEMS)
+                and args.workloads == list(WORKLOADS))
+    given = argv if argv is not None else sys.argv[1:]
     data = {
         "meta": {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python -m benchmarks", *given]),
             "python": platform.python_version(),
-            "platform": platform.platform(terse=True),
+            "platform": f"{platform.system()} {platform.machine()}",
             "cpu": report.cpu_model(),
             "cpus": os.cpu_count(),
             "reps": args.reps,
             "quick": args.quick,
             "complete": complete,
-            "wall_s": round(time.monotonic() - started, 1),
+            "wall_s": round(wall_s, 1),
         },
         "systems": {
             s: {"label": SYSTEMS[s].label, "available": s in available,
@@ -275,8 +278,39 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": cluster.section(env),
     }
     data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
+    return data
 
-    out = args.out or (DOCS if complete else SCRATCH)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        import json
+
+        data = json.loads(args.from_json.read_text())
+        streams = [c["id"] for c in data["cases"] if c["workload"] == "W7"]
+        data["targets"] = results.targets(data["results"], streams)
+        out = args.out or args.from_json.parent
+        report.write_all(data, out)
+        report.print_report(data, out)
+        return 0
+    started = time.monotonic()
+    cases = [c for c in build_cases(args.quick) if c.workload in args.workloads]
+    env = child_env()
+    probes = probe_all(args.systems, env)
+    available = {s for s, p in probes.items() if p["status"] == "ok"}
+    cells = {c.id: {s: results.new_cell() for s in args.systems} for c in cases}
+    for case in cases:
+        for system in set(args.systems) - available:
+            cells[case.id][system].update(status="unavailable", reason=probes[system]["reason"])
+
+    deadline = started + QUICK_DEADLINE_S if args.quick else None
+    measure_all(args, cases, env, available, cells, deadline)
+    for row in cells.values():
+        for cell in row.values():
+            results.finish(cell)
+    data = assemble(args, argv, cases, probes, cells, time.monotonic() - started, env)
+
+    out = args.out or (DOCS if data["meta"]["complete"] else SCRATCH)
     report.write_all(data, out)
     report.print_report(data, out)
     failures = results.strict_failures(cells, available)

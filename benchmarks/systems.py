@@ -26,12 +26,12 @@ class Unavailable(Exception):
     """The system cannot be used here; the message says why."""
 
 
-def _require(module: str):
+def _require(module: str, fix: str = "pip install the 'bench' extra"):
     """Import ``module`` or raise :class:`Unavailable` naming the install to do."""
     try:
         return __import__(module, fromlist=["_"])
     except ImportError as exc:
-        raise Unavailable(f"{exc} (pip install the 'bench' extra)") from exc
+        raise Unavailable(f"{exc} ({fix})") from exc
 
 
 def _windowed(submit: Callable, collect: Callable, items: Iterable, window: int) -> Iterator:
@@ -58,6 +58,7 @@ class System:
     map_api = ""
     stream_api = ""
     launched = False  # True: the run must happen under the system's own launcher
+    start_cost = 0  # rough seconds to start; --quick runs the cheap systems first
 
     def __init__(self) -> None:
         self.workers = 0
@@ -97,11 +98,11 @@ class Dockkit(System):
         self._executor = None
 
     def _executor_class(self):
-        dockkit = _require("dockkit")
+        dockkit = _require("dockkit", "pip install -e .")
         try:
             return dockkit.Executor
-        except AttributeError as exc:
-            raise Unavailable(f"dockkit.Executor is not importable yet ({exc})") from exc
+        except (AttributeError, ImportError) as exc:
+            raise Unavailable(f"dockkit.Executor cannot be imported: {exc}") from exc
 
     def probe(self) -> str:
         self._executor_class()
@@ -196,6 +197,7 @@ class Loky(ProcessPool):
     name = "loky"
     label = "loky"
     dist = "loky"
+    start_cost = 1
     map_api = "loky.get_reusable_executor(max_workers=n).map(fn, items) (chunksize=1)"
     stream_api = (
         f"the same with chunksize={STREAM_CHUNKSIZE} "
@@ -219,6 +221,7 @@ class Dask(System):
     name = "dask"
     label = "Dask"
     dist = "distributed"
+    start_cost = 3
     map_api = (
         "Client(LocalCluster(n_workers=n, threads_per_worker=1)); "
         "client.gather(client.map(fn, items, pure=False))"
@@ -265,6 +268,7 @@ class Ray(System):
     name = "ray"
     label = "Ray"
     dist = "ray"
+    start_cost = 6
     map_api = "ray.init(num_cpus=n); ray.get([ray.remote(fn).remote(x) for x in items])"
     stream_api = f"the same over windows of {STREAM_WINDOW} items, two in flight"
 
@@ -321,6 +325,7 @@ class Scoop(System):
     map_api = "python -m scoop -n N script.py; scoop.futures.map(fn, items)"
     stream_api = f"the same over windows of {STREAM_WINDOW} items, two in flight"
     launched = True
+    start_cost = 1
 
     def __init__(self) -> None:
         super().__init__()
