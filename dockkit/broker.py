@@ -37,7 +37,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 
 import zmq
 
@@ -52,49 +51,47 @@ LOCAL = b"\x00root"  # identity of messages from the root process itself
 HEARTBEAT_INTERVAL = 1.0
 
 
-@dataclass(eq=False)
+# Plain classes with __slots__, not dataclasses: they are made per batch on the hot
+# path, and dataclass creation costs milliseconds at import (executor start-up).
 class Task:
     """One submitted batch, from SUBMIT until its RESULT reaches the client."""
 
-    key: int
-    client: bytes
-    batch_id: int
-    func_key: int
-    ntasks: int
-    flags: int
-    payload: list
-    attempts: int = 0
-    worker: bytes | None = None
-    cancelled: bool = False
+    __slots__ = ("key", "client", "batch_id", "func_key", "ntasks", "flags", "payload",
+                 "attempts", "worker", "cancelled")
+
+    def __init__(self, key: int, client: bytes, batch_id: int, func_key: int, ntasks: int,
+                 flags: int, payload: list):
+        self.key, self.client, self.batch_id, self.func_key = key, client, batch_id, func_key
+        self.ntasks, self.flags, self.payload = ntasks, flags, payload
+        self.attempts = 0
+        self.worker: bytes | None = None
+        self.cancelled = False
 
 
-@dataclass(eq=False)
 class Function:
     """A pickled function; freed once its client forgot it and no task uses it."""
 
-    key: int
-    blob: object
-    refs: int = 0
-    held: bool = True
+    __slots__ = ("key", "blob", "refs", "held")
+
+    def __init__(self, key: int, blob):
+        self.key, self.blob, self.refs, self.held = key, blob, 0, True
 
 
-@dataclass(eq=False)
 class Worker:
-    identity: bytes
-    name: str
-    host: str
-    pid: int
-    credit: int = 0
-    inflight: dict = field(default_factory=dict)
-    funcs: set = field(default_factory=set)
+    __slots__ = ("identity", "name", "host", "pid", "credit", "inflight", "funcs")
+
+    def __init__(self, identity: bytes, name: str, host: str, pid: int):
+        self.identity, self.name, self.host, self.pid = identity, name, host, pid
+        self.credit = 0
+        self.inflight: dict[int, Task] = {}
+        self.funcs: set[int] = set()
 
 
-@dataclass(eq=False)
 class Agent:
-    identity: bytes
-    host: str
-    expected: set
-    last_seen: float
+    __slots__ = ("identity", "host", "expected", "last_seen")
+
+    def __init__(self, identity: bytes, host: str, expected: set, last_seen: float):
+        self.identity, self.host, self.expected, self.last_seen = identity, host, expected, last_seen
 
 
 class Broker:

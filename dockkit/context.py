@@ -9,18 +9,19 @@ worker sets it once at start, and ``dockkit.futures``, ``dockkit.shared`` and
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
 
 
-@dataclass
 class ProcessContext:
-    role: str = "root"
-    host: str = field(default_factory=socket.gethostname)
-    worker: str = "root"
-    client: object = None          # the worker's Client for nested tasks; None in the root
-    constants: dict = field(default_factory=dict)
-    wait_for_constants: object = None  # in a worker: pumps its loop until a constant arrives
-    progress: bool = False  # `dockkit run --progress`: futures.map shows a progress bar
+    __slots__ = ("role", "host", "worker", "client", "constants", "wait_for_constants", "progress")
+
+    def __init__(self):
+        self.role = "root"
+        self.host = socket.gethostname()
+        self.worker = "root"
+        self.client = None              # the worker's Client for nested tasks; None in the root
+        self.constants: dict = {}
+        self.wait_for_constants = None  # in a worker: pumps its loop until a constant arrives
+        self.progress = False           # `dockkit run --progress`: futures.map shows a progress bar
 
 
 _current = ProcessContext()

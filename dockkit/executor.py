@@ -20,7 +20,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import os
-import secrets
+import base64
 import sys
 import threading
 import uuid
@@ -62,7 +62,7 @@ class Executor(concurrent.futures.Executor):
             raise ConfigError(f"workers must be a positive integer, got {workers!r}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be 0 or more, got {max_retries!r}")
-        self._secret = secrets.token_urlsafe(32)
+        self._secret = base64.urlsafe_b64encode(os.urandom(32)).decode()  # not `secrets`: slow import
         self._shutdown_lock = threading.Lock()
         self._constants: set[str] = set()
         self._closed = False
@@ -91,7 +91,9 @@ class Executor(concurrent.futures.Executor):
             self._group = WorkerGroup(
                 names, on_exit=lambda *exit: self._broker.report_exit(*exit),
                 python=local.get("python") or sys.executable, env=local.get("env"),
-                cwd=local.get("path"), prolog=local.get("prolog")).spawn()
+                cwd=local.get("path"), prolog=local.get("prolog"),
+                # a script run needs workers that import it afresh; others may fork (faster)
+                allow_fork=main is None).spawn()
         from .broker import Broker  # loads zmq: after the spawn, on purpose
 
         self._client = Client(self._send, workers=self.workers)

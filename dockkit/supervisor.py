@@ -1,7 +1,8 @@
 """Starting and supervising the worker processes of one host.
 
 The root uses it for local workers; a host agent uses it on a remote host. It
-starts each worker with ``python -m dockkit.worker``, writes the worker's JSON
+starts each worker with ``python -m dockkit.worker`` (or, where that is safe, by
+forking this process: see :class:`ForkedProcess`), writes the worker's JSON
 configuration (with the run's secret) to its stdin and keeps that pipe open: a
 worker exits as soon as the pipe closes, so closing it is the polite stop and
 no worker outlives its supervisor. One thread relays every worker's
@@ -20,15 +21,100 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 
-@dataclass(eq=False)
 class WorkerProcess:
-    name: str
-    identity: str
-    process: subprocess.Popen
-    open_streams: int = 2
+    __slots__ = ("name", "identity", "process", "open_streams")
+
+    def __init__(self, name: str, identity: str, process):
+        self.name, self.identity, self.process = name, identity, process
+        self.open_streams = 2  # stdout and stderr; the exit is reported when both closed
+
+
+class ForkedProcess:
+    """A worker forked from this process, with the part of ``Popen``'s interface we use.
+
+    A fresh interpreter spends about 0.1 s importing what this process already has
+    (zmq, cloudpickle, dockkit), which is most of an executor's start-up. Forking is
+    only safe while this process has a single thread (no lock can be held by a
+    thread that does not exist in the child), so :meth:`WorkerGroup.spawn` forks
+    only then, and otherwise, or with ``DOCKKIT_START_METHOD=spawn``, starts a new
+    interpreter. A forked worker starts with this process's modules and state, as
+    ``multiprocessing``'s fork does, so script runs (whose workers must import the
+    script afresh) always spawn. The child keeps nothing of ours but its three
+    pipes, runs the worker's ``main`` and leaves with ``os._exit``.
+    """
+
+    def __init__(self, *, env: dict, cwd: str | None, inherited_fds: list[int]):
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            try:
+                for fd in inherited_fds:  # other workers' pipes: their EOF must not wait for us
+                    os.close(fd)
+                os.dup2(stdin_r, 0)
+                os.dup2(stdout_w, 1)
+                os.dup2(stderr_w, 2)
+                for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                    os.close(fd)
+                sys.stdin = open(0, "r", closefd=False)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+                os.environ.update(env)
+                if cwd:
+                    os.chdir(cwd)
+                from .worker import main
+
+                main()
+            except BaseException:  # report it like a spawned worker would, then leave
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(1)
+        for fd in (stdin_r, stdout_w, stderr_w):
+            os.close(fd)
+        self.stdin = open(stdin_w, "wb", buffering=0)
+        self.stdout = open(stdout_r, "rb", buffering=0)
+        self.stderr = open(stderr_r, "rb", buffering=0)
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    return self.returncode
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def _can_fork(python: str, prolog: str | None) -> bool:
+    return (hasattr(os, "fork") and threading.active_count() == 1 and not prolog
+            and os.path.realpath(python) == os.path.realpath(sys.executable)
+            and os.environ.get("DOCKKIT_START_METHOD", "fork") != "spawn")
 
 
 def describe_exit(returncode: int) -> str:
@@ -50,18 +136,22 @@ class WorkerGroup:
         python: the interpreter to run workers with.
         env: extra environment variables; cwd: their working directory.
         prolog: shell code run before each worker starts (e.g. activating a virtualenv).
+        allow_fork: fork workers from this process where safe (see :class:`ForkedProcess`);
+            off when workers must start clean, e.g. to import the user's script afresh.
         stdout, stderr: where relayed output goes (binary streams).
     """
 
     def __init__(self, workers, *, on_exit, python: str = sys.executable,
                  env: dict | None = None, cwd: str | None = None, prolog: str | None = None,
-                 stdout=None, stderr=None):
+                 stdout=None, stderr=None, allow_fork: bool = False):
         self._specs = list(workers)
+        self._allow_fork = allow_fork
         self._cwd = cwd
         self._prolog = prolog
         self._on_exit = on_exit
         self._python = python
-        self._env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self._extra_env = {**(env or {}), "PYTHONUNBUFFERED": "1"}
+        self._env = {**os.environ, **self._extra_env}
         self._out = stdout or sys.stdout.buffer
         self._err = stderr or sys.stderr.buffer
         self._selector = selectors.DefaultSelector()
@@ -72,13 +162,19 @@ class WorkerGroup:
 
     def spawn(self) -> "WorkerGroup":
         """Start the processes; they import while the caller sets up (see :meth:`start`)."""
+        fork = self._allow_fork and _can_fork(self._python, self._prolog)
         for name, identity in self._specs:
-            argv = [self._python, "-m", "dockkit.worker"]
-            if self._prolog:
-                argv = ["/bin/sh", "-c", f"{{ {self._prolog}\n}} && exec {shlex.join(argv)}"]
-            process = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=self._env, cwd=self._cwd, close_fds=True)
+            if fork:
+                ours = [f.fileno() for p in self._procs
+                        for f in (p.process.stdin, p.process.stdout, p.process.stderr)]
+                process = ForkedProcess(env=self._extra_env, cwd=self._cwd, inherited_fds=ours)
+            else:
+                argv = [self._python, "-m", "dockkit.worker"]
+                if self._prolog:
+                    argv = ["/bin/sh", "-c", f"{{ {self._prolog}\n}} && exec {shlex.join(argv)}"]
+                process = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    env=self._env, cwd=self._cwd, close_fds=True)
             proc = WorkerProcess(name, identity, process)
             self._procs.append(proc)
             prefix = f"[{name}] ".encode()
