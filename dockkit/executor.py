@@ -106,6 +106,9 @@ class Executor(concurrent.futures.Executor):
         try:
             if self._launcher is not None:
                 self._launcher.start(self._broker, config, run_id=self._run_id)
+                # remote workers take a moment to connect; every host should take part
+                # from the first task on (and a launch that fails, fails here)
+                self.wait_for_workers()
             else:
                 self._start_local(config)
         except BaseException:
