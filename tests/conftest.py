@@ -2,7 +2,7 @@
 
 ``tests`` is a package so every suite can ``from tests.contract import ExecutorContract``
 (pytest puts the repository root on ``sys.path`` for it). The default executor that
-``dockkit.futures`` starts on first use is shut down once, at the end of the session.
+``dockkit.futures`` starts on first use is shut down once, after the last test.
 """
 
 from __future__ import annotations

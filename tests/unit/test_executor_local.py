@@ -154,6 +154,25 @@ def test_with_retries_the_lost_task_runs_again(tmp_path):
         assert len(runs_in(tmp_path)) == 2
 
 
+def fail_first_or_record(x, directory):
+    if x == 0:
+        raise ValueError("the first item fails")
+    return record_run_then_sleep(directory, 0.05)
+
+
+def test_map_cancels_the_tasks_after_a_failure(executor, tmp_path):
+    results = executor.map(fail_first_or_record, range(300), [str(tmp_path)] * 300, chunksize=1)
+    with pytest.raises(ValueError, match="first item fails"):
+        next(results)
+    still_works(executor)
+    time.sleep(0.5)
+    ran = len(runs_in(tmp_path))
+    # only what was already on its way to a worker ran (the window), not the other ~300
+    assert ran < 50, ran
+    time.sleep(0.5)
+    assert len(runs_in(tmp_path)) == ran
+
+
 def test_healthy_long_task_runs_exactly_once(executor, tmp_path):
     long_task = executor.submit(record_run_then_sleep, str(tmp_path), 3.0)
     # the other worker keeps serving meanwhile
@@ -196,6 +215,22 @@ def test_default_executor_is_replaced_after_all_its_workers_died(processes):
     new = default_executor()
     assert new is not old and not set(new.worker_pids) & set(old.worker_pids)
     assert futures.submit(constant, name).result(timeout=60) == "kept"
+
+
+def wait_with_timeout_inside_a_worker(timeout):
+    inner = futures.submit(time.sleep, 3)
+    started = time.monotonic()
+    futures.wait([inner], timeout=timeout)
+    return time.monotonic() - started
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "design limit of re-entrant waits: a worker that waits with a timeout runs other tasks "
+    "meanwhile, and cannot return before a long task it picked up has finished"))
+def test_timeout_inside_a_worker_that_picks_up_a_long_task():
+    with dockkit.Executor(workers=1) as ex:
+        waited = ex.submit(wait_with_timeout_inside_a_worker, 0.3).result(timeout=60)
+    assert waited < 0.3 + 2.0, waited
 
 
 # --- shutting down ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import threading
 
-import pytest
 import zmq
 
 from dockkit.errors import RemoteError, SerializationError
