@@ -1,33 +1,106 @@
-"""The optional Docker-cluster section: a hook, not yet a benchmark.
+"""The Docker-cluster section: ``dockkit up`` / ``down`` times and W1, W2, W4 over 3 nodes.
 
-When ``dockkit.Cluster`` lands, this section will bring a cluster up, run the same
-cases over its containers and take it down. Until then it reports why it was
-skipped. It is kept apart from the local table on purpose: figures over a Docker
-network are not comparable with the local pools.
+Kept apart from the local table on purpose: three containers on the same machine,
+reached through SSH tunnels, are not comparable with the local pools. Everything
+goes through the CLI, as a user would type it: ``dockkit up --nodes 3`` (timed with
+the worker image already built), ``dockkit run benchmarks/cluster_job.py`` per
+workload, ``dockkit down`` (timed). Skipped with the reason when there is no
+Docker Engine, or in a ``--quick`` run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
 
-_CHECK = "import dockkit; dockkit.Cluster"
+ROOT = Path(__file__).resolve().parent.parent
+NODES = 3
+RUNS = {"W1": 6, "W2": 16, "W4": 6}  # workers (-n) per workload
 
 
-def section(env: dict[str, str]) -> dict:
-    """Return ``{"status": "skipped", "reason": …}`` (the only status so far).
+def _cli(*args, env, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
-    The check runs in a child interpreter so that a half-written ``dockkit`` can
-    never break the report.
-    """
+
+def section(env: dict[str, str], *, quick: bool = False) -> dict:
+    """Measure the cluster, or return ``{"status": "skipped", "reason": …}``."""
+    if quick:
+        return {"status": "skipped", "reason": "not part of a --quick run"}
+    probe = subprocess.run([sys.executable, "-c", "from dockkit.image import docker_client; docker_client()"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        lines = [line for line in probe.stderr.splitlines() if line.strip()]
+        return {"status": "skipped", "reason": f"no Docker Engine ({lines[-1] if lines else 'unknown'})"}
+    env = dict(env, DOCKKIT_STATE_DIR=tempfile.mkdtemp(prefix="dockkit-bench-"))
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    build = _cli("image", "build", env=env)  # not timed: `up` is measured with the image built
+    if build.returncode != 0:
+        return {"status": "skipped", "reason": f"the worker image did not build: {build.stderr[-300:]}"}
+    figures: dict[str, object] = {}
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True,
-                              text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return {"status": "skipped", "reason": "importing dockkit.Cluster took over 60 s"}
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        why = lines[-1].strip() if lines else f"exit {proc.returncode}"
-        return {"status": "skipped", "reason": f"dockkit.Cluster is not importable ({why})"}
-    return {"status": "skipped",
-            "reason": "dockkit.Cluster is importable; the cluster cases are not written yet"}
+        started = time.perf_counter()
+        up = _cli("up", "--nodes", str(NODES), "--name", name, env=env)
+        figures["up_s"] = round(time.perf_counter() - started, 2)
+        if up.returncode != 0:
+            return {"status": "failed", "reason": f"dockkit up failed: {up.stderr[-300:]}"}
+        for workload, workers in RUNS.items():
+            run = _cli("run", "--name", name, "benchmarks/cluster_job.py", "-n", str(workers), workload,
+                       env=env)
+            line = next((l for l in run.stdout.splitlines() if l.startswith("BENCH ")), None)
+            figures[workload] = json.loads(line[6:]) if line else {"error": run.stderr[-300:]}
+    finally:
+        started = time.perf_counter()
+        _cli("down", "--name", name, env=env)
+        figures["down_s"] = round(time.perf_counter() - started, 2)
+    return {"status": "measured", "reason": f"{NODES} nodes on this machine's Docker Engine, one run each",
+            "figures": figures}
+
+
+def markdown(cluster: dict) -> str:
+    """The section's table for docs/benchmarks.md (or the reason it was skipped)."""
+    head = ("## Cluster (Docker)\n\nMeasured apart from the local table (three containers on "
+            "this same machine, workers reached through SSH tunnels). ")
+    figures = cluster.get("figures")
+    if not figures:
+        return head + f"This run: **{cluster['status']}**: {cluster['reason']}.\n"
+    w1, w2, w4 = (figures.get(k, {}) for k in ("W1", "W2", "W4"))
+
+    def cell(value, fmt):
+        return fmt.format(value) if isinstance(value, (int, float)) else "error"
+
+    rows = [
+        ("`dockkit up --nodes 3` (image built) · s", cell(figures.get("up_s"), "{:.2f}"), "≤ 5 s"),
+        ("`dockkit down` · s", cell(figures.get("down_s"), "{:.2f}"), ""),
+        ("W1 tiny, 20,000 tasks, 6 workers · tasks/s", cell(w1.get("tasks_per_s"), "{:,.0f}"), "≥ 1M"),
+        ("W2 sleep 10 ms, 1,000 tasks, 16 workers · s", cell(w2.get("seconds"), "{:.3f}"), ""),
+        ("W2 · efficiency", cell(w2.get("efficiency"), "{:.3f}"), "≥ 0.90"),
+        ("W4 64 × 1 MiB, 6 workers · MB/s", cell(w4.get("mb_per_s"), "{:,.0f}"), ""),
+    ]
+    table = "| figure | dockkit | target |\n| --- | ---: | --- |\n" + "".join(
+        f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    return head + f"This run: {cluster['reason']}.\n\n" + table
+
+
+def main() -> None:
+    """``python -m benchmarks.cluster [docs/benchmarks.json]``: measure the cluster section
+    alone and store it into a saved run (then redraw with ``--from-json``)."""
+    import json as _json
+
+    from benchmarks.run import child_env
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "benchmarks.json")
+    data = _json.loads(path.read_text())
+    data["cluster"] = section(child_env())
+    path.write_text(_json.dumps(data, indent=1))
+    print(_json.dumps(data["cluster"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@ by every complete run and never edited by hand.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks.workloads import SPIN_ITERS, STREAM_CHUNKSIZE, STREAM_WINDOW
 
 _HEADER = """\
@@ -117,6 +119,12 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"about {seconds / 60:.0f} minutes"
 
 
+def _notes() -> str:
+    """The hand-written analysis of what limits the figures (benchmarks/NOTES.md)."""
+    path = Path(__file__).with_name("NOTES.md")
+    return path.read_text() if path.is_file() else ""
+
+
 def render(data: dict, table: str) -> str:
     meta = data["meta"]
     scope = "" if meta["complete"] else (
@@ -125,14 +133,15 @@ def render(data: dict, table: str) -> str:
     chart = ("![dockkit and its peers, one panel per workload](benchmarks.png)\n"
              if meta.get("chart") == "drawn" else f"_Chart {meta.get('chart')}._\n")
     cluster = data["cluster"]
+    from benchmarks import cluster as cluster_section
     parts = [
         _HEADER + scope,
         f"## Results\n\nMedian of {meta['reps']} run(s) per cell. The last two columns are "
         "dockkit's targets, with thresholds taken from the peers' figures of the same run.\n",
         table + "\n",
         chart,
-        "## Cluster (Docker)\n\nMeasured apart from the local table, when dockkit's Docker "
-        f"cluster is available. This run: **{cluster['status']}**: {cluster['reason']}.\n",
+        cluster_section.markdown(cluster),
+        _notes(),
         _method(data),
         _REPRODUCE.replace("{minutes}", _minutes(meta["wall_s"])),
         _environment(data),

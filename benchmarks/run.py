@@ -275,7 +275,7 @@ def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
         },
         "cases": [case.__dict__ for case in cases],
         "results": cells,
-        "cluster": cluster.section(env),
+        "cluster": cluster.section(env, quick=args.quick),
     }
     data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
     return data
