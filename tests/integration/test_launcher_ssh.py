@@ -153,3 +153,17 @@ def test_dockkit_run_over_ssh_returns_the_scripts_status(ssh_nodes, tmp_path):
     assert result.returncode == 7, result.stderr
     assert "total 2500" in result.stdout
     assert "Deploying 4 workers over 2 hosts" in result.stderr
+
+
+def test_a_python_without_dockkit_is_named_before_any_task(ssh_nodes):
+    # a bare virtualenv has no dockkit: the probe says so, per host
+    assert ssh_nodes.exec("node1", "python3 -m venv --without-pip /tmp/bare").exit_code == 0
+    with pytest.raises(LaunchError) as info:
+        _executor(ssh_nodes, ["node1"], tunnel=True, python="/tmp/bare/bin/python")
+    message = str(info.value)
+    assert "node1" in message and "lacks the module 'dockkit'" in message, message
+
+
+def test_a_missing_interpreter_is_named(ssh_nodes):
+    with pytest.raises(LaunchError, match="no Python at '/no/such/python'"):
+        _executor(ssh_nodes, ["node2"], tunnel=True, python="/no/such/python")
