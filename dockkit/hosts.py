@@ -211,11 +211,11 @@ def _check_count(count: int, host: str) -> None:
         raise HostSpecError(f"worker count {count!r} for host {host!r} must be at least 1")
 
 
-def parse_hosts(words: Iterable[str]) -> list[HostSpec]:
-    """Parse ``--hosts`` words into specs, one spec per word.
+def parse_hosts(words: Iterable[str | HostSpec]) -> list[HostSpec]:
+    """Parse ``--hosts`` words into specs, one spec per word (specs pass through).
 
     Args:
-        words: The words, e.g. ``["a", "b*4", "alice@c:2222"]``.
+        words: The words, e.g. ``["a", "b*4", "alice@c:2222"]``, or HostSpec values.
 
     Returns:
         The specs, in order (duplicates kept: :func:`distribute` merges them).
@@ -223,7 +223,7 @@ def parse_hosts(words: Iterable[str]) -> list[HostSpec]:
     Raises:
         HostSpecError: A word is not a valid spec; the message names it.
     """
-    return [HostSpec.parse(word) for word in words]
+    return [w if isinstance(w, HostSpec) else HostSpec.parse(str(w)) for w in words]
 
 
 def parse_hostfile(path_or_text: str | os.PathLike[str]) -> list[HostSpec]:

@@ -126,9 +126,9 @@ class SSHLauncher:
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
                  allow_missing_hosts=False, connect_timeout=10.0, console=None):
-        from .hosts import HostSpec, distribute, parse_hostfile
+        from .hosts import distribute, parse_hostfile, parse_hosts
 
-        specs = [h if isinstance(h, HostSpec) else HostSpec.parse(str(h)) for h in (hosts or [])]
+        specs = parse_hosts(hosts or [])
         if hostfile:
             specs += parse_hostfile(hostfile)
         self.rows = [HostStatus(spec, count) for spec, count in distribute(specs, workers)]

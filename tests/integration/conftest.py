@@ -232,6 +232,12 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+@pytest.fixture(scope="session")
+def remove_test_run():
+    """:func:`remove_run`, for test modules that start containers of their own."""
+    return remove_run
+
+
 def remove_run(client, run_id: str) -> None:
     """Remove every container and network labelled with this run id."""
     flt = {"label": f"{RUN_LABEL}={run_id}"}

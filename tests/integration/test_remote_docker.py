@@ -86,7 +86,7 @@ def ssh_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote_host(docker_client, worker_image, ssh_home):
+def remote_host(docker_client, worker_image, ssh_home, remove_test_run):
     """A second Docker host reached over ``ssh://``, pinned and keyed in ``ssh_home``."""
     docker_cli = shutil.which("docker")
     if docker_cli is None:
@@ -117,7 +117,7 @@ def remote_host(docker_client, worker_image, ssh_home):
         _wait_listening(container, address, port)
         yield RemoteDockerHost(f"ssh://root@{address}:{port}", address, port, container)
     finally:
-        _remove_run(docker_client, run_id)
+        remove_test_run(docker_client, run_id)
 
 
 @pytest.fixture(scope="module")
@@ -292,14 +292,6 @@ def _wait_listening(container, address: str, port: int) -> None:
                 raise TimeoutError(f"{container.name}: sshd not listening on {address}:{port}:\n"
                                    + container.logs().decode(errors="replace")) from None
         time.sleep(0.1)
-
-
-def _remove_run(client, run_id: str) -> None:
-    labels = {"label": f"{RUN_LABEL}={run_id}"}
-    for container in client.containers.list(all=True, filters=labels):
-        container.remove(force=True)
-    for network in client.networks.list(filters=labels):
-        network.remove()
 
 
 class _Collect:
