@@ -22,7 +22,10 @@ status; the broker re-queues exactly that worker's in-flight batches, up to
 ``max_retries`` attempts each, then fails them with a WorkerLostError naming
 the worker, its host and the exit status. Healthy long tasks are never re-sent.
 A remote agent that goes silent for ``heartbeat_timeout`` counts as lost with
-all its workers.
+all its workers, and so does a worker whose watchdog falls silent (the process
+is hung, stopped or cut off): a watchdog is a thread of the worker with its own
+socket, so it answers while a long task runs and a healthy long task is never
+taken for a lost one. Watchdogs exit their worker when the broker goes silent.
 
 The root's own client and supervisor talk to the broker thread through an
 inproc PAIR socket (``send_local``), so one thread owns every socket.
@@ -48,7 +51,6 @@ log = logging.getLogger("dockkit.broker")
 TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
 
 LOCAL = b"\x00root"  # identity of messages from the root process itself
-HEARTBEAT_INTERVAL = 1.0
 
 
 # Plain classes with __slots__, not dataclasses: they are made per batch on the hot
@@ -78,13 +80,16 @@ class Function:
 
 
 class Worker:
-    __slots__ = ("identity", "name", "host", "pid", "credit", "inflight", "funcs")
+    __slots__ = ("identity", "name", "host", "pid", "credit", "inflight", "funcs", "watchdog",
+                 "last_seen")
 
-    def __init__(self, identity: bytes, name: str, host: str, pid: int):
+    def __init__(self, identity: bytes, name: str, host: str, pid: int, now: float):
         self.identity, self.name, self.host, self.pid = identity, name, host, pid
         self.credit = 0
         self.inflight: dict[int, Task] = {}
         self.funcs: set[int] = set()
+        self.watchdog: bytes | None = None  # its watchdog's identity, once it has pinged
+        self.last_seen = now
 
 
 class Agent:
@@ -103,7 +108,8 @@ class Broker:
         port: TCP port, 0 for any free one.
         max_retries: how many times a batch is re-run after its worker died (0: never).
         on_local: called in the broker thread with (kind, frames) for messages to the root.
-        heartbeat_timeout: seconds of silence after which a remote agent is dropped.
+        heartbeat_timeout: seconds of silence after which a remote agent, or a worker's
+            watchdog, counts as lost.
     """
 
     def __init__(self, *, secret: bytes, host: str = "127.0.0.1", port: int = 0,
@@ -146,7 +152,11 @@ class Broker:
         self._client_funcs: dict[tuple[bytes, int], int] = {}
         self._consts: list[list] = []
         self._expected: set[bytes] = set()  # workers announced but not yet seen
+        self._lost: set[bytes] = set()      # workers dropped as lost: told to stop if they speak
         self._last_exit = ""
+        self.batches_dispatched = 0         # read by Executor.stats(); ints are safe to share
+        self.tasks_dispatched = 0
+        self.batches_requeued = 0
 
     # --- life cycle ---------------------------------------------------------------
     @property
@@ -192,10 +202,10 @@ class Broker:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pair, zmq.POLLIN)
         poller.register(self._zap, zmq.POLLIN)
-        next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+        next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
         try:
             while True:
-                events = dict(poller.poll(HEARTBEAT_INTERVAL * 1000))
+                events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000))
                 if self._zap in events:
                     self._authenticate(self._zap.recv_multipart())
                 if self._pair in events and not self._drain_local():
@@ -205,7 +215,7 @@ class Broker:
                 self._dispatch()
                 now = time.monotonic()
                 if now >= next_beat:
-                    next_beat = now + HEARTBEAT_INTERVAL
+                    next_beat = now + P.HEARTBEAT_INTERVAL
                     self._beat(now)
         except Exception:  # the broker must never die silently: fail every waiting batch
             log.exception("dockkit broker crashed")
@@ -276,7 +286,8 @@ class Broker:
                 log.debug("broker -> %r failed: %s", peer, exc)
 
     def _broadcast_stop(self) -> None:
-        for peer in [*self.workers, *self.agents]:
+        watchdogs = [w.watchdog for w in self.workers.values() if w.watchdog is not None]
+        for peer in [*self.workers, *watchdogs, *self.agents]:  # watchdogs: a busy worker goes too
             self._send(peer, [P.STOP, b""])
 
     def _info(self) -> None:
@@ -301,7 +312,7 @@ class Broker:
             return
         self._expected.discard(peer)
         self.workers[peer] = Worker(peer, info.get("name", peer.decode(errors="replace")),
-                                    info.get("host", "?"), int(info.get("pid", 0)))
+                                    info.get("host", "?"), int(info.get("pid", 0)), time.monotonic())
         self._send(peer, [P.WELCOME, P.pack_info({"accepted": True, "workers": len(self.workers)})])
         for blob in self._consts:
             self._send(peer, [P.SETCONST, b"", *blob])
@@ -374,6 +385,16 @@ class Broker:
         agent = self.agents.get(peer)
         if agent is not None:
             agent.last_seen = time.monotonic()
+            return
+        if not peer.endswith(P.WATCHDOG_SUFFIX):
+            return
+        identity = peer[:-len(P.WATCHDOG_SUFFIX)]
+        worker = self.workers.get(identity)
+        if worker is not None:
+            worker.watchdog = peer
+            worker.last_seen = time.monotonic()
+        elif identity in self._lost:  # dropped as silent, and now awake again: it must go
+            self._send(peer, [P.STOP, b""])
 
     _handlers = {
         P.HELLO: _on_hello, P.CREDIT: _on_credit, P.SUBMIT: _on_submit, P.RESULT: _on_result,
@@ -400,6 +421,8 @@ class Broker:
                 blob = self._funcs[task.func_key].blob
             task.worker = worker.identity
             worker.inflight[task.key] = task
+            self.batches_dispatched += 1
+            self.tasks_dispatched += task.ntasks
             header = P.TASKS_HEADER.pack(task.key, task.func_key, task.ntasks, task.flags)
             self._send(worker.identity, [P.TASKS, header, blob, *task.payload])
 
@@ -445,6 +468,7 @@ class Broker:
                     f"{task.attempts} time(s), more than max_retries={self.max_retries} allows"))
             else:
                 self._queue.appendleft(task)
+                self.batches_requeued += 1
         for task in self._tasks.values():
             if task.client == identity:  # nested work of a dead worker: nobody waits for it
                 task.cancelled = True
@@ -475,6 +499,18 @@ class Broker:
             self._fail(self._queue.popleft(), exc)
 
     def _beat(self, now: float) -> None:
+        for identity, worker in list(self.workers.items()):
+            if now - worker.last_seen > self.heartbeat_timeout:
+                # Hung, stopped or cut off: its batches run elsewhere, and if it wakes up
+                # it is told to stop (here, or by the watchdog reply in _on_heartbeat).
+                self._lost.add(identity)
+                for peer in (identity, worker.watchdog):
+                    if peer is not None:
+                        self._send(peer, [P.STOP, b""])
+                self._worker_lost(identity, f"went silent for {self.heartbeat_timeout:.0f} s "
+                                            "(hung, stopped or cut off)")
+            elif worker.watchdog is not None:
+                self._send(worker.watchdog, [P.HEARTBEAT, b""])
         for identity, agent in list(self.agents.items()):
             if identity == LOCAL:
                 continue

@@ -8,9 +8,10 @@ worker that waits on its own futures keeps executing other tasks and a pool of
 waiting workers cannot deadlock.
 
 ``map`` is lazy and streaming: it reads its inputs only while fewer than
-``window`` batches are in flight (and a bounded number more hold results not
-yet consumed), so a generator of ten million items is never materialised, and
-it yields results in order. Batch sizes adapt to measured task time: before
+``window`` batches are in flight, and while the items read but not yet consumed
+stay under ``MAX_AHEAD_ITEMS`` and their pickled arguments under
+``MAX_AHEAD_BYTES`` (whatever the worker count), so a generator of ten million
+items is never materialised, and it yields results in order. Batch sizes adapt to measured task time: before
 any timing, an input of known length is cut as ``multiprocessing.Pool.map``
 cuts it (four batches per worker) and an endless one starts with single items
 that double per batch; once a worker reports how long an item takes, batches
@@ -38,6 +39,8 @@ from .serialize import describe, dumps, find_unpicklable, load_exception, loads,
 TARGET_BATCH_SECONDS = 0.01
 MAX_BATCH = 10_000
 MAX_BATCH_BYTES = 2 << 20
+MAX_AHEAD_ITEMS = 200_000
+MAX_AHEAD_BYTES = 256 << 20
 FUNCTION_CACHE = 128
 
 
@@ -231,6 +234,10 @@ class Client:
     def pending_futures(self) -> list[Future]:
         return [h for h in list(self._pending.values()) if isinstance(h, Future)]
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no batch is outstanding (or the broker is gone)."""
+        return self.waiter.wait(lambda: not self._pending or self.broken is not None, timeout)
+
 
 def _complete_future(future: Future, outcome) -> None:
     status, value, _ = outcome
@@ -253,12 +260,13 @@ def _complete_future(future: Future, outcome) -> None:
 class _Slot:
     """One batch of a map, in input order."""
 
-    __slots__ = ("batch_id", "start", "count", "outcome", "run")
+    __slots__ = ("batch_id", "start", "count", "nbytes", "outcome", "run")
 
-    def __init__(self, run, start: int, count: int):
+    def __init__(self, run, start: int, count: int, nbytes: int = 0):
         self.run = run
         self.start = start
         self.count = count
+        self.nbytes = nbytes
         self.batch_id = 0
         self.outcome = None
 
@@ -297,6 +305,8 @@ class _MapRun:
         self.even_split = (None if length is None else
                            max(1, min(MAX_BATCH, math.ceil(length / (4 * client.workers)))))
         self.sent = 0
+        self.ahead_items = 0  # read from the input, not yet consumed by the caller
+        self.ahead_bytes = 0
         self.exhausted = False
 
     def window(self) -> int:
@@ -323,7 +333,8 @@ class _MapRun:
         # Results not yet consumed count too, with room to spare: a slow head batch must
         # neither let the whole input be read (memory) nor idle the workers (head-of-line).
         while (not self.exhausted and self.inflight < self.window()
-               and len(self.slots) < 8 * self.window()):
+               and len(self.slots) < 8 * self.window()
+               and self.ahead_items < MAX_AHEAD_ITEMS and self.ahead_bytes < MAX_AHEAD_BYTES):
             size = self.next_size()
             try:
                 items = list(itertools.islice(self.source, size))
@@ -343,6 +354,7 @@ class _MapRun:
         except Exception as exc:
             slot = _Slot(self, self.sent, len(items))
             self.sent += len(items)
+            self.ahead_items += len(items)
             bad = find_unpicklable(items)
             index, obj, err = bad if bad else (0, items, exc)
             slot.outcome = ("failed", serialization_error(
@@ -350,15 +362,18 @@ class _MapRun:
             self.slots.append(slot)
             self.completed.append(slot)
             return
-        self.item_bytes = sum(len(P.view(frame)) for frame in payload) / len(items)
+        nbytes = sum(len(P.view(frame)) for frame in payload)
+        self.item_bytes = nbytes / len(items)
         if self.item_bytes * len(items) > MAX_BATCH_BYTES and len(items) > 1:
             # big items: smaller batches keep pickling, transfer and work overlapping
             step = max(1, int(MAX_BATCH_BYTES // self.item_bytes))
             for start in range(0, len(items), step):
                 self._send(items[start:start + step])
             return
-        slot = _Slot(self, self.sent, len(items))
+        slot = _Slot(self, self.sent, len(items), nbytes)
         self.sent += len(items)
+        self.ahead_items += len(items)
+        self.ahead_bytes += nbytes
         with self.client.waiter.lock:
             self.inflight += 1
             self.slots.append(slot)
@@ -398,6 +413,8 @@ class _MapRun:
                     self.completed.remove(slot)
                 else:
                     self.slots.remove(slot)
+            self.ahead_items -= slot.count
+            self.ahead_bytes -= slot.nbytes
             return slot
 
     def results(self):

@@ -43,6 +43,9 @@ class Executor(concurrent.futures.Executor):
         hosts: SSH hosts (``HostSpec``, strings, or a hostfile via ``hostfile=``); None = local.
         max_retries: times a batch is re-run after its worker died; 0 for work that
             must never run twice.
+        heartbeat_timeout: seconds of silence after which a worker or host counts as
+            lost (its batches run elsewhere); workers leave after 70 % of it without
+            word from the broker, so a hung or vanished root leaves no worker behind.
         main: path of the user's script, imported on every worker under a non-main name.
         argv: ``sys.argv[1:]`` the workers see while importing ``main``.
         bind: address the broker binds (loopback unless remote workers connect directly).
@@ -57,11 +60,14 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None,
                  max_retries: int = 3, main: str | None = None, argv=(), bind: str | None = None,
-                 **launch_options):
+                 heartbeat_timeout: float = 10.0, **launch_options):
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be a positive integer, got {workers!r}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be 0 or more, got {max_retries!r}")
+        if not heartbeat_timeout > 2 * P.HEARTBEAT_INTERVAL:
+            raise ConfigError(f"heartbeat_timeout must be more than {2 * P.HEARTBEAT_INTERVAL:g} s, "
+                              f"got {heartbeat_timeout!r}")
         self._secret = base64.urlsafe_b64encode(os.urandom(32)).decode()  # not `secrets`: slow import
         self._shutdown_lock = threading.Lock()
         self._constants: set[str] = set()
@@ -98,9 +104,11 @@ class Executor(concurrent.futures.Executor):
 
         self._client = Client(self._send, workers=self.workers)
         self._broker = Broker(secret=self._secret.encode(), host=bind or "127.0.0.1",
-                              max_retries=max_retries, on_local=self._on_broker_message).start()
+                              max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
+                              on_local=self._on_broker_message).start()
         config = {"address": self._broker.address, "secret": self._secret,
-                  "workers": self.workers, "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
+                  "workers": self.workers, "heartbeat_timeout": heartbeat_timeout,
+                  "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
         if main:
             config.update(main=os.path.abspath(main), argv=list(argv), cwd=local.get("path") or os.getcwd())
         try:
@@ -152,6 +160,13 @@ class Executor(concurrent.futures.Executor):
         """The broker's ``tcp://host:port``."""
         return self._broker.address
 
+    def stats(self) -> dict:
+        """Counters of this executor's broker: batches and tasks dispatched to workers,
+        batches re-queued after a worker was lost, and the live worker count."""
+        broker = self._broker
+        return {"batches": broker.batches_dispatched, "tasks": broker.tasks_dispatched,
+                "requeued": broker.batches_requeued, "workers": self._client.live_workers}
+
     @property
     def worker_pids(self) -> list[int]:
         """PIDs of local workers (empty for remote runs)."""
@@ -199,12 +214,11 @@ class Executor(concurrent.futures.Executor):
             if self._closed:
                 return
             self._closed = True
-        pending = self._client.pending_futures()
         if cancel_futures:
-            for future in pending:
+            for future in self._client.pending_futures():
                 future.cancel()
-        elif wait and pending:
-            concurrent.futures.wait(pending)
+        elif wait:
+            self._client.wait_idle()  # submitted futures and the batches of running maps
         self._client.fail_all(BrokenExecutor("the executor was shut down"))
         # Workers first: stopped while the broker still answers, they exit without
         # reconnect attempts; the broker's own STOP is the backstop.

@@ -119,12 +119,9 @@ def mapReduce(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options)
     """
     results = map(mapFunc, *iterables, **map_options)
     if initial is _NOTHING:
-        try:
-            return functools.reduce(reductionOp, results)
-        except TypeError as exc:
-            if "empty" in str(exc):
-                raise TypeError("mapReduce() of an empty input needs initial=") from None
-            raise
+        initial = next(results, _NOTHING)  # peek, rather than guess from reduce's TypeError
+        if initial is _NOTHING:
+            raise TypeError("mapReduce() of an empty input needs initial=")
     return functools.reduce(reductionOp, results, initial)
 
 

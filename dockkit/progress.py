@@ -6,10 +6,14 @@ import sys
 
 
 def track(results, iterables, description: str = "dockkit map"):
-    """Yield from ``results`` while advancing a progress bar (total known when inputs have a length)."""
+    """Yield from ``results`` while advancing a progress bar on stderr, if it is a terminal.
+
+    The total is known when the inputs have a length.
+    """
     if not sys.stderr.isatty():
         yield from results
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     try:
@@ -17,7 +21,8 @@ def track(results, iterables, description: str = "dockkit map"):
     except TypeError:
         total = None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as progress:
+                  TimeRemainingColumn(), transient=True,
+                  console=Console(stderr=True)) as progress:  # stderr: stdout is the script's
         task = progress.add_task(description, total=total)
         for count, value in enumerate(results, 1):
             yield value

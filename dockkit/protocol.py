@@ -12,7 +12,8 @@ Flow of one batch of tasks::
     client <--RESULT(batch_id)----------- broker <--RESULT(task_key)----------- worker
 
 Workers ask for work with CREDIT; the broker never sends a worker more batches
-than it asked for. Host agents report worker exits with EXITED.
+than it asked for. Host agents report worker exits with EXITED. HEARTBEATs go
+both ways between the broker and every agent and worker watchdog.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ FORGET = b"F"     # client -> broker: this function id will not be used again
 DROP = b"D"       # broker -> worker: forget these function keys
 SETCONST = b"K"   # client -> broker -> workers: shared constants (pickled dict)
 EXITED = b"E"     # agent -> broker: one of its workers exited (pickled dict)
-HEARTBEAT = b"B"  # both ways between broker and agents
+HEARTBEAT = b"B"  # both ways, every HEARTBEAT_INTERVAL: broker <-> agents, broker <-> worker watchdogs
 INFO = b"I"       # broker -> clients: number of live workers changed
 STOP = b"Q"       # broker -> workers/agents: finish and exit
 
@@ -63,6 +64,11 @@ INFO_HEADER = struct.Struct("!II")
 # FAILED: batch_id (payload: one pickled exception)
 FAILED_HEADER = struct.Struct("!Q")
 ID_LIST = struct.Struct("!Q")
+
+# Seconds between heartbeats. A worker's watchdog pings from its own socket, whose
+# identity is the worker's plus WATCHDOG_SUFFIX, so a long task never delays it.
+HEARTBEAT_INTERVAL = 1.0
+WATCHDOG_SUFFIX = b"/hb"
 
 # The PLAIN-mechanism user name every peer authenticates as; the password is the run's secret.
 AUTH_USER = b"dockkit"

@@ -31,12 +31,13 @@ def setConst(**values) -> None:  # noqa: N802 - SCOOP's name
     context.constants.update(values)
 
 
-def getConst(name: str, timeout: float | None = 0.1):  # noqa: N802 - SCOOP's name
+def getConst(name: str, timeout: float | None = 0.1, default=None):  # noqa: N802 - SCOOP's name
     """The value of constant ``name``; waits up to ``timeout`` seconds for it to arrive.
 
-    Returns None if it has not arrived in time (as SCOOP does).
+    Returns ``default`` (None, as in SCOOP) if it has not arrived in time; pass another
+    default to tell a constant that is None from one that never came.
     """
     context = current()
     if name not in context.constants and context.wait_for_constants is not None:
         context.wait_for_constants(lambda: name in context.constants, timeout)
-    return context.constants.get(name)
+    return context.constants.get(name, default)

@@ -4,8 +4,11 @@ Started as ``python -m dockkit.worker`` by a supervisor (the root's local
 launcher or a host agent), which writes one JSON line of configuration to its
 stdin (broker address, the run's secret, identity) and then keeps stdin open:
 stdin reaching EOF means the supervisor is gone, and the worker exits at once.
-So a worker never outlives its root, even while busy in a long task, and
-secrets never appear on a command line.
+A watchdog thread, with a socket of its own, exchanges heartbeats with the
+broker and ends the worker when the broker has been silent for most of the
+run's ``heartbeat_timeout`` (a hung, stopped or unreachable root). So a worker
+never outlives its root, even while busy in a long task, and secrets never
+appear on a command line.
 
 The loop is re-entrant: a task that waits on futures it submitted calls back
 into :meth:`WorkerLoop.wait`, which keeps receiving and running other batches,
@@ -37,6 +40,9 @@ from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads
 
 INITIAL_CREDIT = 2
 MAIN_MODULE = "__dockkit_main__"
+#: A worker leaves when the broker has been silent for this share of heartbeat_timeout,
+#: so that it is gone before the broker itself would give up on it.
+SILENCE_SHARE = 0.7
 
 
 def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
@@ -69,6 +75,31 @@ class WorkerLoop:
         self.client = Client(self._send, workers=int(config.get("workers", 1)), waiter=self)
         self.context = become_worker(host=self.host, worker=self.name, client=self.client,
                                      wait_for_constants=self.wait)
+        silence = SILENCE_SHARE * float(config.get("heartbeat_timeout", 10.0))
+        threading.Thread(target=self._watch_broker, args=(config, silence),
+                         name="dockkit-watchdog", daemon=True).start()
+
+    def _watch_broker(self, config: dict, silence: float) -> None:
+        """Heartbeats on a socket of its own; ends the process when the broker goes silent."""
+        socket = broker_socket(self._context, {**config, "identity": config["identity"]
+                                               + P.WATCHDOG_SUFFIX.decode()})
+        last_heard = next_ping = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_ping:
+                socket.send_multipart([P.HEARTBEAT, b""])
+                next_ping = now + P.HEARTBEAT_INTERVAL
+            if socket.poll(max(0.0, next_ping - now) * 1000):
+                # Drain everything: after a stall (a C call holding the GIL) the beats the
+                # broker sent meanwhile are waiting here and prove it is alive.
+                while socket.poll(0):
+                    if socket.recv_multipart()[0] == P.STOP:  # run over, or given up on us
+                        _leave(0)
+                last_heard = time.monotonic()
+            elif time.monotonic() - last_heard > silence:
+                print(f"dockkit {self.where}: the broker at {config['address']} has been silent "
+                      f"for {silence:.0f} s; exiting", file=sys.stderr)
+                _leave(1)
 
     def _send(self, frames) -> None:
         self._socket.send_multipart(frames, copy=False)
@@ -218,6 +249,13 @@ def import_main(path: str, argv: list[str]) -> None:
     sys.modules["__main__"] = module
 
 
+def _leave(status: int) -> None:
+    """Exit now, from any thread, without interpreter teardown (a task may be running)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def _exit_when_orphaned(stream) -> None:
     """Block on the supervisor's pipe; EOF means it is gone, so this worker goes too."""
     try:
@@ -241,9 +279,7 @@ def main() -> None:
     if config.get("main"):
         import_main(config["main"], config.get("argv", []))
     loop.run()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip interpreter teardown: nothing left to flush, and it is slow
+    _leave(0)  # skip interpreter teardown: it is slow, and a watchdog thread still runs
 
 
 if __name__ == "__main__":

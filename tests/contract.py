@@ -665,10 +665,22 @@ class ExecutorContract:
             executor.set_constants({name: "changed"})
         assert executor.submit(constant, name).result(timeout=60) == {"answer": 42}
 
-    def test_missing_constant_is_none(self, executor):
-        started = time.monotonic()
-        assert executor.submit(shared.getConst, "never_set_anywhere", timeout=0.2).result(timeout=60) is None
-        assert time.monotonic() - started < 60
+    def test_missing_constant_waits_its_timeout_then_gives_the_default(self, executor):
+        value, waited = executor.submit(timed_get_const, "never_set_anywhere", 0.3).result(timeout=60)
+        assert value is None and 0.3 <= waited < 0.3 + 10, waited
+        value, waited = executor.submit(timed_get_const, "never_set_anywhere", 0.1, "absent").result(
+            timeout=60)
+        assert value == "absent" and waited >= 0.1
+
+
+def timed_get_const(name, timeout, default=None):
+    started = time.monotonic()
+    value = shared.getConst(name, timeout=timeout, default=default)
+    return value, time.monotonic() - started
+
+
+def reduce_that_raises(a, b):
+    raise TypeError("my own reducer failed on an empty string")
 
 
 # --- the SCOOP-style functions on the root's default executor -----------------------------------------
@@ -687,6 +699,10 @@ class DefaultExecutorContract:
         else:
             with pytest.raises(TypeError, match="initial"):
                 futures.mapReduce(square, operator.add, range(n))
+
+    def test_map_reduce_keeps_the_reducers_own_type_error(self):
+        with pytest.raises(TypeError, match="my own reducer"):
+            futures.mapReduce(square, reduce_that_raises, range(3))
 
     def test_futures_map_and_submit(self):
         assert list(futures.map(square, range(10))) == [x * x for x in range(10)]

@@ -307,3 +307,73 @@ def test_distinct_worker_names_in_output(tmp_path):
     assert "['w0', 'w1']" in done.stdout.splitlines()
     prefixes = collections.Counter(re.findall(r"^\[(w\d)\] I am (w\d)$", done.stdout, re.M))
     assert prefixes and all(prefix == name for prefix, name in prefixes), prefixes
+
+
+# --- what a run shows: the logger, the progress bar ---------------------------------------------------
+def test_logger_records_name_host_and_worker(tmp_path):
+    script = write(tmp_path, "logs.py", """
+        import dockkit
+        from dockkit import futures
+
+        def chat(x):
+            dockkit.logger.info("hello from task %d", x)
+            return x
+
+        if __name__ == "__main__":
+            dockkit.logger.info("hello from the root")
+            assert list(futures.map(chat, range(4))) == [0, 1, 2, 3]
+    """)
+    done = dockkit(tmp_path, "-n", 2, script)
+    assert done.returncode == 0, done.stderr
+    host = os.uname().nodename
+    assert re.search(rf"INFO +{re.escape(host)}/root hello from the root", done.stderr), done.stderr
+    from_tasks = re.findall(rf"^\[(w\d)\] .*INFO +{re.escape(host)}/(w\d) hello from task \d",
+                            done.stderr, re.M)
+    assert len(from_tasks) == 4 and all(prefix == worker for prefix, worker in from_tasks), done.stderr
+
+
+PROGRESS_SCRIPT = """
+    import time
+    from dockkit import futures
+
+    def nap(x):
+        time.sleep(0.01)
+        return x
+
+    if __name__ == "__main__":
+        assert list(futures.map(nap, range(300))) == list(range(300))
+        print("done")
+"""
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    import pty
+
+    script = write(tmp_path, "bar.py", PROGRESS_SCRIPT)
+    primary, secondary = pty.openpty()
+    root = subprocess.Popen([*FORMS["dockkit run"], "-n", "2", "--progress", str(script)],
+                            cwd=tmp_path, env={**environment(tmp_path), "COLUMNS": "100"},
+                            stdout=subprocess.PIPE, stderr=secondary, text=True)
+    os.close(secondary)
+    screen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other end closed: the run is over
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert root.wait(timeout=90) == 0
+        assert root.stdout.read().strip().endswith("done")
+    finally:
+        os.close(primary)
+        if root.poll() is None:
+            root.kill()
+        root.stdout.close()
+    counts = [int(n) for n in re.findall(rb"(\d+)/300", screen)]
+    assert counts and max(counts) <= 300 and len(set(counts)) >= 2, screen[-2000:]
+    # not on a terminal: no bar, the output stays clean
+    piped = dockkit(tmp_path, "-n", 2, "--progress", script)
+    assert piped.returncode == 0 and "/300" not in piped.stderr, piped.stderr

@@ -19,6 +19,7 @@ import pytest
 
 import dockkit
 from dockkit import futures, shared
+from dockkit.client import MAX_AHEAD_ITEMS, MAX_BATCH
 from dockkit.errors import BrokenExecutor, WorkerLostError
 from dockkit.executor import default_executor
 from tests.contract import CountingIterable, DefaultExecutorContract, ExecutorContract, constant, still_works
@@ -173,12 +174,16 @@ def test_map_cancels_the_tasks_after_a_failure(executor, tmp_path):
     assert len(runs_in(tmp_path)) == ran
 
 
-def test_healthy_long_task_runs_exactly_once(executor, tmp_path):
-    long_task = executor.submit(record_run_then_sleep, str(tmp_path), 3.0)
-    # the other worker keeps serving meanwhile
-    assert [r[0] for r in executor.map(square_with_pid, range(10))] == [x * x for x in range(10)]
-    assert long_task.result(timeout=60) in executor.worker_pids
-    assert len(runs_in(tmp_path)) == 1
+def test_healthy_long_task_runs_exactly_once(tmp_path):
+    # The task outlasts the heartbeat timeout: a busy worker still answers heartbeats
+    # (its watchdog thread), so it is neither given up on nor its task re-sent.
+    with dockkit.Executor(workers=2, heartbeat_timeout=3.0) as ex:
+        long_task = ex.submit(record_run_then_sleep, str(tmp_path), 5.0)
+        # the other worker keeps serving meanwhile
+        assert [r[0] for r in ex.map(square_with_pid, range(10))] == [x * x for x in range(10)]
+        assert long_task.result(timeout=60) in ex.worker_pids
+        assert len(runs_in(tmp_path)) == 1
+        assert ex.stats()["requeued"] == 0
 
 
 def test_all_workers_killed_breaks_the_executor(processes):
@@ -275,22 +280,24 @@ import dockkit
 
 ex = dockkit.Executor(workers=2)
 assert list(ex.map(abs, [-1, -2])) == [1, 2]
-busy = ex.submit(time.sleep, 120)  # one worker is inside a task when the root dies
+busy = ex.submit(time.sleep, 120)  # one worker is inside a task when the root goes
 time.sleep(0.3)
 print(" ".join(map(str, ex.worker_pids)), flush=True)
 time.sleep(120)
 """
 
 
-def test_workers_exit_when_their_root_dies(processes, tmp_path):
+@pytest.mark.parametrize("fate", [signal.SIGKILL, signal.SIGSTOP], ids=["root dies", "root hangs"])
+def test_workers_leave_within_ten_seconds_when_their_root_dies_or_hangs(processes, tmp_path, fate):
+    # dead: the supervisor's pipes close; hung: alive with pipes open, but its broker is
+    # silent, and the workers' watchdogs notice
     script = tmp_path / "root.py"
     script.write_text(ROOT_SCRIPT)
     root = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in root.stdout.readline().split()]
         assert len(pids) == 2 and all(processes.alive(pid) for pid in pids)
-        root.kill()
-        root.wait(timeout=10)
+        root.send_signal(fate)
         assert not processes.wait_gone(pids, 10)
     finally:
         root.kill()
@@ -299,7 +306,8 @@ def test_workers_exit_when_their_root_dies(processes, tmp_path):
 
 
 # --- laziness ---------------------------------------------------------------------------------------------------------
-def test_lazy_map_reads_a_bounded_amount_ahead(executor):
+def consume_5001_of_an_endless_map(executor) -> int:
+    """How many input items a lazy map read by the time 5001 results were consumed."""
     source = CountingIterable(limit=10_000_000)
     results = executor.map(abs, source)
     for expected, value in enumerate(results):
@@ -307,9 +315,23 @@ def test_lazy_map_reads_a_bounded_amount_ahead(executor):
         if expected == 5000:
             break
     results.close()
-    # read-ahead is bounded by batches (in flight and waiting to be consumed), not by the input
-    assert source.consumed < 1_000_000, source.consumed
+    return source.consumed
+
+
+# Read but not yet consumed: at most MAX_AHEAD_ITEMS, give or take the batch being read.
+READ_AHEAD_LIMIT = 5001 + MAX_AHEAD_ITEMS + MAX_BATCH
+
+
+def test_lazy_map_reads_a_bounded_amount_ahead(executor):
+    assert consume_5001_of_an_endless_map(executor) <= READ_AHEAD_LIMIT
     still_works(executor)
+
+
+def test_read_ahead_does_not_grow_with_the_worker_count():
+    # 16 workers allow hundreds of batches in flight and waiting (millions of items);
+    # the bound on items read ahead holds all the same
+    with dockkit.Executor(workers=16) as ex:
+        assert consume_5001_of_an_endless_map(ex) <= READ_AHEAD_LIMIT
 
 
 def test_lazy_map_with_a_slow_first_task_does_not_read_everything(executor):
@@ -322,3 +344,20 @@ def test_lazy_map_with_a_slow_first_task_does_not_read_everything(executor):
     results.close()
     assert source.consumed < 1_000_000, source.consumed
     still_works(executor)
+
+
+def test_shutdown_waits_for_the_batches_of_a_running_map(tmp_path):
+    ex = dockkit.Executor(workers=2)
+    results = ex.map(record_run_then_sleep, [str(tmp_path)] * 4, [0.5] * 4)
+    wait_for_runs(tmp_path, 1)
+    ex.shutdown(wait=True)  # the map's batches finish first, as submitted futures do
+    assert len(results_so_far := list(results)) == 4 and set(results_so_far) <= set(ex.worker_pids)
+
+
+def test_futures_shutdown_stops_the_default_executor_and_a_new_one_follows(processes):
+    assert list(futures.map(abs, [-1, -2])) == [1, 2]
+    old = default_executor()
+    futures.shutdown()
+    assert not processes.wait_gone(old.worker_pids, 10)
+    assert futures.submit(abs, -3).result(timeout=60) == 3
+    assert default_executor() is not old

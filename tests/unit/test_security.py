@@ -26,7 +26,12 @@ REFUSAL_WAIT_MS = 1500
 
 @pytest.fixture(scope="module")
 def executor():
-    with dockkit.Executor(workers=2) as ex:
+    # Spawned, not forked: a spawned worker's command line is its own, so the test
+    # that looks for the secret there looks at what a worker really runs.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKKIT_START_METHOD", "spawn")
+        ex = dockkit.Executor(workers=2)
+    with ex:
         yield ex
 
 
@@ -114,4 +119,20 @@ def test_secret_is_not_on_a_command_line(executor):
     secret = executor._secret.encode()
     assert executor.worker_pids
     for pid in executor.worker_pids:
-        assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"dockkit.worker" in cmdline, cmdline  # a worker's own command line
+        assert secret not in cmdline
+
+
+def test_a_worker_that_joins_later_gets_each_constant_once(executor, zmq_context):
+    name = f"late_{uuid.uuid4().hex}"
+    executor.set_constants({name: list(range(100))})
+    still_works(executor)  # the constant is out, to the workers already there
+    late = raw_dealer(zmq_context, executor.address, user=P.AUTH_USER, password=executor._secret.encode())
+    late.send_multipart(hello())
+    received = []
+    while (message := receive(late, 1000)) is not None:
+        received.append(message)
+    assert received[0][0] == P.WELCOME
+    ours = [m for m in received if m[0] == P.SETCONST and name in loads(m[2:])]
+    assert len(ours) == 1 and loads(ours[0][2:])[name] == list(range(100))
