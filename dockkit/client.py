@@ -310,6 +310,11 @@ class _MapRun:
         self.exhausted = False
 
     def window(self) -> int:
+        if self.item_ns is None and self.even_split is not None and not self.chunksize:
+            # A first wave only, until a result says how long an item takes: then the
+            # rest goes out in batches of the right size, and the tail is fine-grained
+            # (sending the whole input in Pool.map's chunks leaves a whole chunk's tail).
+            return 2 * self.client.workers
         return 4 * self.client.workers + 2
 
     def next_size(self) -> int:
