@@ -425,6 +425,8 @@ class Broker:
             self.tasks_dispatched += task.ntasks
             header = P.TASKS_HEADER.pack(task.key, task.func_key, task.ntasks, task.flags)
             self._send(worker.identity, [P.TASKS, header, blob, *task.payload])
+            if task.flags & P.NOTIFY_RUNNING and task.attempts == 0:
+                self._send(task.client, [P.RUNNING, P.pack_ids([task.batch_id])])
 
     def _retire(self, task: Task) -> None:
         self._tasks.pop((task.client, task.batch_id), None)

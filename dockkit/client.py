@@ -170,7 +170,7 @@ class Client:
             future.set_exception(serialization_error(
                 f"an argument of {_fn_name(fn)}", obj, bad[2] if bad else exc))
             return future
-        future._batch_id = self._submit_batch(future, fn_ref, payload, 1, P.KWARGS)
+        future._batch_id = self._submit_batch(future, fn_ref, payload, 1, P.KWARGS | P.NOTIFY_RUNNING)
         return future
 
     # --- map --------------------------------------------------------------------------------
@@ -188,13 +188,21 @@ class Client:
 
     # --- incoming -------------------------------------------------------------------------
     def deliver(self, kind: bytes, frames) -> None:
-        """Called with a RESULT, FAILED or INFO message meant for this client."""
+        """Called with a RESULT, FAILED, RUNNING or INFO message meant for this client."""
         if kind == P.INFO:
             live, starting = P.INFO_HEADER.unpack(P.view(frames[0]))
             self.workers = max(self.workers, live)
             with self.waiter.lock:
                 self.live_workers, self.starting_workers = live, starting
                 self.waiter.notify()
+            return
+        if kind == P.RUNNING:
+            # As ProcessPoolExecutor does when a call moves to its workers' queue: from
+            # now on cancel() returns False and the result will come.
+            for batch_id in P.unpack_ids(P.view(frames[0])):
+                handler = self._pending.get(batch_id)
+                if isinstance(handler, Future) and not handler.set_running_or_notify_cancel():
+                    self.cancel_batches([batch_id])  # cancelled just before: drop its result
             return
         if kind == P.RESULT:
             batch_id, elapsed, ntasks = P.RESULT_HEADER.unpack(P.view(frames[0]))
@@ -241,8 +249,8 @@ class Client:
 
 def _complete_future(future: Future, outcome) -> None:
     status, value, _ = outcome
-    if not future.set_running_or_notify_cancel():
-        return
+    if not future.running() and not future.set_running_or_notify_cancel():
+        return  # cancelled
     if status == "failed":
         future.set_exception(value)
         return

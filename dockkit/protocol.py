@@ -31,6 +31,7 @@ SUBMIT = b"S"     # client -> broker: a batch of tasks
 TASKS = b"T"      # broker -> worker: a batch of tasks
 RESULT = b"R"     # worker -> broker -> client: results of one batch
 FAILED = b"!"     # broker -> client: a batch could not run (pickled exception)
+RUNNING = b"G"    # broker -> client: these batches (flagged NOTIFY_RUNNING) reached a worker
 CANCEL = b"X"     # client -> broker: drop these batches if not started
 FORGET = b"F"     # client -> broker: this function id will not be used again
 DROP = b"D"       # broker -> worker: forget these function keys
@@ -42,13 +43,14 @@ STOP = b"Q"       # broker -> workers/agents: finish and exit
 
 NAMES = {
     HELLO: "HELLO", WELCOME: "WELCOME", CREDIT: "CREDIT", SUBMIT: "SUBMIT", TASKS: "TASKS",
-    RESULT: "RESULT", FAILED: "FAILED", CANCEL: "CANCEL", FORGET: "FORGET", DROP: "DROP",
+    RESULT: "RESULT", FAILED: "FAILED", RUNNING: "RUNNING", CANCEL: "CANCEL", FORGET: "FORGET", DROP: "DROP",
     SETCONST: "SETCONST", EXITED: "EXITED", HEARTBEAT: "HEARTBEAT", INFO: "INFO", STOP: "STOP",
 }
 
 # --- task flags ----------------------------------------------------------------
 STAR = 1     # each argument item is a tuple to unpack: fn(*item)
 KWARGS = 2   # each argument item is (args, kwargs): fn(*args, **kwargs)
+NOTIFY_RUNNING = 4  # tell the client with RUNNING when the batch is dispatched (submit's futures)
 
 # --- headers -------------------------------------------------------------------
 # SUBMIT: batch_id, func_id, ntasks, flags

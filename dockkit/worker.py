@@ -148,7 +148,7 @@ class WorkerLoop:
     def _handle(self, kind: bytes, frames) -> None:
         if kind == P.TASKS:
             self._queue.append(frames)
-        elif kind in (P.RESULT, P.FAILED, P.INFO):
+        elif kind in (P.RESULT, P.FAILED, P.RUNNING, P.INFO):
             self.client.deliver(kind, frames)
         elif kind == P.SETCONST:
             self.context.constants.update(loads(frames[1:]))

@@ -7,6 +7,7 @@ leaving when their root dies, and how far ahead a lazy map reads its input.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import signal
@@ -239,6 +240,36 @@ def test_timeout_inside_a_worker_that_picks_up_a_long_task():
 
 
 # --- shutting down ---------------------------------------------------------------------------------------------------
+def block_until_exists(path, limit=60.0):
+    """Hold a worker without running its loop (a gate would let it take more tasks)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_a_pending_task_cancels_and_calls_back(tmp_path):
+    release = str(tmp_path / "release")
+    with dockkit.Executor(workers=1) as ex:
+        # one worker holds at most three batches (one running, two waiting its turn)
+        held = [ex.submit(block_until_exists, release) for _ in range(3)]
+        deadline = time.monotonic() + 60
+        while not all(f.running() for f in held):
+            assert time.monotonic() < deadline, "the worker never took its three tasks"
+            time.sleep(0.01)
+        pending = ex.submit(abs, -1)  # no worker can take it: it waits in the broker
+        seen = []
+        pending.add_done_callback(lambda f: seen.append(f.cancelled()))
+        assert not pending.running()
+        assert pending.cancel() and pending.cancelled() and seen == [True]
+        with pytest.raises(concurrent.futures.CancelledError):
+            pending.result(timeout=1)
+        assert not any(f.cancel() for f in held)  # those reached the worker: they run
+        open(release, "w").close()
+        assert [f.result(timeout=60) for f in held] == [ex.worker_pids[0]] * 3
+        assert ex.submit(abs, -2).result(timeout=60) == 2
+
+
 def test_shutdown_is_idempotent_and_leaves_no_worker(processes):
     ex = dockkit.Executor(workers=2)
     assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]

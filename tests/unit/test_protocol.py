@@ -11,7 +11,7 @@ import zmq
 from dockkit import protocol as P
 from dockkit.errors import ProtocolError
 
-KINDS = [P.HELLO, P.WELCOME, P.CREDIT, P.SUBMIT, P.TASKS, P.RESULT, P.FAILED, P.CANCEL, P.FORGET,
+KINDS = [P.HELLO, P.WELCOME, P.CREDIT, P.SUBMIT, P.TASKS, P.RESULT, P.FAILED, P.RUNNING, P.CANCEL, P.FORGET,
          P.DROP, P.SETCONST, P.EXITED, P.HEARTBEAT, P.INFO, P.STOP]
 
 
