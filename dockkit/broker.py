@@ -29,6 +29,14 @@ taken for a lost one. Watchdogs exit their worker when the broker goes silent.
 
 The root's own client and supervisor talk to the broker thread through an
 inproc PAIR socket (``send_local``), so one thread owns every socket.
+
+Peers authenticate in the broker's own ZAP handler. On loopback (local runs,
+and ``--tunnel``, whose traffic SSH encrypts) they send the run's secret with
+ZeroMQ PLAIN, which costs nothing per message. Where the broker binds an address
+other hosts reach directly, the secret would cross the network in the clear, so
+the run uses CurveZMQ instead (encrypted, about ten times slower): one key pair
+for the broker and one for all the run's peers, and the ZAP handler admits that
+client key only (a CURVE server without such a check admits any key).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import threading
 import time
 
 import zmq
+from zmq.utils import z85
 
 from . import protocol as P
 from .errors import BrokenExecutor, ProtocolError, WorkerLostError
@@ -108,12 +117,15 @@ class Broker:
         port: TCP port, 0 for any free one.
         max_retries: how many times a batch is re-run after its worker died (0: never).
         on_local: called in the broker thread with (kind, frames) for messages to the root.
+        curve: the run's keys from :func:`new_curve_keys` to encrypt with CurveZMQ, or
+            None for PLAIN (loopback only).
         heartbeat_timeout: seconds of silence after which a remote agent, or a worker's
             watchdog, counts as lost.
     """
 
     def __init__(self, *, secret: bytes, host: str = "127.0.0.1", port: int = 0,
-                 max_retries: int = 3, on_local=None, heartbeat_timeout: float = 10.0):
+                 max_retries: int = 3, on_local=None, heartbeat_timeout: float = 10.0,
+                 curve: dict | None = None):
         self.max_retries = max_retries
         self.heartbeat_timeout = heartbeat_timeout
         self._on_local = on_local or (lambda kind, frames: None)
@@ -123,7 +135,13 @@ class Broker:
         self._zap.bind("inproc://zeromq.zap.01")
         self._secret = secret
         self._router = self._context.socket(zmq.ROUTER)
-        self._router.plain_server = True
+        self._curve_client = None
+        if curve:
+            self._router.curve_server = True
+            self._router.curve_secretkey = curve["server_secret"].encode()
+            self._curve_client = z85.decode(curve["client_public"])
+        else:
+            self._router.plain_server = True
         self._router.router_mandatory = True  # a vanished peer raises instead of dropping silently
         self._router.linger = 0
         self._router.sndhwm = self._router.rcvhwm = 0
@@ -227,11 +245,15 @@ class Broker:
                 sock.close(linger=0)
 
     def _authenticate(self, request: list) -> None:
-        """Answer a ZAP request (RFC 27): only PLAIN with the run's secret gets in."""
+        """Answer a ZAP request (RFC 27): only the run's secret, or its CURVE client key, gets in."""
         version, request_id, _domain, address, _identity, mechanism, *credentials = request
-        allowed = (mechanism == b"PLAIN" and len(credentials) == 2
-                   and hmac.compare_digest(credentials[0], P.AUTH_USER)
-                   and hmac.compare_digest(credentials[1], self._secret))
+        if self._curve_client is not None:
+            allowed = (mechanism == b"CURVE" and len(credentials) == 1
+                       and hmac.compare_digest(credentials[0], self._curve_client))
+        else:
+            allowed = (mechanism == b"PLAIN" and len(credentials) == 2
+                       and hmac.compare_digest(credentials[0], P.AUTH_USER)
+                       and hmac.compare_digest(credentials[1], self._secret))
         if not allowed:
             log.warning("dockkit broker: refused a connection from %s (%s without the run's secret)",
                         address.decode(errors="replace"), mechanism.decode(errors="replace"))
@@ -524,6 +546,31 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
+
+
+def new_curve_keys() -> dict:
+    """A run's CurveZMQ keys (Z85 text): the broker's key pair and its peers' one key pair."""
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    return {"server_public": server_public.decode(), "server_secret": server_secret.decode(),
+            "client_public": client_public.decode(), "client_secret": client_secret.decode()}
+
+
+def peer_curve_keys(keys: dict) -> dict:
+    """What a peer needs of the run's keys: never the broker's secret key."""
+    return {k: keys[k] for k in ("server_public", "client_public", "client_secret")}
+
+
+def binds_loopback_only(host: str) -> bool:
+    """Whether a broker bound to ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
 
 
 def _bracket(host: str) -> str:

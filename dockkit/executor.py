@@ -43,6 +43,9 @@ class Executor(concurrent.futures.Executor):
         hosts: SSH hosts (``HostSpec``, strings, or a hostfile via ``hostfile=``); None = local.
         max_retries: times a batch is re-run after its worker died; 0 for work that
             must never run twice.
+        encrypt: CurveZMQ for the run's traffic. None (the default): when the broker binds
+            an address other hosts reach directly (remote runs without a tunnel); local
+            and tunnelled runs stay on loopback, authenticated but not encrypted here.
         heartbeat_timeout: seconds of silence after which a worker or host counts as
             lost (its batches run elsewhere); workers leave after 70 % of it without
             word from the broker, so a hung or vanished root leaves no worker behind.
@@ -60,7 +63,7 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None,
                  max_retries: int = 3, main: str | None = None, argv=(), bind: str | None = None,
-                 heartbeat_timeout: float = 10.0, **launch_options):
+                 heartbeat_timeout: float = 10.0, encrypt: bool | None = None, **launch_options):
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be a positive integer, got {workers!r}")
         if max_retries < 0:
@@ -100,15 +103,23 @@ class Executor(concurrent.futures.Executor):
                 cwd=local.get("path"), prolog=local.get("prolog"),
                 # a script run needs workers that import it afresh; others may fork (faster)
                 allow_fork=main is None).spawn()
-        from .broker import Broker  # loads zmq: after the spawn, on purpose
+        # loads zmq: after the spawn, on purpose
+        from .broker import Broker, binds_loopback_only, new_curve_keys, peer_curve_keys
 
+        bind = bind or "127.0.0.1"
+        if encrypt is None:
+            encrypt = not binds_loopback_only(bind)
+        curve = new_curve_keys() if encrypt else None
+        self._curve = curve  # the run's keys, as _secret is its password
         self._client = Client(self._send, workers=self.workers)
-        self._broker = Broker(secret=self._secret.encode(), host=bind or "127.0.0.1",
+        self._broker = Broker(secret=self._secret.encode(), host=bind, curve=curve,
                               max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
                               on_local=self._on_broker_message).start()
         config = {"address": self._broker.address, "secret": self._secret,
                   "workers": self.workers, "heartbeat_timeout": heartbeat_timeout,
                   "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
+        if curve:
+            config["curve"] = peer_curve_keys(curve)
         if main:
             config.update(main=os.path.abspath(main), argv=list(argv), cwd=local.get("path") or os.getcwd())
         try:

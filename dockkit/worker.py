@@ -46,11 +46,21 @@ SILENCE_SHARE = 0.7
 
 
 def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
-    """A DEALER connected to the broker, authenticated with the run's secret (workers, agents)."""
+    """A DEALER connected to the broker, authenticated as the run's (workers, agents).
+
+    With the run's CURVE keys in ``config`` the connection is encrypted (see broker.py);
+    otherwise the run's secret is sent with PLAIN, which the broker allows on loopback.
+    """
     socket = context.socket(zmq.DEALER)
     socket.identity = config["identity"].encode()
-    socket.plain_username = P.AUTH_USER
-    socket.plain_password = config["secret"].encode()
+    curve = config.get("curve")
+    if curve:
+        socket.curve_serverkey = curve["server_public"].encode()
+        socket.curve_publickey = curve["client_public"].encode()
+        socket.curve_secretkey = curve["client_secret"].encode()
+    else:
+        socket.plain_username = P.AUTH_USER
+        socket.plain_password = config["secret"].encode()
     socket.linger = 1000
     socket.sndhwm = socket.rcvhwm = 0  # credit bounds what is queued, not the socket
     socket.connect(config["address"])

@@ -4,7 +4,8 @@ A raw ZeroMQ DEALER plays the intruder: without credentials, or with a wrong
 user name or password, its HELLO and SUBMIT get no answer and its task never
 runs, and the executor keeps working. With the right secret the same raw socket
 does get a WELCOME and a RESULT, which shows the refusals are not an artefact of
-a broken test client.
+a broken test client. An encrypted run (CurveZMQ) admits only its own client key:
+not a PLAIN peer that knows the secret, not a CURVE peer with a key of its own.
 """
 
 from __future__ import annotations
@@ -136,3 +137,44 @@ def test_a_worker_that_joins_later_gets_each_constant_once(executor, zmq_context
     assert received[0][0] == P.WELCOME
     ours = [m for m in received if m[0] == P.SETCONST and name in loads(m[2:])]
     assert len(ours) == 1 and loads(ours[0][2:])[name] == list(range(100))
+
+
+# --- encrypted runs --------------------------------------------------------------------------------------
+def curve_dealer(context, address, server_public: str, public: bytes, secret: bytes):
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.identity = f"raw-{uuid.uuid4().hex[:8]}".encode()
+    sock.curve_serverkey = server_public.encode()
+    sock.curve_publickey, sock.curve_secretkey = public, secret
+    sock.connect(address)
+    return sock
+
+
+def test_encryption_is_chosen_by_what_the_broker_binds():
+    from dockkit.broker import binds_loopback_only
+
+    assert binds_loopback_only("127.0.0.1") and binds_loopback_only("::1")
+    assert binds_loopback_only("localhost") and binds_loopback_only("127.0.0.2")
+    assert not binds_loopback_only("0.0.0.0") and not binds_loopback_only("10.1.2.3")
+    assert not binds_loopback_only("head.example")  # a name may resolve to any interface
+
+
+def test_an_encrypted_run_admits_its_own_client_key_only(zmq_context, tmp_path):
+    with dockkit.Executor(workers=2, encrypt=True) as ex:
+        still_works(ex)  # its own workers hold the run's client key
+        keys = ex._curve
+        secret = ex._secret.encode()
+        marker = tmp_path / "ran"
+        plain = raw_dealer(zmq_context, ex.address, user=P.AUTH_USER, password=secret)
+        stranger = curve_dealer(zmq_context, ex.address, keys["server_public"], *zmq.curve_keypair())
+        for intruder in (plain, stranger):
+            intruder.send_multipart(submit_touch(marker))
+            assert receive(intruder) is None
+        still_works(ex)
+        assert not marker.exists()
+        member = curve_dealer(zmq_context, ex.address, keys["server_public"],
+                              keys["client_public"].encode(), keys["client_secret"].encode())
+        member.send_multipart(submit_touch(marker, batch_id=3))
+        kind, header, *_ = receive(member, 30_000)
+        assert kind == P.RESULT and P.RESULT_HEADER.unpack(header)[0] == 3
+        assert marker.exists()
