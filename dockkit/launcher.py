@@ -196,7 +196,7 @@ class SSHLauncher:
                                    cwd=self.path, prolog=self.prolog)
             status, out, err = row.connection.run(probe, timeout=self.connect_timeout)
             if status != 0:
-                row.state, row.detail = "failed", _probe_failure(self.python, self.path, err)
+                row.state, row.detail = "failed", _probe_failure(self.python, self.path, self.prolog, err)
                 return
             remote = json.loads(out.decode().strip().splitlines()[-1])
             mismatch = [f"{k} {remote.get(k)} on this host vs {v} on the root"
@@ -348,7 +348,7 @@ class SSHLauncher:
         self._console_out().print(table)
 
 
-def _probe_failure(python: str, path: str | None, stderr: bytes) -> str:
+def _probe_failure(python: str, path: str | None, prolog: str | None, stderr: bytes) -> str:
     text = stderr.decode(errors="replace").strip()
     if "No module named" in text:
         module = text.rsplit("No module named", 1)[1].strip(" '\"\n")
@@ -356,9 +356,10 @@ def _probe_failure(python: str, path: str | None, stderr: bytes) -> str:
                 f"(pip install dockkit) or pass --python / --prolog to use an environment that has it")
     if path and "cd:" in text:
         return f"no directory {path!r} on this host (--path): create it or pass another --path"
-    if "not found" in text or "No such file" in text:
+    if ("not found" in text or "No such file" in text) and python.rsplit("/", 1)[-1] in text:
         return f"no Python at {python!r} on this host: install one or pass --python PATH"
-    return f"the Python check failed: {text.splitlines()[-1] if text else 'no output'}"
+    what = "the --prolog or the Python check" if prolog else "the Python check"
+    return f"{what} failed: {text.splitlines()[-1] if text else 'no output'}"
 
 
 def _echo(stream):
