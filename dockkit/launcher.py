@@ -262,10 +262,13 @@ class SSHLauncher:
                 continue
             row.state = "failed"
             status = row.process.exit_status
-            ended = "" if status is None else f" (its agent ended with status {status})"
             fix = ("check that this machine's firewall lets it in" if self.tunnel else
                    "use --tunnel, or --external-hostname with an address the hosts can reach")
-            row.detail = f"its workers cannot reach {row.address}{ended}; {fix}"
+            if status is None:
+                row.detail = f"its workers cannot reach {row.address}; {fix}"
+            else:
+                row.detail = (f"its agent ended with status {status} before it reached {row.address} "
+                              f"(its output is above); if that address is wrong, {fix}")
 
     def _watch_agent(self, row: HostStatus, broker, specs) -> None:
         """An agent (or its SSH connection) that ends takes its workers with it: say so at once."""
