@@ -18,25 +18,35 @@ RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False,
                "help_option_names": ["-h", "--help"]}
 
 
-def expand_hosts(argv: list[str]) -> list[str]:
+def expand_hosts(argv: list[str], *, interspersed: bool = True) -> list[str]:
     """Turn SCOOP's ``--hosts a b c`` into ``--hosts a --hosts b --hosts c`` for click.
 
     The host list ends at the next option, at ``--``, or at the script (a token
-    ending in ``.py`` or naming an existing file).
+    ending in ``.py`` or naming an existing file). A ``--`` keeps its usual
+    meaning, "what follows is the script and its arguments", and is passed on;
+    only a ``--`` that ends a host list and is followed by more dockkit options
+    (``--hosts a b -- -n 4 job.py``) is dropped, since it can mean nothing else.
+    Nothing after a passed-on ``--`` is touched, nor anything after the script
+    unless ``interspersed`` (``dockkit run`` takes its options after the script too).
     """
     out: list[str] = []
-    i = 0
+    i, seen_script = 0, False
     while i < len(argv):
         token = argv[i]
-        out.append(token)
         i += 1
+        if token == "--":
+            return out + argv[i - 1:]
         if token != "--hosts":
+            out.append(token)
+            if not token.startswith("-") and _looks_like_script(token):
+                seen_script = True
+                if not interspersed:
+                    return out + argv[i:]
             continue
-        out.pop()
         while i < len(argv) and not argv[i].startswith("-") and not _looks_like_script(argv[i]):
             out += ["--hosts", argv[i]]
             i += 1
-        if i < len(argv) and argv[i] == "--":
+        if argv[i:i + 1] == ["--"] and not seen_script and argv[i + 1:i + 2] and argv[i + 1].startswith("-"):
             i += 1
     return out
 
@@ -51,11 +61,16 @@ def run_options(function):
         click.option("-n", "--workers", type=click.IntRange(min=1), default=None,
                      help="Total number of worker processes (default: CPU count, or the hosts' counts)."),
         click.option("--hosts", "hosts", multiple=True, metavar="HOST...",
-                     help="SSH hosts: [user@]host[:port][*count]; end the list with another option or --."),
+                     help="SSH hosts: [user@]host[:N][*count]. A lone :N below 1024 is a worker "
+                          "count, from 1024 on an SSH port (b:4 is 4 workers, c:2222 port 2222; "
+                          "host:PORT:N or host:PORT*N for both; a port below 1024 as "
+                          "ssh://host:port or in ssh_config). End the list with another option or --."),
         click.option("--hostfile", type=click.Path(exists=True, dir_okay=False),
                      help="File of 'host [count]' lines (# comments allowed)."),
         click.option("--tunnel", is_flag=True, help="Reach the broker through SSH port forwarding."),
-        click.option("--external-hostname", help="Address remote workers use to reach this machine."),
+        click.option("--external-hostname",
+                     help="Address remote workers use to reach this machine (without --tunnel); "
+                          "the broker binds it if it is local, else every interface."),
         click.option("--python", "python", help="Python interpreter of the workers (on every host)."),
         click.option("--path", "remote_path", help="Working directory of the workers (on every host)."),
         click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable for workers."),
@@ -78,7 +93,7 @@ def run_options(function):
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, max_retries, progress, debug,
          script, script_args) -> int:
-    from .launcher import run_script
+    from .runner import run_script
 
     if debug:
         os.environ["DOCKKIT_DEBUG"] = "1"
@@ -108,7 +123,8 @@ def _parse_env(pairs) -> dict:
 
 def _invoke(command: click.Command, argv, prog_name: str) -> None:
     """Run a click command; a DockkitError becomes one line and exit status 1."""
-    argv = expand_hosts(list(sys.argv[1:] if argv is None else argv))
+    # python -m dockkit passes everything after the script to it; dockkit run reads on
+    argv = expand_hosts(list(sys.argv[1:] if argv is None else argv), interspersed=command is not module_run)
     debug = "--debug" in argv or bool(os.environ.get("DOCKKIT_DEBUG"))
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from dockkit.errors import ConfigError
 
-__all__ = ["remote_command", "exports"]
+__all__ = ["remote_command", "python_command", "with_prolog", "exports"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -35,25 +35,36 @@ def exports(env: Mapping[str, str] | None) -> str:
     return " ".join(parts)
 
 
-def remote_command(
+def with_prolog(prolog: str | None, command: str) -> str:
+    """Return ``command`` preceded by the shell code ``prolog``, run only if the prolog succeeds.
+
+    Braces keep a multi-command prolog one step; the newline lets it end in ``;`` or a
+    ``#`` comment. Without a prolog (None or blank) the command is returned unchanged.
+    """
+    if not prolog or not prolog.strip():
+        return command
+    return "{ " + prolog.strip() + "\n} && " + command
+
+
+def python_command(
     python: str,
-    module_args: Sequence[str],
+    args: Sequence[str],
     *,
     cwd: str | None = None,
     prolog: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> str:
-    """Build the POSIX shell command that runs ``python -m MODULE ARGS`` on a host.
+    """Build the POSIX shell command that runs ``python ARGS`` on a host.
 
     The result looks like ``cd DIR && { PROLOG
-    } && K=V exec python -m dockkit.agent ...``: each step must succeed, and
-    ``exec`` makes Python take over the shell's PID (and process group). The
-    command line is visible to every user of the host (``ps``), so secrets
-    must never be passed here: send them on stdin.
+    } && K=V exec python ARGS``: each step must succeed, and ``exec`` makes
+    Python take over the shell's PID (and process group). The launcher's probe
+    and the agent both come from here, so a probe that passes means the agent
+    starts the same way.
 
     Args:
         python: The remote interpreter, e.g. ``"python3"`` or ``"~/venv/bin/python"``.
-        module_args: The module and its arguments, e.g. ``["dockkit.agent", "--port", "5"]``.
+        args: The interpreter's arguments, e.g. ``["-m", "dockkit.agent"]`` or ``["-c", CODE]``.
         cwd: Directory to run in (``~/`` is the remote home), or None to stay in the home.
         prolog: Shell code run first, unquoted, e.g. ``"source ~/venv/bin/activate"``.
         env: Non-secret environment variables for Python.
@@ -62,17 +73,32 @@ def remote_command(
         The command line.
 
     Raises:
+        ConfigError: ``args`` is empty or an environment name is invalid.
+    """
+    if not args:
+        raise ConfigError("python_command needs arguments for the interpreter")
+    env_part = exports(env)
+    argv = " ".join(shlex.quote(arg) for arg in args)
+    command = with_prolog(prolog, f"{env_part + ' ' if env_part else ''}exec {_quote_path(python)} {argv}")
+    return f"cd {_quote_path(cwd)} && {command}" if cwd else command
+
+
+def remote_command(
+    python: str,
+    module_args: Sequence[str],
+    *,
+    cwd: str | None = None,
+    prolog: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Build the shell command that runs ``python -m MODULE ARGS`` on a host (see :func:`python_command`).
+
+    Args:
+        module_args: The module and its arguments, e.g. ``["dockkit.agent", "--port", "5"]``.
+
+    Raises:
         ConfigError: ``module_args`` is empty or an environment name is invalid.
     """
     if not module_args:
         raise ConfigError("remote_command needs a module to run")
-    steps = []
-    if cwd:
-        steps.append(f"cd {_quote_path(cwd)}")
-    if prolog and prolog.strip():
-        # Braces keep a multi-command prolog one step; the newline lets it end in ';' or '#'.
-        steps.append("{ " + prolog.strip() + "\n}")
-    env_part = exports(env)
-    argv = " ".join(shlex.quote(arg) for arg in module_args)
-    steps.append(f"{env_part + ' ' if env_part else ''}exec {_quote_path(python)} -m {argv}")
-    return " && ".join(steps)
+    return python_command(python, ["-m", *module_args], cwd=cwd, prolog=prolog, env=env)

@@ -7,30 +7,33 @@ Pure Python: no sockets, no paramiko.
 
 Host spec syntax (one ``--hosts`` word)::
 
-    [user@]host[:port][*count]
+    [user@]host[:N][*count]        short form
+    [user@]host:PORT:count         port and count
+    ssh://[user@]host[:port][*count]  URL form: ':port' is always a port
 
     node1                 host only: user and port come from ssh_config or defaults
-    alice@node1:2222      user and port
-    node1*4               4 workers on node1
-    alice@10.0.0.5:2222*8 everything
-    [::1]:2222*2          IPv6 with a port must be in brackets
+    b:4                   4 workers on b: a lone ':N' below 1024 is a worker count
+    alice@c:2222          ':N' of 1024 or more is an SSH port
+    node1*4               4 workers on node1 ('*N' is always a count)
+    alice@10.0.0.5:2222*8 port 2222, 8 workers (so is alice@10.0.0.5:2222:8)
+    ssh://node1:22*2      a port below 1024 needs the URL form (or Port in ssh_config)
+    [::1]:2222*2          IPv6 with a port or count must be in brackets
     ::1                   a bare IPv6 address (no port, no count) is accepted too
 
-``:N`` is always a port and ``*N`` always a worker count, so ``b:4`` means
-port 4, not four workers; write ``b*4``. (``*`` is a shell glob character: a
-shell passes ``b*4`` through unchanged unless a file name matches it, so quote
-it, ``'b*4'``, in scripts.)
+So ``--hosts a b:4 user@c:2222`` means a, b with 4 workers, and c on port
+2222. (``*`` is a shell glob character: a shell passes ``b*4`` through unchanged
+unless a file name matches it, so quote it, ``'b*4'``, in scripts.)
 
 Hostfile syntax (SCOOP's)::
 
     # comment
     node1 4           # host, then an optional worker count
     alice@node2:2222  # a spec without a count
-    node3*2           # the *N form works here too (but not together with a count)
+    node3*2           # the :N and *N forms work here too (but not together with a count)
 
 Worker distribution (:func:`distribute`), the rule the README documents:
 
-1. A host with a count (``node1*4`` or ``node1 4`` in a hostfile) gets exactly
+1. A host with a count (``node1:4``, ``node1*4`` or ``node1 4`` in a hostfile) gets exactly
    that many workers.
 2. The total ``-n N``, less the explicit counts, is split evenly over the hosts
    without a count, in the order given; the remainder goes one each to the
@@ -90,7 +93,7 @@ class HostSpec:
 
     @classmethod
     def parse(cls, text: str, *, source: str | None = None, line: int | None = None) -> HostSpec:
-        """Parse ``[user@]host[:port][*count]`` (see the module docstring).
+        """Parse ``[user@]host[:N][*count]`` or ``ssh://…`` (see the module docstring).
 
         Args:
             text: The spec, e.g. ``"alice@node1:2222*4"``.
@@ -102,7 +105,7 @@ class HostSpec:
 
         Raises:
             HostSpecError: The text is empty or malformed, the port is not in
-                1..65535, or the count is not a positive integer.
+                1..65535, the count is not a positive integer or is given twice.
         """
         try:
             return cls._parse(text)
@@ -118,7 +121,8 @@ class HostSpec:
             raise HostSpecError("empty host spec")
         if any(ch.isspace() for ch in spec):
             raise HostSpecError(f"host spec {text!r} contains white space")
-        rest, workers = spec, None
+        url = spec.startswith("ssh://")
+        rest, workers = (spec[len("ssh://"):] if url else spec), None
         if "*" in rest:
             rest, _, count = rest.rpartition("*")
             workers = _parse_int(count, "worker count", spec)
@@ -127,8 +131,11 @@ class HostSpec:
             user, _, rest = rest.rpartition("@")
             if not user:
                 raise HostSpecError(f"empty user name in {spec!r}")
-        host, port = _split_host_port(rest, spec)
-        return cls(host=host, user=user, port=port, workers=workers)
+        host, numbers = _split_host(rest, spec)
+        port, count = _port_and_count(numbers, spec, url)
+        if count is not None and workers is not None:
+            raise HostSpecError(f"worker count given twice in {spec!r} (use ':N' or '*N', not both)")
+        return cls(host=host, user=user, port=port, workers=count if count is not None else workers)
 
     def __str__(self) -> str:
         """Return the spec in the syntax :meth:`parse` reads (a round trip)."""
@@ -138,6 +145,8 @@ class HostSpec:
         text = f"{self.user}@{host}" if self.user else host
         if self.port is not None:
             text += f":{self.port}"
+            if self.port < PORT_MIN:
+                text = "ssh://" + text
         if self.workers is not None:
             text += f"*{self.workers}"
         return text
@@ -157,23 +166,50 @@ class HostSpec:
         return dataclasses.replace(self, workers=workers)
 
 
-def _split_host_port(text: str, spec: str) -> tuple[str, int | None]:
+# In the short form a lone ':N' below this is a worker count, from it on an SSH port.
+PORT_MIN = 1024
+
+
+def _split_host(text: str, spec: str) -> tuple[str, list[str]]:
+    """Split ``host[:A[:B]]`` (or ``[v6][:A[:B]]``) into the host and the numbers after it."""
     if text.startswith("["):
         host, sep, tail = text[1:].partition("]")
         if not sep:
             raise HostSpecError(f"missing ']' after the IPv6 address in {spec!r}")
         _check_ipv6(host, spec)
-        if not tail:
-            return host, None
-        if not tail.startswith(":"):
+        if tail and not tail.startswith(":"):
             raise HostSpecError(f"unexpected {tail!r} after ']' in {spec!r}")
-        return host, _parse_int(tail[1:], "port", spec)
-    if text.count(":") > 1:
-        # A bare IPv6 address; a port would be ambiguous, so it needs brackets.
-        _check_ipv6(text, spec, hint=" (to give a port, write [address]:port)")
-        return text, None
-    host, sep, port = text.partition(":")
-    return host, (_parse_int(port, "port", spec) if sep else None)
+        return host, tail[1:].split(":") if tail else []
+    if text.count(":") > 1 and _is_ipv6(text):
+        return text, []  # a bare IPv6 address; a port or count needs brackets
+    host, *numbers = text.split(":")
+    return host, numbers
+
+
+def _port_and_count(numbers: list[str], spec: str, url: bool) -> tuple[int | None, int | None]:
+    """(port, count) from the numbers after the host; see the module docstring for the rule."""
+    if len(numbers) > (1 if url else 2):
+        raise HostSpecError(f"too many ':' in {spec!r} (the syntax is [user@]host[:port][:count][*count]; "
+                            "an IPv6 address goes in brackets)")
+    values = [_parse_int(n, "port or worker count", spec) for n in numbers]
+    if url:
+        return (values[0] if values else None), None
+    if len(values) == 2:
+        if values[0] < PORT_MIN:
+            raise HostSpecError(f"port {values[0]} in {spec!r} is below {PORT_MIN}: write "
+                                f"ssh://host:{values[0]}*{values[1]}, or set Port in ssh_config")
+        return values[0], values[1]
+    if values and values[0] >= PORT_MIN:
+        return values[0], None
+    return None, (values[0] if values else None)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_int(text: str, what: str, spec: str) -> int:
@@ -190,15 +226,13 @@ def _check_host(host: str) -> None:
     elif not _HOST_RE.match(host):
         raise HostSpecError(
             f"bad host name {host!r}: use letters, digits, '.', '-' and '_' "
-            "(the syntax is [user@]host[:port][*count])"
+            "(the syntax is [user@]host[:port][:count][*count])"
         )
 
 
-def _check_ipv6(host: str, spec: str, hint: str = "") -> None:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        raise HostSpecError(f"{host!r} in {spec!r} is not a valid IPv6 address{hint}") from None
+def _check_ipv6(host: str, spec: str) -> None:
+    if not _is_ipv6(host):
+        raise HostSpecError(f"{host!r} in {spec!r} is not a valid IPv6 address")
 
 
 def _check_port(port: int, host: str) -> None:
@@ -208,14 +242,16 @@ def _check_port(port: int, host: str) -> None:
 
 def _check_count(count: int, host: str) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise HostSpecError(f"worker count {count!r} for host {host!r} must be at least 1")
+        raise HostSpecError(f"worker count {count!r} for host {host!r} must be at least 1 "
+                            f"(a lone ':N' below {PORT_MIN} is a worker count; write a port below "
+                            f"{PORT_MIN} as ssh://host:port)")
 
 
 def parse_hosts(words: Iterable[str | HostSpec]) -> list[HostSpec]:
     """Parse ``--hosts`` words into specs, one spec per word (specs pass through).
 
     Args:
-        words: The words, e.g. ``["a", "b*4", "alice@c:2222"]``, or HostSpec values.
+        words: The words, e.g. ``["a", "b:4", "alice@c:2222"]``, or HostSpec values.
 
     Returns:
         The specs, in order (duplicates kept: :func:`distribute` merges them).

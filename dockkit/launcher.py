@@ -1,85 +1,40 @@
-"""Running a user's script: the root part here, its tasks on local or SSH workers.
+"""The SSH launcher: one agent per host, checked before any task runs, stopped at the end.
 
-``run_script`` is what ``dockkit run`` and ``python -m dockkit`` do: it runs the
-script as ``__main__`` in this process, with ``dockkit.futures`` wired to an
-executor whose workers import the same script under a non-main name. The exit
-status is the script's: its ``sys.exit`` code, 1 on an uncaught exception, 130
-on Ctrl-C; every worker is stopped before returning.
+Start-up goes through three gates, and a host that fails one is named in a
+per-host status table before any task is sent:
+
+1. SSH: reachable, host key known, key accepted (``dockkit.ssh``).
+2. The probe: the same shell command the agent will run (``python_command``: same
+   interpreter, working directory and prolog) reports Python, dockkit and
+   cloudpickle versions, and whether the script is there.
+3. Connect-back: the host's agent and workers must reach the broker. Without
+   ``--tunnel`` they connect to the advertised address, which a host behind a
+   firewall or NAT may not reach; that shows here, not as a hang later.
+
+By default any failure stops the run (:class:`~dockkit.errors.LaunchError`);
+``allow_missing_hosts`` goes on with the hosts that came up.
+
+The launcher hands the executor its broker's bind address and gets the broker in
+:meth:`SSHLauncher.start`; it never imports the executor (layers: runtime →
+launchers).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import runpy
-import shlex
 import socket
 import sys
 import threading
-import traceback
+import time
 from dataclasses import dataclass
 
-from .context import current
-from .errors import ConfigError, LaunchError
-from .executor import configure_default, shutdown_default
+from .errors import LaunchError
 
-
-def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
-               **executor_options) -> int:
-    """Run ``script`` with ``argv`` on dockkit workers and return its exit status.
-
-    Args:
-        script: path of the Python script to run as ``__main__``.
-        argv: the script's own arguments.
-        workers: total number of worker processes (``-n``).
-        progress: show progress bars for ``futures.map`` on a terminal.
-        **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
-
-    Raises:
-        ConfigError: the script does not exist.
-    """
-    if not os.path.isfile(script):
-        raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
-                          "or give its path)")
-    # every worker takes part from the first task on, as `-n N` promises
-    configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
-                      **executor_options)
-    current().progress = progress
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [script, *argv]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-    try:
-        runpy.run_path(script, run_name="__main__")
-        return 0
-    except SystemExit as exc:
-        return _exit_status(exc.code)
-    except KeyboardInterrupt:
-        print("dockkit: interrupted; stopping every worker", file=sys.stderr)
-        return 130
-    except BaseException:  # the script's own failure: show it as Python would, exit 1
-        traceback.print_exc()
-        return 1
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-        sys.stdout.flush()
-        shutdown_default(wait=False)
-        configure_default()
-
-
-def _exit_status(code) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
-# --- SSH hosts ----------------------------------------------------------------------------------
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
          "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'executable': sys.executable, "
          "'dockkit': dockkit.__version__, 'cloudpickle': cloudpickle.__version__, "
          "'main': (os.path.isfile(sys.argv[1]) if len(sys.argv) > 1 else None)}))")
+POLL = 0.05  # s between looks at the broker while hosts connect back
 
 
 def local_versions() -> dict:
@@ -92,34 +47,74 @@ def local_versions() -> dict:
             "cloudpickle": cloudpickle.__version__}
 
 
+def tcp_url(host: str, port: int) -> str:
+    """``tcp://host:port``, with an IPv6 address in brackets."""
+    return f"tcp://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"tcp://{host}:{port}"
+
+
+def bind_address(external_hostname: str | None, tunnel: bool) -> str:
+    """The address the broker binds for this launch.
+
+    With a tunnel, loopback: only sshd's forwards connect. With an advertised
+    address, that address if this machine has it (so the broker listens on that
+    network only); if it is not local (a NAT or port-forwarding router in front of
+    this machine) every interface, ``0.0.0.0``. Without either, every interface,
+    since each host connects back on its own route.
+    """
+    if tunnel:
+        return "127.0.0.1"
+    if not external_hostname:
+        return "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(external_hostname, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:  # a name only the hosts resolve: they reach us through something else
+        return "0.0.0.0"
+    for *_, (address, _port) in infos:
+        with socket.socket(socket.AF_INET) as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                continue
+            return address
+    return "0.0.0.0"
+
+
 @dataclass
 class HostStatus:
     """One host's row of the deployment table."""
 
     spec: object
     workers: int
+    index: int = 0
     state: str = "pending"
     detail: str = ""
     connection: object = None
     process: object = None
+    address: str = ""  # where its workers connect
+
+    def identities(self, run_id: str) -> list[tuple[str, str]]:
+        """(name, identity) of its workers: names for output, identities for the broker."""
+        return [(f"{self.spec.host}:w{i}", f"{run_id}/{self.index}/w{i}") for i in range(self.workers)]
 
 
 class SSHLauncher:
     """Starts one agent per SSH host over one connection each; stops them all.
 
     Args:
-        hosts: host specs (strings ``[user@]host[:port][*count]`` or HostSpec).
+        hosts: host specs (strings ``[user@]host[:N][*count]``, see :mod:`dockkit.hosts`, or HostSpec).
         hostfile: a file of ``host [count]`` lines.
         workers: the total ``-n``; spread over the hosts by :func:`dockkit.hosts.distribute`.
         tunnel: workers reach the broker through a reverse SSH tunnel on their own loopback.
-        external_hostname: the address workers connect to without a tunnel.
+        external_hostname: the address workers connect to without a tunnel; the broker
+            binds it when this machine has it, else every interface (see :func:`bind_address`).
         python: the interpreter on the hosts (default ``python3``).
         path: working directory on the hosts (default: this one, if it exists there).
         env: environment variables for the workers.
         prolog: shell code run before the agent starts (e.g. activating a virtualenv).
         ssh_config, known_hosts, accept_new_host_keys: how hosts are reached and trusted.
         allow_missing_hosts: go on with the hosts that came up instead of failing.
-        connect_timeout: seconds allowed to reach and probe each host.
+        connect_timeout: seconds allowed to reach and probe each host, and again for
+            its agent to connect back to the broker.
     """
 
     def __init__(self, *, hosts=None, hostfile=None, workers=None, tunnel=False,
@@ -131,11 +126,12 @@ class SSHLauncher:
         specs = parse_hosts(hosts or [])
         if hostfile:
             specs += parse_hostfile(hostfile)
-        self.rows = [HostStatus(spec, count) for spec, count in distribute(specs, workers)]
+        self.rows = [HostStatus(spec, count, index)
+                     for index, (spec, count) in enumerate(distribute(specs, workers))]
         self.total_workers = sum(row.workers for row in self.rows)
         self.tunnel = tunnel
         self.external_hostname = external_hostname
-        self.bind_address = "127.0.0.1" if tunnel else "0.0.0.0"
+        self.bind_address = bind_address(external_hostname, tunnel)
         self.python = python or "python3"
         self.path = path
         self.env = dict(env or {})
@@ -151,7 +147,7 @@ class SSHLauncher:
 
     # --- start ---------------------------------------------------------------------------
     def start(self, broker, config: dict, *, run_id: str) -> None:
-        """Connect to every host, check it, and start its agent and workers.
+        """Connect to every host, check it, start its agent and wait for it to connect back.
 
         Raises:
             LaunchError: a host failed and ``allow_missing_hosts`` is off, or none came up.
@@ -161,40 +157,50 @@ class SSHLauncher:
         self._print_plan()
         with ThreadPoolExecutor(max_workers=min(32, len(self.rows))) as pool:
             list(pool.map(lambda row: self._connect(row, config.get("main")), self.rows))
-        failed = [row for row in self.rows if row.state != "ready"]
-        if failed and (not self.allow_missing_hosts or len(failed) == len(self.rows)):
-            self._print_status()
+        self._check("could not start workers")
+        for row in self.rows:
+            if row.state == "ready":
+                self._start_agent(row, broker, config, run_id)
+        self._await_connect_back(broker, run_id)
+        self._check("could not connect back to this machine", broker=broker, run_id=run_id)
+
+    def _check(self, what: str, *, broker=None, run_id: str = "") -> None:
+        """Show the table if a host failed; raise unless the run may go on without it."""
+        failed = [row for row in self.rows if row.state == "failed"]
+        if not failed:
+            return
+        self._print_status()
+        if not self.allow_missing_hosts or not any(row.state in ("ready", "running") for row in self.rows):
             self.stop()
             raise LaunchError(
-                f"{len(failed)} of {len(self.rows)} host(s) could not start workers: "
+                f"{len(failed)} of {len(self.rows)} host(s) {what}: "
                 + "; ".join(f"{row.spec.label}: {row.detail}" for row in failed)
                 + ("" if self.allow_missing_hosts else
                    " (fix them, or pass --allow-missing-hosts to go on without them)"),
                 failures={row.spec.label: row.detail for row in failed})
-        if failed:
-            self._print_status()
-        for index, row in enumerate(self.rows):
-            if row.state == "ready":
-                self._start_agent(index, row, broker, config, run_id)
+        for row in failed:  # going on without them: the broker must stop waiting for their workers
+            row.state = "dropped"
+            if broker is not None:
+                for _, identity in row.identities(run_id):
+                    broker.report_exit(identity, f"not started: {row.detail}")
+            self._close(row)
 
     def _connect(self, row: HostStatus, main: str | None) -> None:
+        from .commands import python_command
         from .errors import DockkitError
         from .ssh import SSHConnection
 
         try:
             row.connection = SSHConnection(row.spec, **self.ssh_options).connect()
-            probe = f"{shlex.quote(self.python)} -c {shlex.quote(PROBE)}"
-            if main:
-                probe += " " + shlex.quote(main)
-            if self.prolog:
-                probe = f"{{ {self.prolog}\n}} && {probe}"
+            probe = python_command(self.python, ["-c", PROBE, *([main] if main else [])],
+                                   cwd=self.path, prolog=self.prolog)
             status, out, err = row.connection.run(probe, timeout=self.connect_timeout)
             if status != 0:
-                row.state, row.detail = "failed", _probe_failure(self.python, err)
+                row.state, row.detail = "failed", _probe_failure(self.python, self.path, self.prolog, err)
                 return
             remote = json.loads(out.decode().strip().splitlines()[-1])
-            mismatch = [f"{k} {remote[k]} here vs {v} on the root" for k, v in self._versions.items()
-                        if remote.get(k) != v]
+            mismatch = [f"{k} {remote.get(k)} on this host vs {v} on the root"
+                        for k, v in self._versions.items() if remote.get(k) != v]
             if mismatch:
                 row.state = "failed"
                 row.detail = ("version mismatch: " + ", ".join(mismatch)
@@ -211,60 +217,106 @@ class SSHLauncher:
         except Exception as exc:  # a probe answer we cannot read is a failed host, not a crash
             row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"
 
-    def _start_agent(self, index: int, row: HostStatus, broker, config: dict, run_id: str) -> None:
+    def _start_agent(self, row: HostStatus, broker, config: dict, run_id: str) -> None:
         from .commands import remote_command
 
-        host = row.spec.host
         if self.tunnel:
-            port = row.connection.forward_remote_port(0, local_port=broker.port)
-            address = f"tcp://127.0.0.1:{port}"
+            row.address = tcp_url("127.0.0.1", row.connection.forward_remote_port(0, local_port=broker.port))
         else:
-            advertised = self.external_hostname or row.connection.local_address()
-            address = f"tcp://{advertised}:{broker.port}"
-        specs = [(f"{host}:w{i}", f"{run_id}/{index}/w{i}") for i in range(row.workers)]
-        agent_config = {**config, "address": address, "identity": f"{run_id}/{index}/agent",
-                        "host": host, "worker_specs": specs, "env": self.env}
+            row.address = tcp_url(self.external_hostname or row.connection.local_address(), broker.port)
+        specs = row.identities(run_id)
+        agent_config = {**config, "address": row.address, "identity": f"{run_id}/{row.index}/agent",
+                        "host": row.spec.host, "worker_specs": specs, "env": self.env}
         if self.path:
             agent_config["cwd"] = self.path
         command = remote_command(self.python, ["dockkit.agent"], cwd=self.path, prolog=self.prolog)
-        broker.expect(host, [identity for _, identity in specs])
+        broker.expect(row.spec.host, [identity for _, identity in specs])
         row.process = row.connection.start(
             command, stdin_data=(json.dumps(agent_config) + "\n").encode(),
             on_stdout=_echo(sys.stdout), on_stderr=_echo(sys.stderr))
         row.state = "running"
         threading.Thread(target=self._watch_agent, args=(row, broker, specs), daemon=True,
-                         name=f"dockkit-agent-{host}").start()
+                         name=f"dockkit-agent-{row.spec.host}").start()
+
+    def _await_connect_back(self, broker, run_id: str) -> None:
+        """Wait until each host's agent and workers reached the broker, or it can't.
+
+        A host whose agent never said hello within ``connect_timeout`` (or ended
+        first) cannot reach the broker's address: it is marked failed, with the fix.
+        """
+        rows = [row for row in self.rows if row.state == "running"]
+        agents = {row.index: f"{run_id}/{row.index}/agent".encode() for row in rows}
+        workers = {row.index: [i.encode() for _, i in row.identities(run_id)] for row in rows}
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            # membership tests only: atomic reads of the broker thread's dicts
+            done = [row for row in rows if row.process.exit_status is not None
+                    or all(w in broker.workers for w in workers[row.index])]
+            if len(done) == len(rows) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+        for row in rows:
+            live = sum(w in broker.workers for w in workers[row.index])
+            if agents[row.index] in broker.agents or live:
+                row.detail = f"{row.detail}; {live} of {row.workers} workers connected"
+                continue
+            row.state = "failed"
+            status = row.process.exit_status
+            fix = ("check that this machine's firewall lets it in" if self.tunnel else
+                   "use --tunnel, or --external-hostname with an address the hosts can reach")
+            if status is None:
+                row.detail = f"its workers cannot reach {row.address}; {fix}"
+            else:
+                row.detail = (f"its agent ended with status {status} before it reached {row.address} "
+                              f"(its output is above); if that address is wrong, {fix}")
 
     def _watch_agent(self, row: HostStatus, broker, specs) -> None:
         """An agent (or its SSH connection) that ends takes its workers with it: say so at once."""
-        process = row.process
-        status = process.wait()
-        if self._stopping:
+        status = row.process.wait()
+        if self._stopping or row.state != "running":
             return
         reason = f"lost: the agent on {row.spec.label} ended (status {status})"
+        print(f"dockkit: host {row.spec.label} {reason}", file=sys.stderr)
         for _, identity in specs:
             broker.report_exit(identity, reason)
 
     # --- stop ----------------------------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every agent's stdin (it stops its workers), then kill what remains. Idempotent."""
+        """Close every agent's stdin (it stops its workers), then kill what remains. Idempotent.
+
+        Every host gets EOF first and then one shared deadline, so stopping N hosts
+        takes about as long as stopping the slowest, not N times as long.
+        """
         self._stopping = True
-        for row in self.rows:
+        rows = [row for row in self.rows if row.process is not None or row.connection is not None]
+        for row in rows:
             if row.process is not None:
                 try:
                     row.process.stdin.close()
                 except Exception:  # a dead connection: the host sees EOF on its own
                     pass
-        for row in self.rows:
+        deadline = time.monotonic() + timeout
+        for row in rows:
             if row.process is not None:
                 try:
-                    row.process.wait(timeout)
-                except Exception:
-                    row.process.kill()
-                row.process = None
-            if row.connection is not None:
-                row.connection.close()
-                row.connection = None
+                    row.process.wait(max(0.0, deadline - time.monotonic()))
+                except Exception:  # still running: closing the connection kills it
+                    pass
+        closers = [threading.Thread(target=self._close, args=(row,), daemon=True) for row in rows]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+
+    @staticmethod
+    def _close(row: HostStatus) -> None:
+        """Kill the host's agent if it still runs (its process group), then disconnect."""
+        process, row.process = row.process, None
+        if process is not None and process.exit_status is None:
+            process.kill()
+        connection, row.connection = row.connection, None
+        if connection is not None:
+            connection.close()
 
     # --- output ----------------------------------------------------------------------------
     def _console_out(self):
@@ -292,22 +344,25 @@ class SSHLauncher:
 
         table = Table(title="Host status", title_justify="left")
         for column in ("host", "workers", "state", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in self.rows:
             style = "green" if row.state in ("ready", "running") else "red"
             table.add_row(row.spec.label, str(row.workers), f"[{style}]{row.state}[/]", row.detail)
         self._console_out().print(table)
 
 
-def _probe_failure(python: str, stderr: bytes) -> str:
+def _probe_failure(python: str, path: str | None, prolog: str | None, stderr: bytes) -> str:
     text = stderr.decode(errors="replace").strip()
     if "No module named" in text:
         module = text.rsplit("No module named", 1)[1].strip(" '\"\n")
         return (f"{python} on this host lacks the module {module!r}: install dockkit there "
                 f"(pip install dockkit) or pass --python / --prolog to use an environment that has it")
-    if "not found" in text or "No such file" in text:
+    if path and "cd:" in text:
+        return f"no directory {path!r} on this host (--path): create it or pass another --path"
+    if ("not found" in text or "No such file" in text) and python.rsplit("/", 1)[-1] in text:
         return f"no Python at {python!r} on this host: install one or pass --python PATH"
-    return f"the Python check failed: {text.splitlines()[-1] if text else 'no output'}"
+    what = "the --prolog or the Python check" if prolog else "the Python check"
+    return f"{what} failed: {text.splitlines()[-1] if text else 'no output'}"
 
 
 def _echo(stream):

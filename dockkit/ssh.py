@@ -36,17 +36,16 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 
 import paramiko
 
 from dockkit.errors import ConfigError, DockkitError, HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
 from dockkit.commands import exports as _exports
-from dockkit.commands import remote_command
 from dockkit.hosts import HostSpec
 
-__all__ = ["SSHConnection", "SSHTarget", "RemoteProcess", "resolve", "remote_command"]
+__all__ = ["SSHConnection", "SSHTarget", "RemoteProcess", "resolve"]
 
 log = logging.getLogger(__name__)
 # paramiko logs every failed handshake with a traceback; we raise a clear error instead, so keep
@@ -173,9 +172,6 @@ def _translate(exc: BaseException, target: SSHTarget, doing: str, keys_tried: st
     """Turn a paramiko/socket error into an SSHError that names the host, the cause and the fix."""
     if isinstance(exc, SSHError):
         return exc
-    hint, port = "", target.spec.port
-    if port and port != 22 and port < 1024:  # likely 'host:4' meant as a worker count
-        hint = f" (':{port}' sets the port; to ask for {port} workers write '{target.spec.host}*{port}')"
     if isinstance(exc, paramiko.BadHostKeyException):
         got, old = exc.key, exc.expected_key
         cls, reason = HostKeyError, (
@@ -195,9 +191,9 @@ def _translate(exc: BaseException, target: SSHTarget, doing: str, keys_tried: st
             "check the name, or its HostName in ssh_config"
         )
     elif isinstance(exc, ConnectionRefusedError):
-        cls, reason = SSHError, f"connection refused — is sshd running and the port right?{hint}"
+        cls, reason = SSHError, f"connection refused — is sshd running and the port right?"
     elif isinstance(exc, TimeoutError):
-        cls, reason = SSHError, f"no answer while {doing} (timed out) — is the host up and the port reachable?{hint}"
+        cls, reason = SSHError, f"no answer while {doing} (timed out) — is the host up and the port reachable?"
     elif isinstance(exc, paramiko.ChannelException):
         cls, reason = SSHError, f"the host refused a new channel while {doing} ({exc}) — check sshd's MaxSessions"
     elif isinstance(exc, (paramiko.SSHException, EOFError)):
@@ -408,7 +404,7 @@ class SSHConnection:
         """Start a long-running command (the host agent) and return its handle.
 
         Args:
-            cmd: A shell command line, e.g. from :func:`remote_command`.
+            cmd: A shell command line, e.g. from :func:`dockkit.commands.remote_command`.
             env: Non-secret variables, exported before ``cmd`` (visible in ``ps``).
             stdin_data: Bytes written to its stdin first: where secrets go. Stdin
                 stays open afterwards (the agent exits when it closes).

@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from .commands import with_prolog
+
 
 class WorkerProcess:
     __slots__ = ("name", "identity", "process", "open_streams")
@@ -171,7 +173,7 @@ class WorkerGroup:
             else:
                 argv = [self._python, "-m", "dockkit.worker"]
                 if self._prolog:
-                    argv = ["/bin/sh", "-c", f"{{ {self._prolog}\n}} && exec {shlex.join(argv)}"]
+                    argv = ["/bin/sh", "-c", with_prolog(self._prolog, f"exec {shlex.join(argv)}")]
                 process = subprocess.Popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     env=self._env, cwd=self._cwd, close_fds=True)

@@ -6,7 +6,7 @@ Fixtures:
     worker_image    (session) the worker image's tag, built once per session
                     (``ensure_worker_image``; the first build takes a few minutes).
     ssh_nodes       (session) :class:`SSHNodes`: three running worker containers
-                    ``node0..node2`` on a private labelled network, reached from the
+                    ``node0..node2`` (testcontainers) on a private labelled network, reached from the
                     test host at their IP on port 22, with a client key, pinned host
                     keys, a known_hosts file and an ssh_config. Shared: don't break them.
     make_ssh_nodes  (function) ``make_ssh_nodes(n, prefix="node")`` starts a fresh
@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
+import base64  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -34,9 +35,12 @@ from typing import NamedTuple  # noqa: E402
 import paramiko  # noqa: E402
 import pytest  # noqa: E402
 from docker.models.containers import Container  # noqa: E402
+from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.network import Network  # noqa: E402
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy  # noqa: E402
 
 from dockkit.errors import DockerError  # noqa: E402
-from dockkit.image import LABEL, docker_client as connect_docker, ensure_worker_image, install_node_keys  # noqa: E402
+from dockkit.image import LABEL, docker_client as connect_docker, ensure_worker_image  # noqa: E402
 from dockkit.keys import KeyPair, SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text  # noqa: E402
 
 RUN_LABEL = "org.dockkit.test-run"
@@ -170,9 +174,10 @@ def make_ssh_nodes(docker_client, worker_image, tmp_path):
 
 
 def start_ssh_nodes(client, image: str, n: int, workdir: Path, prefix: str = "node") -> SSHNodes:
-    """Start ``n`` worker containers on a new network and write the client-side files.
+    """Start ``n`` worker containers with testcontainers on a new network; write the client files.
 
-    Cleans up what it started if any node fails to come up.
+    Keys reach each node through the entrypoint's environment variables; readiness is
+    sshd's "Server listening" log line. Cleans up what it started if any node fails.
     """
     run_id = uuid.uuid4().hex[:10]
     labels = {LABEL: "true", RUN_LABEL: run_id}
@@ -180,20 +185,29 @@ def start_ssh_nodes(client, image: str, n: int, workdir: Path, prefix: str = "no
     client_key = generate_keypair("dockkit-test-client")
     client_key_path = client_key.write(workdir / "id_ed25519")
     try:
-        network = client.networks.create(f"dockkit-test-{run_id}", driver="bridge", labels=labels)
+        network = Network(docker_network_kw={"driver": "bridge", "labels": labels}).create()
         nodes = []
         for i in range(n):
             alias = f"{prefix}{i}"
             host_key = generate_keypair(f"{alias}-host")
-            container = client.containers.create(
-                image, name=f"dockkit-test-{run_id}-{alias}", hostname=alias, labels=labels,
-                detach=True, network=network.name,
-                networking_config={network.name: client.api.create_endpoint_config(aliases=[alias])})
-            install_node_keys(container, host_key, client_key.public_line)
-            container.start()
-            nodes.append(SSHNode(alias, "", 22, container, host_key))
+            container = (
+                DockerContainer(image)
+                .with_name(f"dockkit-test-{run_id}-{alias}")
+                .with_kwargs(labels=labels, hostname=alias)  # one call: a second one replaces the first
+                .with_env("DOCKKIT_HOST_KEY", _b64(host_key.private_openssh))
+                .with_env("DOCKKIT_AUTHORIZED_KEYS", _b64(client_key.public_line.encode() + b"\n"))
+                .with_network(network)
+                .with_network_aliases(alias)
+                .waiting_for(LogMessageWaitStrategy(r"Server listening on .* port 22")
+                             .with_startup_timeout(READY_TIMEOUT).with_poll_interval(0.1))
+                .start()
+            )
+            wrapped = container.get_wrapped_container()
+            wrapped.reload()
+            ip = wrapped.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+            nodes.append(SSHNode(alias, ip, 22, wrapped, host_key))
         for node in nodes:
-            node.hostname = _wait_ready(node.container, network.name)
+            _wait_port(node.hostname, node.port)
     except BaseException:
         remove_run(client, run_id)
         raise
@@ -208,28 +222,21 @@ def start_ssh_nodes(client, image: str, n: int, workdir: Path, prefix: str = "no
     return SSHNodes(nodes, network.name, ssh_config, known_hosts, client_key_path, client_key, run_id)
 
 
-def _wait_ready(container, network: str) -> str:
-    """Wait until sshd listens and port 22 answers from here; return the container's IP."""
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _wait_port(host: str, port: int) -> None:
+    """sshd logged that it listens; wait until its port also answers from this machine."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
-        container.reload()
-        logs = container.logs().decode(errors="replace")
-        if container.status == "exited":
-            raise RuntimeError(f"{container.name} exited before sshd was ready:\n{logs}")
-        ip = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-        if "Server listening on" in logs and ip and _port_open(ip, 22):
-            return ip
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{container.name}: sshd not ready in {READY_TIMEOUT}s:\n{logs}")
-        time.sleep(0.1)
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import cloudpickle
 import pytest
@@ -18,9 +19,18 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tunnel", "direct"])
 def executor(request, ssh_nodes):
-    with dockkit.Executor(hosts=["node0", "node1*2"], ssh_config=str(ssh_nodes.ssh_config_path),
+    with dockkit.Executor(hosts=["node0", "node1:2"], ssh_config=str(ssh_nodes.ssh_config_path),
                           tunnel=request.param) as ex:
         yield ex
+    # after the whole suite, shutdown has stopped every agent and worker on both hosts
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_left(ssh_nodes, n) for n in ("node0", "node1")):
+        time.sleep(0.2)
+    assert not _left(ssh_nodes, "node0") and not _left(ssh_nodes, "node1")
+
+
+def _left(ssh_nodes, node) -> str:
+    return ssh_nodes.exec(node, "ps -eo pid,args | grep '[d]ockkit\\.' || true").output
 
 
 class TestContractOverSSH(ExecutorContract):

@@ -27,6 +27,7 @@ from dockkit.hosts import HostSpec
 from dockkit.commands import remote_command
 from dockkit.ssh import SSHConnection, resolve
 
+
 def test_resolve_through_ssh_config(tmp_path):
     config = tmp_path / "config"
     config.write_text(
@@ -42,7 +43,7 @@ def test_resolve_through_ssh_config(tmp_path):
     assert t.known_hosts == (f"{tmp_path}/kh", f"{tmp_path}/kh2")
     assert t.where == "box (10.1.2.3:2200)"
     # The spec's user and port win; an explicit known_hosts wins over UserKnownHostsFile.
-    t = resolve(HostSpec.parse("bob@box:22"), ssh_config=config, known_hosts=tmp_path / "x")
+    t = resolve(HostSpec.parse("ssh://bob@box:22"), ssh_config=config, known_hosts=tmp_path / "x")
     assert (t.user, t.port, t.known_hosts) == ("bob", 22, (str(tmp_path / "x"),))
     # An unknown alias is a plain host name.
     t = resolve(HostSpec("other"), ssh_config=config)

@@ -4,9 +4,8 @@ import shlex
 
 import pytest
 
-from dockkit.commands import remote_command
+from dockkit.commands import python_command, remote_command, with_prolog
 from dockkit.errors import ConfigError
-
 
 
 def test_remote_command_plain():
@@ -39,3 +38,46 @@ def test_remote_command_home_relative_paths():
 def test_remote_command_rejects(kwargs):
     with pytest.raises(ConfigError):
         remote_command("python3", **kwargs)
+
+
+def test_with_prolog():
+    assert with_prolog(None, "exec x") == "exec x"
+    assert with_prolog("  ", "exec x") == "exec x"
+    assert with_prolog(". ~/venv/bin/activate # comment", "exec x") == (
+        "{ . ~/venv/bin/activate # comment\n} && exec x"
+    )
+
+
+def test_python_command_runs_code_like_the_agent_runs_its_module():
+    # the launcher's probe: same interpreter spelling, directory and prolog as the agent
+    probe = python_command("~/venv/bin/python", ["-c", "print('hi there')", "/a b.py"],
+                           cwd="/srv/job", prolog="source env.sh")
+    agent = remote_command("~/venv/bin/python", ["dockkit.agent"], cwd="/srv/job", prolog="source env.sh")
+    assert probe == "cd /srv/job && { source env.sh\n} && exec \"$HOME\"/venv/bin/python -c 'print('\"'\"'hi there'\"'\"')' '/a b.py'"
+    assert probe.rsplit(" -c ", 1)[0] == agent.rsplit(" -m ", 1)[0]
+
+
+def test_python_command_needs_arguments():
+    with pytest.raises(ConfigError):
+        python_command("python3", [])
+
+
+def test_tcp_url_brackets_ipv6():
+    from dockkit.launcher import tcp_url
+
+    assert tcp_url("10.0.0.5", 5555) == "tcp://10.0.0.5:5555"
+    assert tcp_url("node1", 5555) == "tcp://node1:5555"
+    assert tcp_url("fe80::1", 5555) == "tcp://[fe80::1]:5555"
+
+
+def test_broker_binds_the_advertised_address_when_it_is_ours():
+    from dockkit.launcher import bind_address
+
+    assert bind_address(None, tunnel=True) == "127.0.0.1"
+    assert bind_address("192.0.2.1", tunnel=True) == "127.0.0.1"  # a tunnel ignores it
+    assert bind_address(None, tunnel=False) == "0.0.0.0"  # each host connects on its own route
+    assert bind_address("127.0.0.1", tunnel=False) == "127.0.0.1"
+    assert bind_address("localhost", tunnel=False) == "127.0.0.1"  # a name is resolved
+    # not an address of this machine (NAT in front of it), or a name only the hosts know
+    assert bind_address("192.0.2.1", tunnel=False) == "0.0.0.0"
+    assert bind_address("no-such-host.invalid", tunnel=False) == "0.0.0.0"

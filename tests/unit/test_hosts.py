@@ -16,11 +16,22 @@ from dockkit.hosts import HostSpec, distribute, parse_hostfile, parse_hostfile_t
         ("node1:2222", HostSpec("node1", port=2222)),
         ("node1*4", HostSpec("node1", workers=4)),
         ("alice@10.0.0.5:2222*8", HostSpec("10.0.0.5", user="alice", port=2222, workers=8)),
-        ("b:4", HostSpec("b", port=4)),  # ':N' is always a port
+        ("b:4", HostSpec("b", workers=4)),  # a lone ':N' below 1024 is a count
+        ("b:1023", HostSpec("b", workers=1023)),
+        ("c:1024", HostSpec("c", port=1024)),  # from 1024 on it is a port
+        ("user@c:2222", HostSpec("c", user="user", port=2222)),
+        ("c:2222*3", HostSpec("c", port=2222, workers=3)),
+        ("c:2222:3", HostSpec("c", port=2222, workers=3)),
+        ("ssh://c:22", HostSpec("c", port=22)),  # the URL form: always a port
+        ("ssh://bob@c:4*2", HostSpec("c", user="bob", port=4, workers=2)),
+        ("ssh://c", HostSpec("c")),
+        ("ssh://[::1]:22", HostSpec("::1", port=22)),
         ("[::1]:2222", HostSpec("::1", port=2222)),
+        ("[::1]:4", HostSpec("::1", workers=4)),
+        ("[::1]:2222:4", HostSpec("::1", port=2222, workers=4)),
         ("[::1]", HostSpec("::1")),
         ("[fe80::1]*3", HostSpec("fe80::1", workers=3)),
-        ("bob@[::1]:22*2", HostSpec("::1", user="bob", port=22, workers=2)),
+        ("bob@[::1]:2200*2", HostSpec("::1", user="bob", port=2200, workers=2)),
         ("::1", HostSpec("::1")),
         ("  node-2.example_x  ", HostSpec("node-2.example_x")),
         ("a.b@host", HostSpec("host", user="a.b")),
@@ -41,7 +52,9 @@ def test_parse_forms(text, expected):
         "alice@10.0.0.5:2222*8",
         "[::1]:2222",
         "[::1]*2",
-        "bob@[::1]:22*2",
+        "bob@[::1]:2200*2",
+        "ssh://c:22",
+        "ssh://bob@[::1]:22*2",
         "::1",
         "bob@::1",
     ],
@@ -57,11 +70,16 @@ def test_str_round_trips(text):
     [
         ("", "empty host spec"),
         ("   ", "empty host spec"),
-        ("node1:", "port ''"),
-        ("node1:abc", "port 'abc'"),
-        ("node1:0", "not in 1..65535"),
+        ("node1:", "count ''"),
+        ("node1:abc", "count 'abc'"),
+        ("node1:0", "ssh://host:port"),
         ("node1:65536", "not in 1..65535"),
-        ("node1:-1", "port '-1'"),
+        ("node1:-1", "port or worker count '-1'"),
+        ("node1:4*2", "worker count given twice"),
+        ("node1:22:4", "write ssh://host:22*4"),
+        ("node1:2222:4*2", "worker count given twice"),
+        ("ssh://node1:22:4", "too many ':'"),
+        ("ssh://node1:0", "not in 1..65535"),
         ("node1*0", "at least 1"),
         ("node1*-2", "worker count '-2'"),
         ("node1*", "worker count ''"),
@@ -72,7 +90,7 @@ def test_str_round_trips(text):
         ("*4", "empty host name"),
         ("no de", "white space"),
         ("a/b", "bad host name"),
-        ("a:1:2", "not a valid IPv6"),
+        ("a:2222:2:3", "too many ':'"),
         ("[::1", "missing ']'"),
         ("[::1]x", "unexpected"),
         ("[nothost]:22", "not a valid IPv6"),
@@ -105,7 +123,7 @@ def test_label_key_and_with_workers():
 
 
 def test_parse_hosts_keeps_order_and_duplicates():
-    assert parse_hosts(["a", "b*4", "alice@c:2222", "a"]) == [
+    assert parse_hosts(["a", "b:4", "alice@c:2222", "a"]) == [
         HostSpec("a"),
         HostSpec("b", workers=4),
         HostSpec("c", user="alice", port=2222),
@@ -121,6 +139,8 @@ node2           # trailing comment, no count
 alice@node3:2222 2
    node4*3
 [::1]:2200 1
+node5:3
+ssh://node6:22 2
 """
 
 
@@ -131,6 +151,8 @@ def test_hostfile_text_with_comments_and_blanks():
         HostSpec("node3", user="alice", port=2222, workers=2),
         HostSpec("node4", workers=3),
         HostSpec("::1", port=2200, workers=1),
+        HostSpec("node5", workers=3),
+        HostSpec("node6", port=22, workers=2),
     ]
 
 
@@ -153,6 +175,7 @@ def test_missing_hostfile_is_config_error(tmp_path):
         ("node 0", "worker count '0'"),
         ("node -1", "worker count '-1'"),
         ("node*2 3", "worker count given twice"),
+        ("node:2 3", "worker count given twice"),
         ("node:99999", "not in 1..65535"),
         ("no/de 2", "bad host name"),
     ],
@@ -194,7 +217,7 @@ def test_distribute_total_spread_evenly_remainder_first():
 
 
 def test_distribute_total_minus_explicit_goes_to_free_hosts():
-    hosts = parse_hosts(["a", "b*4", "alice@c:2222"])
+    hosts = parse_hosts(["a", "b:4", "alice@c:2222"])  # the issue's example
     assert _counts(distribute(hosts, 16)) == [("a", 6), ("b", 4), ("alice@c:2222", 6)]
 
 
@@ -248,3 +271,31 @@ def test_distribute_no_hosts():
 def test_distribute_bad_default():
     with pytest.raises(ConfigError):
         distribute(parse_hosts(["a"]), None, default=0)
+
+
+# --- --hosts words on the command line ------------------------------------------------------
+from dockkit.cli import expand_hosts  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--hosts", "a", "b:4", "user@c:2222", "-n", "16", "job.py"],
+         ["--hosts", "a", "--hosts", "b:4", "--hosts", "user@c:2222", "-n", "16", "job.py"]),
+        # a '--' that only ends the list before more dockkit options is dropped
+        (["--hosts", "a", "b", "--", "--tunnel", "job.py"],
+         ["--hosts", "a", "--hosts", "b", "--tunnel", "job.py"]),
+        # otherwise '--' keeps its meaning: the script and its arguments follow
+        (["--hosts", "a", "--", "job.py", "--tunnel"], ["--hosts", "a", "--", "job.py", "--tunnel"]),
+        (["job.py", "--hosts", "a", "--", "--verbose"], ["job.py", "--hosts", "a", "--", "--verbose"]),
+        (["-n", "2", "--", "job.py", "--hosts", "x", "y"], ["-n", "2", "--", "job.py", "--hosts", "x", "y"]),
+    ],
+)
+def test_expand_hosts(argv, expected):
+    assert expand_hosts(argv) == expected
+
+
+def test_expand_hosts_leaves_the_scripts_arguments_alone_without_interspersed_options():
+    argv = ["--hosts", "a", "job.py", "--hosts", "x", "y"]
+    assert expand_hosts(argv, interspersed=False) == ["--hosts", "a", "job.py", "--hosts", "x", "y"]
+    assert expand_hosts(argv) == ["--hosts", "a", "job.py", "--hosts", "x", "--hosts", "y"]

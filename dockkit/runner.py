@@ -1,0 +1,70 @@
+"""Running a user's script: the root part here, its tasks on local or SSH workers.
+
+``run_script`` is what ``dockkit run`` and ``python -m dockkit`` do: it runs the
+script as ``__main__`` in this process, with ``dockkit.futures`` wired to an
+executor whose workers import the same script under a non-main name. The exit
+status is the script's: its ``sys.exit`` code, 1 on an uncaught exception, 130
+on Ctrl-C; every worker is stopped before returning.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+
+from .context import current
+from .errors import ConfigError
+from .executor import configure_default, shutdown_default
+
+
+def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
+               **executor_options) -> int:
+    """Run ``script`` with ``argv`` on dockkit workers and return its exit status.
+
+    Args:
+        script: path of the Python script to run as ``__main__``.
+        argv: the script's own arguments.
+        workers: total number of worker processes (``-n``).
+        progress: show progress bars for ``futures.map`` on a terminal.
+        **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
+
+    Raises:
+        ConfigError: the script does not exist.
+    """
+    if not os.path.isfile(script):
+        raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
+                          "or give its path)")
+    # every worker takes part from the first task on, as `-n N` promises
+    configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
+                      **executor_options)
+    current().progress = progress
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [script, *argv]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    try:
+        runpy.run_path(script, run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except KeyboardInterrupt:
+        print("dockkit: interrupted; stopping every worker", file=sys.stderr)
+        return 130
+    except BaseException:  # the script's own failure: show it as Python would, exit 1
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        sys.stdout.flush()
+        shutdown_default(wait=False)
+        configure_default()
+
+
+def _exit_status(code) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
