@@ -31,8 +31,6 @@ from . import protocol as P
 from .supervisor import WorkerGroup
 from .worker import broker_socket
 
-HEARTBEAT_INTERVAL = 1.0
-
 
 class Agent:
     """Supervises this host's workers on behalf of a remote broker."""
@@ -45,8 +43,9 @@ class Agent:
         self._context = zmq.Context()
         self._socket = broker_socket(self._context, config)
         self.heartbeat_timeout = float(config.get("heartbeat_timeout", 10.0))
-        worker_config = {key: config[key] for key in ("address", "secret", "workers", "debug",
-                                                      "main", "argv", "cwd") if key in config}
+        worker_config = {key: config[key] for key in ("address", "secret", "curve", "workers", "debug",
+                                                      "main", "argv", "cwd", "heartbeat_timeout")
+                         if key in config}
         worker_config["host"] = self.host
         if worker_config.get("cwd") and not os.path.isdir(worker_config["cwd"]):
             worker_config.pop("cwd")
@@ -84,7 +83,7 @@ class Agent:
                 now = time.monotonic()
                 if now >= next_beat:
                     self._send([P.HEARTBEAT, b""])
-                    next_beat = now + HEARTBEAT_INTERVAL
+                    next_beat = now + P.HEARTBEAT_INTERVAL
                 if now - last_heard > self.heartbeat_timeout:
                     print(f"dockkit agent on {self.host}: the broker has been silent for "
                           f"{self.heartbeat_timeout:.0f} s; stopping this host's workers", file=sys.stderr)

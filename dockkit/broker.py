@@ -143,6 +143,7 @@ class Broker:
         else:
             self._router.plain_server = True
         self._router.router_mandatory = True  # a vanished peer raises instead of dropping silently
+        self._router.ipv6 = True  # IPv4 as well; lets the launcher advertise an IPv6 address
         self._router.linger = 0
         self._router.sndhwm = self._router.rcvhwm = 0
         if port:
@@ -202,6 +203,10 @@ class Broker:
         hello = {"version": P.VERSION, "role": "agent", "host": host,
                  "workers": [i.encode() if isinstance(i, str) else i for i in identities]}
         self.send_local([P.HELLO, P.pack_info(hello)])
+
+    def connected(self, identities) -> int:
+        """Thread-safe: how many of these peers (workers or agents) are connected now."""
+        return sum(i in self.workers or i in self.agents for i in identities)  # atomic reads
 
     def report_exit(self, identity, reason: str) -> None:
         """Thread-safe: a worker of this process's own supervision exited."""

@@ -249,15 +249,14 @@ class SSHLauncher:
         workers = {row.index: [i.encode() for _, i in row.identities(run_id)] for row in rows}
         deadline = time.monotonic() + self.connect_timeout
         while True:
-            # membership tests only: atomic reads of the broker thread's dicts
             done = [row for row in rows if row.process.exit_status is not None
-                    or all(w in broker.workers for w in workers[row.index])]
+                    or broker.connected(workers[row.index]) == len(workers[row.index])]
             if len(done) == len(rows) or time.monotonic() >= deadline:
                 break
             time.sleep(POLL)
         for row in rows:
-            live = sum(w in broker.workers for w in workers[row.index])
-            if agents[row.index] in broker.agents or live:
+            live = broker.connected(workers[row.index])
+            if broker.connected([agents[row.index]]) or live:
                 row.detail = f"{row.detail}; {live} of {row.workers} workers connected"
                 continue
             row.state = "failed"

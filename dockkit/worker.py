@@ -53,6 +53,7 @@ def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
     """
     socket = context.socket(zmq.DEALER)
     socket.identity = config["identity"].encode()
+    socket.ipv6 = True  # IPv4 as well
     curve = config.get("curve")
     if curve:
         socket.curve_serverkey = curve["server_public"].encode()

@@ -34,4 +34,8 @@ def _left(ssh_nodes, node) -> str:
 
 
 class TestContractOverSSH(ExecutorContract):
-    pass
+    def test_traffic_off_loopback_is_encrypted(self, executor):
+        # direct: workers connect over the network, so the run uses CurveZMQ; through a
+        # tunnel the broker listens on loopback and SSH does the encrypting
+        tunnelled = executor.address.startswith("tcp://127.0.0.1:")
+        assert (executor._curve is None) == tunnelled, executor.address
