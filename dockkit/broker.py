@@ -30,19 +30,13 @@ taken for a lost one. Watchdogs exit their worker when the broker goes silent.
 The root's own client and supervisor talk to the broker thread through an
 inproc PAIR socket (``send_local``), so one thread owns every socket.
 
-Peers authenticate in the broker's own ZAP handler. On loopback (local runs,
-and ``--tunnel``, whose traffic SSH encrypts) they send the run's secret with
-ZeroMQ PLAIN, which costs nothing per message. Where the broker binds an address
-other hosts reach directly, the secret would cross the network in the clear, so
-the run uses CurveZMQ instead (encrypted, about ten times slower): one key pair
-for the broker and one for all the run's peers, and the ZAP handler admits that
-client key only (a CURVE server without such a check admits any key).
+Peers authenticate with the run's credentials, checked in this thread by a
+:class:`~dockkit.auth.Gatekeeper` (PLAIN on loopback, CurveZMQ beyond it).
 """
 
 from __future__ import annotations
 
 import collections
-import hmac
 import itertools
 import logging
 import os
@@ -50,9 +44,9 @@ import threading
 import time
 
 import zmq
-from zmq.utils import z85
 
 from . import protocol as P
+from .auth import Gatekeeper
 from .errors import BrokenExecutor, ProtocolError, WorkerLostError
 from .serialize import dumps
 
@@ -130,18 +124,9 @@ class Broker:
         self.heartbeat_timeout = heartbeat_timeout
         self._on_local = on_local or (lambda kind, frames: None)
         self._context = zmq.Context()
-        self._zap = self._context.socket(zmq.REP)  # must exist before any peer connects
-        self._zap.linger = 0
-        self._zap.bind("inproc://zeromq.zap.01")
-        self._secret = secret
+        self._gatekeeper = Gatekeeper(self._context, secret=secret, curve=curve)
         self._router = self._context.socket(zmq.ROUTER)
-        self._curve_client = None
-        if curve:
-            self._router.curve_server = True
-            self._router.curve_secretkey = curve["server_secret"].encode()
-            self._curve_client = z85.decode(curve["client_public"])
-        else:
-            self._router.plain_server = True
+        self._gatekeeper.guard(self._router)
         self._router.router_mandatory = True  # a vanished peer raises instead of dropping silently
         self._router.ipv6 = True  # IPv4 as well; lets the launcher advertise an IPv6 address
         self._router.linger = 0
@@ -224,13 +209,16 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pair, zmq.POLLIN)
-        poller.register(self._zap, zmq.POLLIN)
+        poller.register(self._gatekeeper.socket, zmq.POLLIN)
         next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
         try:
             while True:
                 events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000))
-                if self._zap in events:
-                    self._authenticate(self._zap.recv_multipart())
+                if self._gatekeeper.socket in events:
+                    admitted, peer = self._gatekeeper.answer()
+                    if not admitted:
+                        log.warning("dockkit broker: refused a connection from %s without the "
+                                    "run's credentials", peer)
                 if self._pair in events and not self._drain_local():
                     break
                 if self._router in events:
@@ -246,24 +234,8 @@ class Broker:
         finally:
             self._broadcast_stop()
             self._on_local(P.STOP, [])
-            for sock in (self._router, self._pair, self._zap):
+            for sock in (self._router, self._pair, self._gatekeeper.socket):
                 sock.close(linger=0)
-
-    def _authenticate(self, request: list) -> None:
-        """Answer a ZAP request (RFC 27): only the run's secret, or its CURVE client key, gets in."""
-        version, request_id, _domain, address, _identity, mechanism, *credentials = request
-        if self._curve_client is not None:
-            allowed = (mechanism == b"CURVE" and len(credentials) == 1
-                       and hmac.compare_digest(credentials[0], self._curve_client))
-        else:
-            allowed = (mechanism == b"PLAIN" and len(credentials) == 2
-                       and hmac.compare_digest(credentials[0], P.AUTH_USER)
-                       and hmac.compare_digest(credentials[1], self._secret))
-        if not allowed:
-            log.warning("dockkit broker: refused a connection from %s (%s without the run's secret)",
-                        address.decode(errors="replace"), mechanism.decode(errors="replace"))
-        status = [b"200", b"OK"] if allowed else [b"400", b"not authorized"]
-        self._zap.send_multipart([version, request_id, *status, b"", b""])
 
     def _drain_router(self) -> None:
         for _ in range(10_000):
@@ -551,31 +523,6 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
-
-
-def new_curve_keys() -> dict:
-    """A run's CurveZMQ keys (Z85 text): the broker's key pair and its peers' one key pair."""
-    server_public, server_secret = zmq.curve_keypair()
-    client_public, client_secret = zmq.curve_keypair()
-    return {"server_public": server_public.decode(), "server_secret": server_secret.decode(),
-            "client_public": client_public.decode(), "client_secret": client_secret.decode()}
-
-
-def peer_curve_keys(keys: dict) -> dict:
-    """What a peer needs of the run's keys: never the broker's secret key."""
-    return {k: keys[k] for k in ("server_public", "client_public", "client_secret")}
-
-
-def binds_loopback_only(host: str) -> bool:
-    """Whether a broker bound to ``host`` is reachable from this machine only."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to any interface
 
 
 def _bracket(host: str) -> str:

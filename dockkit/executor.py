@@ -104,7 +104,8 @@ class Executor(concurrent.futures.Executor):
                 # a script run needs workers that import it afresh; others may fork (faster)
                 allow_fork=main is None).spawn()
         # loads zmq: after the spawn, on purpose
-        from .broker import Broker, binds_loopback_only, new_curve_keys, peer_curve_keys
+        from .auth import binds_loopback_only, new_curve_keys, peer_curve_keys
+        from .broker import Broker
 
         bind = bind or "127.0.0.1"
         if encrypt is None:

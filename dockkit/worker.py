@@ -33,6 +33,7 @@ from itertools import starmap
 import zmq
 
 from . import protocol as P
+from .auth import join_as_peer
 from .client import Client
 from .context import become_worker
 from .errors import SerializationError
@@ -46,22 +47,11 @@ SILENCE_SHARE = 0.7
 
 
 def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
-    """A DEALER connected to the broker, authenticated as the run's (workers, agents).
-
-    With the run's CURVE keys in ``config`` the connection is encrypted (see broker.py);
-    otherwise the run's secret is sent with PLAIN, which the broker allows on loopback.
-    """
+    """A DEALER connected to the broker with the run's credentials (workers, agents)."""
     socket = context.socket(zmq.DEALER)
     socket.identity = config["identity"].encode()
     socket.ipv6 = True  # IPv4 as well
-    curve = config.get("curve")
-    if curve:
-        socket.curve_serverkey = curve["server_public"].encode()
-        socket.curve_publickey = curve["client_public"].encode()
-        socket.curve_secretkey = curve["client_secret"].encode()
-    else:
-        socket.plain_username = P.AUTH_USER
-        socket.plain_password = config["secret"].encode()
+    join_as_peer(socket, config)
     socket.linger = 1000
     socket.sndhwm = socket.rcvhwm = 0  # credit bounds what is queued, not the socket
     socket.connect(config["address"])

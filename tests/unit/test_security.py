@@ -151,7 +151,7 @@ def curve_dealer(context, address, server_public: str, public: bytes, secret: by
 
 
 def test_encryption_is_chosen_by_what_the_broker_binds():
-    from dockkit.broker import binds_loopback_only
+    from dockkit.auth import binds_loopback_only
 
     assert binds_loopback_only("127.0.0.1") and binds_loopback_only("::1")
     assert binds_loopback_only("localhost") and binds_loopback_only("127.0.0.2")
