@@ -10,7 +10,7 @@ import cloudpickle
 import paramiko
 import pytest
 
-from dockkit import image
+from dockkit import base_image, engine, image
 from dockkit.errors import DockerError, ImageError
 from dockkit.keys import generate_keypair, known_hosts_line
 
@@ -39,7 +39,7 @@ def test_second_ensure_reuses_the_image(docker_client, worker_image):
     assert tag.startswith(f"{image.WORKER_REPOSITORY}:")
     assert not any("building" in m for m in messages), messages
     assert elapsed < 15, f"a cached ensure took {elapsed:.1f}s"
-    assert docker_client.images.get(tag).labels.get(image.LABEL) == "true"
+    assert docker_client.images.get(tag).labels.get(engine.LABEL) == "true"
     assert any(row.tag == tag for row in image.list_images(docker_client))
 
 
@@ -149,18 +149,18 @@ def test_node_without_authorized_keys_refuses_to_start(docker_client, worker_ima
 
 def test_missing_named_base_image_is_an_image_error(docker_client):
     with pytest.raises(ImageError, match="dockkit-no-such-base:0"):
-        image.ensure_base_image(docker_client, "dockkit-no-such-base:0", log=lambda m: None)
+        base_image.ensure_base_image(docker_client, "dockkit-no-such-base:0", log=lambda m: None)
 
 
 def test_missing_mmdebstrap_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(image.shutil, "which", lambda name: None)
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: None)
     with pytest.raises(ImageError, match="apt-get install mmdebstrap"):
-        image.build_offline_base(client=None, log=lambda m: None)
+        base_image.build_offline_base(client=None, log=lambda m: None)
 
 
 def test_unreachable_engine_is_a_docker_error(tmp_path):
     with pytest.raises(DockerError, match="cannot reach the Docker Engine"):
-        image.docker_client(f"unix://{tmp_path}/no-such.sock")
+        engine.docker_client(f"unix://{tmp_path}/no-such.sock")
 
 
 def _wait_listening(container, timeout: float = 30) -> str:

@@ -43,7 +43,8 @@ import dockkit
 from dockkit import image
 from dockkit.cluster import CLUSTER_LABEL
 from dockkit.errors import DockerError
-from dockkit.image import LABEL, docker_client as connect_docker, engine_url, install_node_keys
+from dockkit.engine import LABEL, docker_client as connect_docker, engine_url
+from dockkit.image import install_node_keys
 from dockkit.keys import generate_keypair, known_hosts_line
 
 ROOT = Path(__file__).resolve().parents[2]
