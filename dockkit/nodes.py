@@ -97,7 +97,10 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         with docker_errors(f"starting {full_name}", ClusterError):
             container.start()
             container.reload()
-        port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
+        published = (container.attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp")
+        if not published:  # it stopped already: no port is published for a stopped container
+            raise _stopped(name, container)
+        port = int(published[0]["HostPort"])
         # cpus limit, else the CPUs of the machine the node runs on (not this one's)
         count = workers or (max(1, int(cpus)) if cpus else engine_cpus(client))
     except BaseException:
@@ -128,10 +131,7 @@ def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: floa
                                gone=f"{node.name} ({node.container}) was removed while starting"):
                 container.reload()
             if container.status not in _ALIVE:
-                code = container.attrs.get("State", {}).get("ExitCode")
-                raise ClusterError(f"{node.name} ({node.container}) stopped before it was ready "
-                                   f"(status {container.status}, exit code {code})"
-                                   + _logs_section(container))
+                raise _stopped(node.name, container)
             try:
                 with SSHConnection(HostSpec(node.name), ssh_config=ssh_config,
                                    connect_timeout=5) as connection:
@@ -185,6 +185,12 @@ def container_logs(container, tail: int | str = "all") -> str:
 def gone_message(node: NodeInfo, cluster: str) -> str:
     return (f"node {node.name} of cluster {cluster!r} is gone (container {node.container}); "
             f"run `dockkit up --name {cluster}` to recreate it")
+
+
+def _stopped(name: str, container) -> ClusterError:
+    code = container.attrs.get("State", {}).get("ExitCode")
+    return ClusterError(f"{name} ({container.name}) stopped before it was ready "
+                        f"(status {container.status}, exit code {code})" + _logs_section(container))
 
 
 def _logs_section(container) -> str:
