@@ -186,10 +186,7 @@ class Cluster:
         try:
             self._add_nodes(state, [], self.nodes)
         except BaseException:
-            for host in self._hosts(state):  # by label: also what a half-made node left
-                for container in _nodes.labelled_containers(self._client(host), self.name):
-                    remove_container(container)
-                _nodes.remove_networks(self._client(host), self.name)
+            self._remove_from_docker(self._hosts(state))  # by label: also what a half-made node left
             if made_directory:
                 shutil.rmtree(self.directory, ignore_errors=True)
             else:
@@ -270,14 +267,19 @@ class Cluster:
             state = self.state()
         except ConfigError:  # a damaged state file: Docker's labels are enough
             state = None
+        removed = self._remove_from_docker(self._hosts(state))
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return removed
+
+    def _remove_from_docker(self, hosts: list[str]) -> int:
+        """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
         removed = 0
-        for host in self._hosts(state):
+        for host in hosts:
             client = self._client(host)
             for container in _nodes.labelled_containers(client, self.name):
                 remove_container(container)
                 removed += 1
             _nodes.remove_networks(client, self.name)
-        shutil.rmtree(self.directory, ignore_errors=True)
         return removed
 
     def __enter__(self) -> "Cluster":
@@ -346,18 +348,10 @@ class Cluster:
              environment: dict | None = None) -> int:
         """Run ``command`` in ``node``'s container, streaming its output; returns its exit status."""
         info = self.node(node)
-        container = self._container(info)
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
-        api = self._client(info.docker_host).api
-        out = stream or _StdStreams()
         with docker_errors(f"running a command in {node}", ClusterError, gone=gone_message(info, self.name)):
-            exec_id = api.exec_create(container.id, argv, workdir=workdir, environment=environment)["Id"]
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if stdout:
-                    out.stdout(stdout)
-                if stderr:
-                    out.stderr(stderr)
-            return int(api.exec_inspect(exec_id)["ExitCode"])
+            return _nodes.exec_streaming(self._client(info.docker_host), self._container(info), argv,
+                                         stream=stream, workdir=workdir, environment=environment)
 
     def logs(self, tail: int | str = 100) -> dict[str, str]:
         """The last ``tail`` lines (or ``"all"``) of every node's container log."""
@@ -375,10 +369,8 @@ class Cluster:
 
         bundle = pack(directory, limit=limit or DEFAULT_LIMIT)
         for node in self._require().nodes:
-            container = self._container(node)
             with docker_errors(f"copying files to {node.name}", ClusterError, gone=gone_message(node, self.name)):
-                container.exec_run(["mkdir", "-p", str(bundle.root)])
-                container.put_archive("/", bundle.tar)
+                _nodes.extract(self._container(node), bundle.tar, bundle.root)
         return bundle
 
     def hosts_for(self, workers: int | None) -> list[str]:
@@ -443,13 +435,3 @@ class Cluster:
 
         return Executor(workers, hosts=self.hosts_for(workers), ssh_config=str(self.ssh_config_path),
                         tunnel=True, **options)
-
-
-class _StdStreams:
-    def stdout(self, data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-    def stderr(self, data: bytes) -> None:
-        sys.stderr.buffer.write(data)
-        sys.stderr.buffer.flush()

@@ -10,6 +10,7 @@ state alone.
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import threading
 import time
 
@@ -21,7 +22,7 @@ from .state import ClusterState, NodeInfo
 
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
            "remove_networks", "create_node", "wait_ready", "node_ssh_files", "install_ssh_files",
-           "container_logs", "gone_message"]
+           "exec_streaming", "extract", "container_logs", "gone_message"]
 
 CLUSTER_LABEL = "dockkit.cluster"
 NODE_LABEL = "dockkit.node"
@@ -176,6 +177,30 @@ def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, 
         container.put_archive("/root/.ssh", private_archive(files))
 
 
+def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: str | None = None,
+                   environment: dict | None = None) -> int:
+    """Run ``argv`` in a running container, its output passed on live; returns its exit status.
+
+    ``stream`` has ``stdout(bytes)`` and ``stderr(bytes)`` (default: this process's own).
+    Call it inside :func:`~dockkit.engine.docker_errors`.
+    """
+    out = stream or _StdStreams()
+    exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment)["Id"]
+    for stdout, stderr in client.api.exec_start(exec_id, stream=True, demux=True):
+        if stdout:
+            out.stdout(stdout)
+        if stderr:
+            out.stderr(stderr)
+    # a streamed exec has no exit code of its own: ask for it
+    return int(client.api.exec_inspect(exec_id)["ExitCode"])
+
+
+def extract(container, tar: bytes, folder) -> None:
+    """Unpack a tar at ``/`` of the container, after making ``folder`` (its files' parent)."""
+    container.exec_run(["mkdir", "-p", str(folder)])
+    container.put_archive("/", tar)
+
+
 def container_logs(container, tail: int | str = "all") -> str:
     """The last ``tail`` lines of the container's log (stdout and stderr)."""
     with docker_errors(f"reading the logs of {container.name}"):
@@ -199,3 +224,13 @@ def _logs_section(container) -> str:
     except DockkitError as exc:  # the logs are a courtesy; the caller's error is the real one
         text = f"(no logs: {exc})"
     return f"\n--- logs of {container.name} ---\n{text or '(empty)'}"
+
+
+class _StdStreams:
+    def stdout(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    def stderr(self, data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
