@@ -148,7 +148,9 @@ class Cluster:
                 f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
                 f"state for them (it was deleted, or another user made them); run `dockkit down "
                 f"--name {self.name}` first, or pick another --name")
-        stale = [n for n in (state.nodes if state else [])[:self.nodes] if self._live(n) != "running"]
+        for node in (state.nodes if state else [])[:self.nodes]:
+            node.state = self._live(node)
+        stale = [n for n in (state.nodes if state else [])[:self.nodes] if n.state != "running"]
         if state is not None and len(state.nodes) == self.nodes and not stale:
             self.log(f"dockkit: cluster {self.name!r} is already up with {self.nodes} nodes")
             return self
@@ -196,6 +198,11 @@ class Cluster:
 
     def _scale(self, state: ClusterState, stale: list[NodeInfo]) -> None:
         """Scale an existing cluster and recreate its dead nodes; keeps the state true on failure."""
+        if len(state.nodes) != self.nodes:
+            self.log(f"dockkit: scaling cluster {self.name!r} from {len(state.nodes)} to {self.nodes} nodes")
+        if stale:
+            self.log(f"dockkit: recreating {', '.join(f'{n.name} ({n.state})' for n in stale)} "
+                     f"of cluster {self.name!r}")
         for node in state.nodes[self.nodes:]:
             self._remove_node(node)
         state.nodes = [n for n in state.nodes[:self.nodes] if n not in stale]

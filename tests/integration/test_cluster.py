@@ -306,7 +306,9 @@ def test_scaling_recreates_dead_nodes_with_one_image(state_env, docker_client):
         cluster.container("node1").remove(force=True)  # vanished
         cluster.container("node2").kill()  # exited
         assert [n.state for n in cluster.status()] == ["running", "missing", "exited"]
-        dockkit.Cluster(3, name=name, **quiet).up()
+        messages = []
+        dockkit.Cluster(3, name=name, log=messages.append).up()
+        assert f"dockkit: recreating node1 (missing), node2 (exited) of cluster {name!r}" in messages
         nodes = cluster.status()
         assert [n.state for n in nodes] == ["running"] * 3
         assert {cluster.container(n.name).attrs["Config"]["Image"] for n in nodes} == {image}
@@ -315,7 +317,9 @@ def test_scaling_recreates_dead_nodes_with_one_image(state_env, docker_client):
                                timeout=30, stdin=subprocess.DEVNULL)
         assert login.returncode == 0, login.stderr
 
-        dockkit.Cluster(1, name=name, **quiet).up()
+        messages = []
+        dockkit.Cluster(1, name=name, log=messages.append).up()
+        assert messages == [f"dockkit: scaling cluster {name!r} from 3 to 1 nodes"]
         assert [n.name for n in cluster.status()] == ["node0"]
         labelled = docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
         assert [c.name for c in labelled] == [f"dockkit-{name}-node0"]
