@@ -184,17 +184,28 @@ class Cluster:
 
     def _create(self, state: ClusterState) -> None:
         """A new cluster; on any failure everything it made is removed again."""
-        made_directory = not self.directory.exists()
+        made_directory, had_key = not self.directory.exists(), self.key_path.exists()
         try:
             self._add_nodes(state, [], self.nodes)
         except BaseException:
-            self._remove_from_docker(self._hosts(state))  # by label: also what a half-made node left
+            # by label: also what a half-made node left
+            self._best_effort(self._remove_from_docker, self._hosts(state))
             if made_directory:
                 shutil.rmtree(self.directory, ignore_errors=True)
-            else:
-                for path in (self.files.ssh_config, self.files.known_hosts, self.files.state):
+            else:  # the directory was there before: take out only what this call wrote
+                written = [self.files.ssh_config, self.files.known_hosts, self.files.state]
+                if not had_key:
+                    written += [self.key_path, Path(f"{self.key_path}.pub")]
+                for path in written:
                     path.unlink(missing_ok=True)
             raise
+
+    def _best_effort(self, cleanup, *args) -> None:
+        """Clean up after a failure without hiding it: a cleanup error is only logged."""
+        try:
+            cleanup(*args)
+        except DockkitError as exc:
+            self.log(f"dockkit: cleaning up after the failure also failed: {exc}")
 
     def _scale(self, state: ClusterState, stale: list[NodeInfo]) -> None:
         """Scale an existing cluster and recreate its dead nodes; keeps the state true on failure."""
@@ -236,7 +247,7 @@ class Cluster:
             self._configure_nodes(state)
         except BaseException:
             for node, container in started:
-                remove_container(container)
+                self._best_effort(remove_container, container)
                 state.nodes.remove(node)
             raise
         state.save(self.files)

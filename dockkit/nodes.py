@@ -105,7 +105,10 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         # cpus limit, else the CPUs of the machine the node runs on (not this one's)
         count = workers or (max(1, int(cpus)) if cpus else engine_cpus(client))
     except BaseException:
-        remove_container(container)
+        try:
+            remove_container(container)
+        except DockkitError:  # the first error is the one to report; down removes it by label
+            pass
         raise
     return NodeInfo(name, full_name, docker_host, address, port, host_key.public_line, count,
                     "running"), container
