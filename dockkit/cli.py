@@ -160,19 +160,21 @@ def run(name, local, max_upload, **options):
     sys.exit(_run(**options))
 
 
-# Options of `run` that mean nothing inside a cluster: its nodes have one interpreter,
-# the script's own path, pinned host keys and their own ssh_config.
-_NOT_FOR_CLUSTERS = {"python": "--python", "remote_path": "--path", "ssh_config": "--ssh-config",
-                     "external_hostname": "--external-hostname",
-                     "accept_new_host_keys": "--accept-new-host-keys"}
+# Spellings of the options whose parameter names differ from their flags.
+_FLAGS = {"remote_path": "--path"}
 
 
 def _run_on_cluster(name, max_upload, *, workers, env, prolog, allow_missing_hosts, max_retries,
-                    progress, debug, script, script_args, tunnel, **unused) -> int:
-    """``dockkit run`` on a cluster that is up: the launcher options travel to the head node."""
+                    progress, debug, script, script_args, tunnel, hosts, hostfile, **others) -> int:
+    """``dockkit run`` on a cluster that is up: the launcher options travel to the head node.
+
+    Every other option given (--python, --path, --ssh-config, --external-hostname,
+    --accept-new-host-keys, and any added later) is refused, never dropped: a cluster's
+    nodes have one interpreter, the script's own path, pinned keys and their own ssh_config.
+    """
     from .cluster import Cluster
 
-    given = [flag for key, flag in _NOT_FOR_CLUSTERS.items() if unused.get(key)]
+    given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items() if value]
     if given:
         raise ConfigError(f"{', '.join(given)}: not for a run on cluster {name!r} (its nodes run "
                           "the image's Python at the script's own path, with keys and an ssh_config "
