@@ -228,8 +228,11 @@ def _node_table(cluster) -> None:
 @click.option("--base-image", default=None, help="Base image for the worker image.")
 @click.option("--requirements", type=click.Path(exists=True, dir_okay=False), default=None,
               help="pip requirements baked into the worker image.")
+@click.option("--ready-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Seconds a node may take until key login works.")
 @click.option("--debug", is_flag=True, hidden=True)
-def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, debug):
+def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, ready_timeout,
+       debug):
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
@@ -238,7 +241,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     started = time.perf_counter()
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
                       docker_hosts=docker_hosts or None, base_image=base_image,
-                      requirements=requirements).up()
+                      requirements=requirements, ready_timeout=ready_timeout).up()
     _node_table(cluster)
     click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
                f"ssh_config: {cluster.ssh_config_path}", err=True)

@@ -335,6 +335,27 @@ def test_a_failed_image_build_leaves_nothing(state_env, docker_client):
         cluster.up()
     assert not cluster.directory.exists()
     _assert_nothing_in_docker(docker_client, name)
+    result = dockkit_cli("up", "--nodes", "1", "--name", name, "--base-image", "dockkit-no-such-base:0",
+                         env=state_env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("dockkit: error: base image 'dockkit-no-such-base:0' "
+                                                     "is not on this Docker Engine")
+    assert not cluster.directory.exists()
+    _assert_nothing_in_docker(docker_client, name)
+
+
+def test_up_never_ready_through_the_cli_is_one_error_with_the_logs(state_env, docker_client):
+    name = unique_name("c")
+    cluster = dockkit.Cluster(1, name=name)
+    generate_keypair().write(cluster.key_path)  # its public half: another key, so no login works
+    Path(f"{cluster.key_path}.pub").write_text(generate_keypair().public_line + "\n")
+    result = dockkit_cli("up", "--nodes", "1", "--name", name, "--ready-timeout", "1", env=state_env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "dockkit: error: node0 (" in result.stderr and "never accepted an SSH login within 1 s" in result.stderr
+    assert "Server listening on" in result.stderr
+    _assert_nothing_in_docker(docker_client, name)
+    cluster.down()
 
 
 def test_a_node_that_stops_fails_up_at_once_with_its_logs(state_env, docker_client):
