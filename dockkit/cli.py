@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .errors import ClusterError, DockkitError
+from .errors import ConfigError, DockkitError
 
 DEFAULT_CLUSTER = "dockkit"
 RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -162,25 +162,55 @@ def run(name, local, max_upload, **options):
     node and the script runs from the head node over all nodes; otherwise the tasks
     run on local workers, or on --hosts over SSH.
     """
-    if not local and not (options["hosts"] or options["hostfile"]) and _cluster_is_up(name):
-        from .cluster import Cluster
+    from .state import load_state
 
-        cluster = Cluster(name=name)
-        extra = ["--max-retries", str(options["max_retries"])]
-        if options["progress"]:
-            extra.append("--progress")
-        sys.exit(cluster.run(options["script"], options["script_args"], workers=options["workers"],
-                             upload_limit=max_upload * 1_000_000, launcher_options=extra))
-    if not (options["hosts"] or options["hostfile"]) and os.path.isfile(options["script"]):
+    on_hosts = bool(options["hosts"] or options["hostfile"])
+    cluster_up = not on_hosts and load_state(name) is not None
+    if cluster_up and not local:
+        sys.exit(_run_on_cluster(name, max_upload, **options))
+    if not on_hosts and os.path.isfile(options["script"]):
         # (a missing script gets its one-line error from run_script, without this note)
-        click.echo(f"dockkit: no cluster {name!r} is up; running on local workers", err=True)
+        note = (f"--local: running on local workers, not on cluster {name!r}" if cluster_up
+                else f"no cluster {name!r} is up; running on local workers")
+        click.echo(f"dockkit: {note}", err=True)
     sys.exit(_run(**options))
 
 
-def _cluster_is_up(name: str) -> bool:
-    from .config import cluster_dir
+# Spellings of the options whose parameter names differ from their flags.
+_FLAGS = {"remote_path": "--path"}
 
-    return (cluster_dir(name) / "cluster.json").is_file()
+
+def _run_on_cluster(name, max_upload, *, workers, env, prolog, allow_missing_hosts, max_retries,
+                    progress, debug, script, script_args, tunnel, hosts, hostfile, **others) -> int:
+    """``dockkit run`` on a cluster that is up: the launcher options travel to the head node.
+
+    Every other option given (--python, --path, --ssh-config, --external-hostname,
+    --accept-new-host-keys, and any added later) is refused, never dropped: a cluster's
+    nodes have one interpreter, the script's own path, pinned keys and their own ssh_config.
+    """
+    from .cluster import Cluster
+
+    given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items() if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not for a run on cluster {name!r} (its nodes run "
+                          "the image's Python at the script's own path, with keys and an ssh_config "
+                          "of their own); leave it out, or add --local")
+    # --tunnel needs no forwarding: a cluster run always tunnels.
+    extra = ["--max-retries", str(max_retries)]
+    for pair in env:
+        extra += ["--env", pair]
+    _parse_env(env)  # a bad K=V fails here, in one line, before anything is copied
+    if prolog:
+        extra += ["--prolog", prolog]
+    if allow_missing_hosts:
+        extra.append("--allow-missing-hosts")
+    if progress:
+        extra.append("--progress")
+    if debug:
+        os.environ["DOCKKIT_DEBUG"] = "1"
+        extra.append("--debug")
+    return Cluster(name=name).run(script, script_args, workers=workers,
+                                  upload_limit=max_upload * 1_000_000, launcher_options=extra)
 
 
 def _console():
@@ -214,8 +244,11 @@ def _node_table(cluster) -> None:
 @click.option("--base-image", default=None, help="Base image for the worker image.")
 @click.option("--requirements", type=click.Path(exists=True, dir_okay=False), default=None,
               help="pip requirements baked into the worker image.")
+@click.option("--ready-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Seconds a node may take until key login works.")
 @click.option("--debug", is_flag=True, hidden=True)
-def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, debug):
+def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, ready_timeout,
+       debug):
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
@@ -224,7 +257,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     started = time.perf_counter()
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
                       docker_hosts=docker_hosts or None, base_image=base_image,
-                      requirements=requirements).up()
+                      requirements=requirements, ready_timeout=ready_timeout).up()
     _node_table(cluster)
     click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
                f"ssh_config: {cluster.ssh_config_path}", err=True)
@@ -249,10 +282,7 @@ def status(name, debug):
     """Show the cluster's nodes."""
     from .cluster import Cluster
 
-    cluster = Cluster(name=name)
-    if cluster.state() is None:
-        raise ClusterError(f"no cluster {name!r} is up (start one with `dockkit up`)")
-    _node_table(cluster)
+    _node_table(Cluster(name=name))
 
 
 @cli.command(context_settings={**RUN_CONTEXT, "allow_interspersed_args": True})
@@ -285,7 +315,8 @@ def exec_(name, node, command):
 
 @cli.command()
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
-@click.option("--tail", type=int, default=100, show_default=True)
+@click.option("--tail", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Lines per node.")
 def logs(name, tail):
     """Show the last lines of every node's log."""
     from .cluster import Cluster
@@ -306,7 +337,8 @@ def image():
 @click.option("--docker-host", default=None)
 def image_build(base_image, requirements, docker_host):
     """Build the worker image (only if its inputs changed) and print its tag."""
-    from .image import docker_client, ensure_worker_image
+    from .engine import docker_client
+    from .image import ensure_worker_image
 
     log = lambda message: click.echo(message, err=True)  # noqa: E731
     click.echo(ensure_worker_image(docker_client(docker_host), base_image=base_image,
@@ -319,7 +351,8 @@ def image_ls(docker_host):
     """List dockkit's images."""
     from rich.table import Table
 
-    from .image import docker_client, list_images
+    from .engine import docker_client
+    from .image import list_images
 
     table = Table()
     for column in ("image", "id", "size", "created"):

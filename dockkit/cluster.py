@@ -11,75 +11,38 @@ The cluster layer only provides hosts; nothing in the runtime knows about Docker
     │ Cluster.executor()   ├── ssh ─────►│         --tunnel (SSH launcher inside)   │
     └──────────────────────┘             └─────────────────────────────────────────┘
 
-Every node runs the same image (:mod:`dockkit.image`), so the interpreter,
-dockkit and the user's requirements are identical everywhere. Each node gets
-its own ed25519 host key at start (never baked in); the cluster has one client
-key. Two ssh_configs are written: one in the state directory for this machine
-(nodes reached on their published ports) and one inside every node (nodes
-reached by name on the private network, or on their Docker host's published
-port when they live on another Docker host). Everything is labelled
-``dockkit.cluster=<name>``, so :meth:`Cluster.down` works from Docker's state
-even after a crashed ``up`` or a deleted state directory.
+Every node runs the same image (:mod:`dockkit.image`; built once, copied to the
+other engines), so the interpreter, dockkit and the user's requirements are
+identical everywhere. Each node gets its own ed25519 host key at start (never
+baked in); the cluster has one client key. Two ssh_configs are written: one in
+the state directory for this machine (:mod:`dockkit.state`) and one inside every
+node (:mod:`dockkit.nodes`). Everything is labelled ``dockkit.cluster=<name>``,
+so :meth:`Cluster.down` works from Docker's state even after a crashed ``up`` or a
+deleted state directory.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import io
-import json
-import os
 import shlex
 import shutil
 import sys
-import tarfile
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
-from .config import check_cluster_name, cluster_dir
-from .errors import ClusterError, ConfigError, DockerError, DockkitError
-from .image import LABEL, docker_client, docker_errors, engine_url, ensure_worker_image, install_node_keys
-from .keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from . import nodes as _nodes
+from .base_image import image_exists
+from .config import check_cluster_name
+from .engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
+from .errors import ClusterError, ConfigError, DockkitError, ImageError
+from .image import copy_image, ensure_worker_image
+from .keys import generate_keypair
+from .nodes import CLUSTER_LABEL, gone_message
+from .state import ClusterFiles, ClusterState, NodeInfo
 
-CLUSTER_LABEL = "dockkit.cluster"
-NODE_LABEL = "dockkit.node"
+__all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCAL_DOCKER"]
+
 HEAD = "node0"
 LOCAL_DOCKER = "local"
 RUN_PID_FILE = "/tmp/dockkit-run.pid"
-
-
-@dataclass
-class NodeInfo:
-    """One node as recorded in the state directory."""
-
-    name: str
-    container: str
-    docker_host: str
-    address: str
-    port: int
-    host_key: str
-    workers: int
-    state: str = "unknown"
-
-
-@dataclass
-class ClusterState:
-    name: str
-    image: str
-    nodes: list[NodeInfo] = field(default_factory=list)
-
-    def save(self, directory: Path) -> None:
-        data = {"name": self.name, "image": self.image, "nodes": [asdict(n) for n in self.nodes]}
-        (directory / "cluster.json").write_text(json.dumps(data, indent=2))
-
-    @classmethod
-    def load(cls, directory: Path) -> "ClusterState | None":
-        path = directory / "cluster.json"
-        if not path.is_file():
-            return None
-        data = json.loads(path.read_text())
-        return cls(data["name"], data["image"], [NodeInfo(**n) for n in data["nodes"]])
 
 
 class Cluster:
@@ -88,7 +51,8 @@ class Cluster:
     Args:
         nodes: number of containers.
         name: the cluster's name (containers are ``dockkit-<name>-nodeK``).
-        workers_per_node: workers each node runs (default: the node's CPU count).
+        workers_per_node: workers each node runs (default: the node's CPU limit, else
+            the CPU count of its Docker host).
         cpus, memory: limits per node (``1.5``, ``"2g"``).
         docker_hosts: Docker Engines, each an Engine URL (``ssh://user@host:port``,
             ``unix:///var/run/docker.sock``), a Docker context's name, or ``"local"`` for
@@ -96,7 +60,8 @@ class Cluster:
             socket); default ``["local"]``. Nodes are spread over them in turn. A node on
             an engine reached over ``ssh://``/``tcp://`` publishes its sshd on that host's
             address, which every node must be able to reach (only that port is needed).
-        base_image, requirements: see :func:`dockkit.image.ensure_worker_image`.
+        base_image, requirements: see :func:`dockkit.image.ensure_worker_image`; they
+            shape a new cluster's image (an existing cluster keeps its own).
         ready_timeout: seconds a node may take until key login works.
         log: receives one-line progress messages.
 
@@ -119,25 +84,30 @@ class Cluster:
         self.requirements = requirements
         self.ready_timeout = ready_timeout
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self.directory = cluster_dir(self.name)
+        self.files = ClusterFiles.for_name(self.name)
         self._clients: dict[str, object] = {}
         self._urls: dict[str, str] = {}
 
-    # --- paths ------------------------------------------------------------------------
+    # --- paths and state --------------------------------------------------------------
+    @property
+    def directory(self) -> Path:
+        return self.files.directory
+
     @property
     def ssh_config_path(self) -> Path:
-        return self.directory / "ssh_config"
+        return self.files.ssh_config
 
     @property
     def known_hosts_path(self) -> Path:
-        return self.directory / "known_hosts"
+        return self.files.known_hosts
 
     @property
     def key_path(self) -> Path:
-        return self.directory / "id_ed25519"
+        return self.files.key
 
     def state(self) -> ClusterState | None:
-        return ClusterState.load(self.directory)
+        """What the state directory records, or None when this cluster is not up."""
+        return ClusterState.load(self.files)
 
     def _client(self, docker_host: str):
         if docker_host not in self._clients:
@@ -150,207 +120,184 @@ class Cluster:
             self._urls[docker_host] = engine_url(None if docker_host == LOCAL_DOCKER else docker_host)
         return self._urls[docker_host]
 
-    def _labelled(self, docker_host: str) -> list:
-        client = self._client(docker_host)
-        with docker_errors("listing the cluster's containers"):
-            return client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={self.name}"})
+    def _hosts(self, state: ClusterState | None) -> list[str]:
+        """The docker_hosts given plus those the state's nodes live on, in a stable order."""
+        hosts = dict.fromkeys(self.docker_hosts)
+        hosts.update(dict.fromkeys(n.docker_host for n in (state.nodes if state else [])))
+        return list(hosts)
 
     # --- up -----------------------------------------------------------------------------
     def up(self) -> "Cluster":
-        """Start the cluster, or scale an existing one to ``nodes``. Returns self.
+        """Start the cluster; or bring an existing one to ``nodes`` running nodes. Returns self.
+
+        An existing cluster is scaled up or down, and its nodes that exited or
+        vanished are recreated, all from the cluster's own image. On failure nothing
+        new stays behind: the containers, network, keys and state made by this call
+        are removed (an existing cluster keeps its working nodes).
 
         Raises:
             DockerError: no Docker Engine, or no permission on its socket.
-            ImageError: the worker image could not be built.
+            ImageError: the worker image could not be built, or the cluster's is gone.
             ClusterError: a node never became ready (the error carries its logs),
                 or a container name is taken by something that isn't this cluster.
         """
         state = self.state()
-        # by id: two of the docker_hosts may reach the same engine
-        existing = list({c.id: c for host in self.docker_hosts for c in self._labelled(host)}.values())
-        if state is None and existing:
+        if state is None and any(_nodes.labelled_containers(self._client(h), self.name)
+                                 for h in self.docker_hosts):
             raise ClusterError(
                 f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
                 f"state for them (it was deleted, or another user made them); run `dockkit down "
                 f"--name {self.name}` first, or pick another --name")
-        if state is not None and len(state.nodes) == self.nodes and len(existing) == self.nodes:
+        for node in (state.nodes if state else [])[:self.nodes]:
+            node.state = self._live(node)
+        stale = [n for n in (state.nodes if state else [])[:self.nodes] if n.state != "running"]
+        if state is not None and len(state.nodes) == self.nodes and not stale:
             self.log(f"dockkit: cluster {self.name!r} is already up with {self.nodes} nodes")
             return self
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        image = self._worker_image(state)  # before anything is created: a failed build leaves nothing
+        if state is None:
+            self._create(ClusterState(self.name, image))
+        else:
+            self._scale(state, stale)
+        return self
+
+    def _worker_image(self, state: ClusterState | None) -> str:
+        """The one image for every node: the cluster's own, or built on the first engine."""
+        if state is None:
+            source = self.docker_hosts[0]
+            tag = ensure_worker_image(self._client(source), base_image=self.base_image,
+                                      requirements=self.requirements, log=self.log)
+        else:
+            tag = state.image
+            if self.base_image or self.requirements:
+                self.log(f"dockkit: cluster {self.name!r} keeps its image {tag}; --base-image and "
+                         f"--requirements shape a new cluster (`dockkit down --name {self.name}` first)")
+            holders = [h for h in self._hosts(state) if image_exists(self._client(h), tag)]
+            if not holders:
+                raise ImageError(f"cluster {self.name!r}'s image {tag} is gone from its Docker "
+                                 f"Engines; run `dockkit down --name {self.name}` and up again")
+            source = holders[0]
+        for host in self._hosts(state):
+            if self._engine_url(host) != self._engine_url(source):
+                copy_image(self._client(source), self._client(host), tag, log=self.log)
+        return tag
+
+    def _create(self, state: ClusterState) -> None:
+        """A new cluster; on any failure everything it made is removed again."""
+        made_directory, had_key = not self.directory.exists(), self.key_path.exists()
+        try:
+            self._add_nodes(state, [], self.nodes)
+        except BaseException:
+            # by label: also what a half-made node left
+            self._best_effort(self._remove_from_docker, self._hosts(state))
+            if made_directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
+            else:  # the directory was there before: take out only what this call wrote
+                written = [self.files.ssh_config, self.files.known_hosts, self.files.state]
+                if not had_key:
+                    written += [self.key_path, Path(f"{self.key_path}.pub")]
+                for path in written:
+                    path.unlink(missing_ok=True)
+            raise
+
+    def _best_effort(self, cleanup, *args) -> None:
+        """Clean up after a failure without hiding it: a cleanup error is only logged."""
+        try:
+            cleanup(*args)
+        except DockkitError as exc:
+            self.log(f"dockkit: cleaning up after the failure also failed: {exc}")
+
+    def _scale(self, state: ClusterState, stale: list[NodeInfo]) -> None:
+        """Scale an existing cluster and recreate its dead nodes; keeps the state true on failure."""
+        if len(state.nodes) != self.nodes:
+            self.log(f"dockkit: scaling cluster {self.name!r} from {len(state.nodes)} to {self.nodes} nodes")
+        if stale:
+            self.log(f"dockkit: recreating {', '.join(f'{n.name} ({n.state})' for n in stale)} "
+                     f"of cluster {self.name!r}")
+        for node in state.nodes[self.nodes:]:
+            self._remove_node(node)
+        state.nodes = [n for n in state.nodes[:self.nodes] if n not in stale]
+        replace = [n.docker_host for n in stale]  # a dead node comes back on its own engine
+        try:
+            self._add_nodes(state, replace, self.nodes - len(state.nodes))
+        finally:
+            state.save(self.files)
+            state.write_ssh_files(self.files)
+
+    def _add_nodes(self, state: ClusterState, hosts: list[str], count: int) -> None:
+        """Start ``count`` nodes (the first on ``hosts``, the rest in turn), wait, configure."""
         if not self.key_path.exists():
             generate_keypair(f"dockkit-{self.name}").write(self.key_path)
         client_public = Path(f"{self.key_path}.pub").read_text().strip()
-        images = {host: ensure_worker_image(self._client(host), base_image=self.base_image,
-                                            requirements=self.requirements, log=self.log)
-                  for host in self.docker_hosts}
-        state = state or ClusterState(self.name, images[self.docker_hosts[0]])
-        created: list = []
+        started = []
         try:
-            if len(state.nodes) > self.nodes:
-                self._remove_nodes(state, state.nodes[self.nodes:])
-            for index in range(len(state.nodes), self.nodes):
-                docker_host = self.docker_hosts[index % len(self.docker_hosts)]
-                node, container = self._create_node(index, docker_host, images[docker_host], client_public)
-                created.append(container)
+            for k in range(count):
+                index = state.free_index()
+                host = hosts[k] if k < len(hosts) else self.docker_hosts[index % len(self.docker_hosts)]
+                node, container = _nodes.create_node(
+                    self._client(host), cluster=self.name, index=index, image=state.image,
+                    docker_host=host, address=engine_address(self._engine_url(host)),
+                    client_public=client_public, cpus=self.cpus, memory=self.memory,
+                    workers=self.workers_per_node)
+                started.append((node, container))
                 state.nodes.append(node)
-            self._write_local_config(state)
-            self._wait_ready(state, [c.name for c in created])
-            self._write_node_configs(state)
+                state.nodes.sort(key=lambda n: n.index)
+            state.write_ssh_files(self.files)
+            _nodes.wait_ready(started, self.ssh_config_path, self.ready_timeout)
+            self._configure_nodes(state)
         except BaseException:
-            for container in created:  # nothing half-created stays behind
-                _force_remove(container)
-            state.nodes = [n for n in state.nodes if n.container not in {c.name for c in created}]
-            if state.nodes:
-                self._write_local_config(state)
-            else:
-                shutil.rmtree(self.directory, ignore_errors=True)
+            for node, container in started:
+                self._best_effort(remove_container, container)
+                state.nodes.remove(node)
             raise
-        state.save(self.directory)
-        return self
+        state.save(self.files)
 
-    def _network(self, docker_host: str):
-        client = self._client(docker_host)
-        name = f"dockkit-{self.name}"
-        with docker_errors(f"creating network {name}", ClusterError):
-            found = client.networks.list(names=[name])
-            if found:
-                return found[0]
-            return client.networks.create(name, driver="bridge", labels={
-                LABEL: "true", CLUSTER_LABEL: self.name})
-
-    def _create_node(self, index: int, docker_host: str, image: str, client_public: str):
-        client = self._client(docker_host)
-        network = self._network(docker_host)
-        name = f"node{index}"
-        container_name = f"dockkit-{self.name}-{name}"
-        address = _engine_address(self._engine_url(docker_host))
-        # A local engine's nodes are for this machine only; a remote one's must be reachable.
-        publish = "127.0.0.1" if address == "127.0.0.1" else "0.0.0.0"
-        host_key = generate_keypair(f"dockkit-{self.name}-{name}")
-        kwargs = {}
-        if self.cpus:
-            kwargs["nano_cpus"] = int(float(self.cpus) * 1e9)
-        if self.memory:
-            kwargs["mem_limit"] = self.memory
-        with docker_errors(f"creating container {container_name}", ClusterError):
-            try:
-                client.containers.get(container_name)
-            except Exception:
-                pass
-            else:
-                raise ClusterError(f"a container named {container_name} already exists; remove it "
-                                   f"or pick another --name")
-            endpoint = client.api.create_endpoint_config(aliases=[name])
-            container = client.containers.create(
-                image, name=container_name, hostname=name, detach=True,
-                labels={LABEL: "true", CLUSTER_LABEL: self.name, NODE_LABEL: name},
-                ports={"22/tcp": (publish, None)}, network=network.name,
-                networking_config={network.name: endpoint}, **kwargs)
-        try:
-            with docker_errors(f"starting {container_name}", ClusterError):
-                install_node_keys(container, host_key, client_public)
-                container.start()
-                container.reload()
-            port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
-        except BaseException:
-            _force_remove(container)
-            raise
-        workers = self.workers_per_node or _cpu_count(container)
-        return NodeInfo(name, container_name, docker_host, address, port, host_key.public_line,
-                        workers, "running"), container
-
-    def _write_local_config(self, state: ClusterState) -> None:
-        entries = [SSHHostEntry(n.name, n.address, n.port, "root", self.key_path, self.known_hosts_path)
-                   for n in state.nodes]
-        _write_private(self.ssh_config_path, ssh_config_text(entries))
-        _write_private(self.known_hosts_path, "".join(
-            known_hosts_line(n.address, n.port, n.host_key) + "\n" for n in state.nodes))
-
-    def _wait_ready(self, state: ClusterState, new: list[str]) -> None:
-        """Wait until key login works on every new node; a node that never gets there fails up()."""
-        from .hosts import HostSpec
-        from .ssh import SSHConnection
-
-        def login(node: NodeInfo) -> None:
-            deadline = time.monotonic() + self.ready_timeout
-            while True:
-                try:
-                    with SSHConnection(HostSpec(node.name), ssh_config=self.ssh_config_path,
-                                       connect_timeout=5) as connection:
-                        status, _, _ = connection.run("true", timeout=10)
-                        if status == 0:
-                            return
-                except DockkitError as exc:
-                    if time.monotonic() > deadline:
-                        raise ClusterError(
-                            f"{node.name} ({node.container}) never accepted an SSH login within "
-                            f"{self.ready_timeout:.0f} s: {exc}\n--- its logs ---\n"
-                            + self._container_logs(node)) from None
-                time.sleep(0.1)
-
-        nodes = [n for n in state.nodes if n.container in new]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-            for future in [pool.submit(login, n) for n in nodes]:
-                future.result()
-
-    def _container_logs(self, node: NodeInfo) -> str:
-        try:
-            container = self._client(node.docker_host).containers.get(node.container)
-            return container.logs(tail=50).decode(errors="replace")
-        except Exception as exc:  # the logs are a courtesy; the real error is the caller's
-            return f"(no logs: {exc})"
-
-    def _write_node_configs(self, state: ClusterState) -> None:
-        """Give every node the client key and an ssh_config naming every other node."""
+    def _configure_nodes(self, state: ClusterState) -> None:
+        """Give every node the client key and an ssh_config naming every node (the new ones too)."""
         key = self.key_path.read_bytes()
-        for node in state.nodes:
-            entries, known = [], []
-            for other in state.nodes:
-                if self._engine_url(other.docker_host) == self._engine_url(node.docker_host):
-                    hostname, port = other.name, 22
-                else:
-                    hostname, port = other.address, other.port
-                entries.append(SSHHostEntry(other.name, hostname, port, "root", "/root/.ssh/id_ed25519",
-                                            "/root/.ssh/known_hosts"))
-                known.append(known_hosts_line(hostname, port, other.host_key) + "\n")
-            files = {"config": ssh_config_text(entries).encode(), "known_hosts": "".join(known).encode(),
-                     "id_ed25519": key}
-            container = self._client(node.docker_host).containers.get(node.container)
-            with docker_errors(f"writing the ssh config of {node.name}", ClusterError):
-                container.put_archive("/root/.ssh", _tar(files))
 
-    # --- scale down / down -------------------------------------------------------------------
-    def _remove_nodes(self, state: ClusterState, nodes: list[NodeInfo]) -> None:
-        for node in nodes:
-            try:
-                _force_remove(self._client(node.docker_host).containers.get(node.container))
-            except DockkitError:
-                raise
-            except Exception:
-                pass  # already gone
-        state.nodes = [n for n in state.nodes if n not in nodes]
+        def same_engine(a: NodeInfo, b: NodeInfo) -> bool:
+            return self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
+
+        for node in state.nodes:
+            _nodes.install_ssh_files(self._container(node), node, self.name,
+                                     _nodes.node_ssh_files(state, node, key, same_engine))
+
+    # --- down ---------------------------------------------------------------------------
+    def _remove_node(self, node: NodeInfo) -> None:
+        container = find_container(self._client(node.docker_host), node.container)
+        if container is not None:
+            remove_container(container)
 
     def down(self) -> int:
         """Remove every container and network of this cluster, its keys and state.
 
         Works from Docker's labels, so a crashed ``up`` or a deleted state
-        directory leaves nothing behind; idempotent. Returns the number of
-        containers removed.
+        directory leaves nothing behind; idempotent.
+
+        Returns:
+            The number of containers removed.
+
+        Raises:
+            DockerError: an engine is unreachable or refused.
         """
-        hosts = set(self.docker_hosts)
-        state = self.state()
-        if state is not None:
-            hosts |= {n.docker_host for n in state.nodes}
-        removed = 0
-        for host in sorted(hosts):
-            client = self._client(host)
-            for container in self._labelled(host):
-                _force_remove(container)
-                removed += 1
-            with docker_errors("removing the cluster's network", ClusterError):
-                for network in client.networks.list(filters={"label": f"{CLUSTER_LABEL}={self.name}"}):
-                    network.remove()
+        try:
+            state = self.state()
+        except ConfigError:  # a damaged state file: Docker's labels are enough
+            state = None
+        removed = self._remove_from_docker(self._hosts(state))
         shutil.rmtree(self.directory, ignore_errors=True)
+        return removed
+
+    def _remove_from_docker(self, hosts: list[str]) -> int:
+        """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
+        removed = 0
+        for host in hosts:
+            client = self._client(host)
+            for container in _nodes.labelled_containers(client, self.name):
+                remove_container(container)
+                removed += 1
+            _nodes.remove_networks(client, self.name)
         return removed
 
     def __enter__(self) -> "Cluster":
@@ -361,19 +308,19 @@ class Cluster:
 
     # --- looking at it -------------------------------------------------------------------------
     def status(self) -> list[NodeInfo]:
-        """The nodes with their live container state ('running', 'exited', 'missing')."""
-        state = self.state()
-        if state is None:
-            return []
-        for node in state.nodes:
-            try:
-                container = self._client(node.docker_host).containers.get(node.container)
-                node.state = container.status
-            except DockerError:
-                raise
-            except Exception:
-                node.state = "missing"
-        return state.nodes
+        """The nodes with their live container state ('running', 'exited', 'missing', …).
+
+        Raises:
+            ClusterError: this cluster is not up.
+        """
+        nodes = self._require().nodes
+        for node in nodes:
+            node.state = self._live(node)
+        return nodes
+
+    def _live(self, node: NodeInfo) -> str:
+        container = find_container(self._client(node.docker_host), node.container)
+        return "missing" if container is None else container.status
 
     def _require(self) -> ClusterState:
         state = self.state()
@@ -383,15 +330,32 @@ class Cluster:
         return state
 
     def node(self, name: str) -> NodeInfo:
-        for node in self._require().nodes:
+        """The recorded node called ``name`` (``node0``…).
+
+        Raises:
+            ClusterError: the cluster is not up.
+            ConfigError: it has no such node.
+        """
+        nodes = self._require().nodes
+        for node in nodes:
             if node.name == name:
                 return node
         raise ConfigError(f"no node {name!r} in cluster {self.name!r} "
-                          f"(nodes: {', '.join(n.name for n in self._require().nodes)})")
+                          f"(nodes: {', '.join(n.name for n in nodes)})")
 
     def container(self, name: str):
-        node = self.node(name)
-        return self._client(node.docker_host).containers.get(node.container)
+        """The docker-py container of node ``name``.
+
+        Raises:
+            ClusterError: the node's container is gone (run ``dockkit up``).
+        """
+        return self._container(self.node(name))
+
+    def _container(self, node: NodeInfo):
+        container = find_container(self._client(node.docker_host), node.container)
+        if container is None:
+            raise ClusterError(gone_message(node, self.name))
+        return container
 
     def ssh_argv(self, node: str, command=()) -> list[str]:
         """The ``ssh`` command line that logs in to ``node`` with the generated config."""
@@ -401,23 +365,20 @@ class Cluster:
     def exec(self, node: str, command, *, stream=None, workdir: str | None = None,
              environment: dict | None = None) -> int:
         """Run ``command`` in ``node``'s container, streaming its output; returns its exit status."""
-        container = self.container(node)
+        info = self.node(node)
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
-        client = self._client(self.node(node).docker_host)
-        out = stream or _StdStreams()
-        with docker_errors(f"running a command in {node}", ClusterError):
-            exec_id = client.api.exec_create(container.id, argv, workdir=workdir,
-                                             environment=environment)["Id"]
-            for stdout, stderr in client.api.exec_start(exec_id, stream=True, demux=True):
-                if stdout:
-                    out.stdout(stdout)
-                if stderr:
-                    out.stderr(stderr)
-            return int(client.api.exec_inspect(exec_id)["ExitCode"])
+        with docker_errors(f"running a command in {node}", ClusterError, gone=gone_message(info, self.name)):
+            return _nodes.exec_streaming(self._client(info.docker_host), self._container(info), argv,
+                                         stream=stream, workdir=workdir, environment=environment)
 
-    def logs(self, tail: int = 100) -> dict[str, str]:
-        """The last ``tail`` lines of every node's container log."""
-        return {n.name: self._container_logs(n) for n in self._require().nodes}
+    def logs(self, tail: int | str = 100) -> dict[str, str]:
+        """The last ``tail`` lines (or ``"all"``) of every node's container log."""
+        logs = {}
+        for node in self._require().nodes:
+            container = find_container(self._client(node.docker_host), node.container)
+            logs[node.name] = (f"({gone_message(node, self.name)})\n" if container is None
+                               else _nodes.container_logs(container, tail))
+        return logs
 
     # --- running work ------------------------------------------------------------------------
     def upload(self, directory=".", *, limit: int | None = None):
@@ -426,10 +387,8 @@ class Cluster:
 
         bundle = pack(directory, limit=limit or DEFAULT_LIMIT)
         for node in self._require().nodes:
-            container = self.container(node.name)
-            with docker_errors(f"copying files to {node.name}", ClusterError):
-                container.exec_run(["mkdir", "-p", str(bundle.root)])
-                container.put_archive("/", bundle.tar)
+            with docker_errors(f"copying files to {node.name}", ClusterError, gone=gone_message(node, self.name)):
+                _nodes.extract(self._container(node), bundle.tar, bundle.root)
         return bundle
 
     def hosts_for(self, workers: int | None) -> list[str]:
@@ -444,12 +403,17 @@ class Cluster:
         """Copy the working directory to every node and run ``script`` from the head node.
 
         The head node runs ``python -m dockkit --hosts node0 node1 … --tunnel``: the
-        SSH launcher inside identical containers. Output streams live; returns the
-        script's exit status.
+        SSH launcher inside identical containers. Output streams live.
+
+        Args:
+            launcher_options: more ``python -m dockkit`` options (``--env K=V``, …).
+
+        Returns:
+            The script's exit status.
 
         Raises:
             ConfigError: the script does not exist, or the directory is too large.
-            ClusterError: no such cluster is up.
+            ClusterError: no such cluster is up, or a node is gone.
         """
         script_path = Path(script).resolve()
         if not script_path.is_file():
@@ -472,8 +436,16 @@ class Cluster:
             return self.exec(HEAD, shell, stream=stream, workdir=str(root),
                              environment={"PYTHONUNBUFFERED": "1"})
         except KeyboardInterrupt:
-            self.container(HEAD).exec_run(["sh", "-c", f"kill -INT $(cat {RUN_PID_FILE})"])
+            self._interrupt_run()
             raise
+
+    def _interrupt_run(self) -> None:
+        head = self.node(HEAD)
+        try:
+            with docker_errors(f"interrupting the run in {HEAD}", ClusterError, gone=gone_message(head, self.name)):
+                self._container(head).exec_run(["sh", "-c", f"kill -INT $(cat {RUN_PID_FILE})"])
+        except DockkitError as exc:  # the user's Ctrl-C still wins; say why the head may run on
+            self.log(f"dockkit: could not stop the run in {HEAD}: {exc}")
 
     def executor(self, workers: int | None = None, **options):
         """A ``concurrent.futures.Executor`` whose workers run on the cluster's nodes."""
@@ -481,61 +453,3 @@ class Cluster:
 
         return Executor(workers, hosts=self.hosts_for(workers), ssh_config=str(self.ssh_config_path),
                         tunnel=True, **options)
-
-
-class _StdStreams:
-    def stdout(self, data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-    def stderr(self, data: bytes) -> None:
-        sys.stderr.buffer.write(data)
-        sys.stderr.buffer.flush()
-
-
-def _engine_address(url: str) -> str:
-    """Where a Docker Engine's published ports are: 127.0.0.1 for a local socket, else its host.
-
-    For ``ssh://`` the host goes through ``~/.ssh/config``'s HostName, as docker-py does.
-    """
-    parsed = urlparse(url)
-    if parsed.scheme in ("unix", "npipe", "http+unix") or not parsed.hostname:
-        return "127.0.0.1"
-    host = parsed.hostname
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return "127.0.0.1"
-    config = Path("~/.ssh/config").expanduser()
-    if parsed.scheme == "ssh" and config.is_file():
-        import paramiko  # only for ssh:// engines, whose transport needs it anyway
-
-        host = paramiko.SSHConfig.from_path(str(config)).lookup(host).get("hostname", host)
-    return host
-
-
-def _cpu_count(container) -> int:
-    nano = container.attrs.get("HostConfig", {}).get("NanoCpus") or 0
-    return max(1, int(nano / 1e9)) if nano else (os.cpu_count() or 1)
-
-
-def _force_remove(container) -> None:
-    try:
-        container.remove(force=True, v=True)
-    except Exception:  # already gone; removal is best effort by nature
-        pass
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o600
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()

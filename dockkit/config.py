@@ -40,3 +40,21 @@ def check_cluster_name(name: str) -> str:
 def cluster_dir(name: str) -> Path:
     """The state directory of one cluster."""
     return state_dir() / "clusters" / check_cluster_name(name)
+
+
+def write_private(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` readable by its owner only (0600; folders made 0700).
+
+    The file is created with mode 0600 from the start, so a key is never readable by
+    others, not even for a moment; a file that existed with other bits is fixed.
+
+    Raises:
+        OSError: The file cannot be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(path, 0o600)
+    return path

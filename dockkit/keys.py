@@ -22,6 +22,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dockkit.config import write_private
 from dockkit.errors import ConfigError
 
 __all__ = ["KeyPair", "SSHHostEntry", "generate_keypair", "known_hosts_line", "ssh_config_text"]
@@ -58,7 +59,7 @@ class KeyPair:
         """Write the private key to ``path`` (mode 0600) and the public line to ``path.pub``.
 
         Args:
-            path: Where the private key goes; its folder must exist.
+            path: Where the private key goes; missing folders are made (0700).
 
         Returns:
             The private key's path.
@@ -66,12 +67,7 @@ class KeyPair:
         Raises:
             OSError: The files cannot be written.
         """
-        path = Path(path)
-        # Create with 0600 from the start so the key is never readable by others.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.private_openssh)
-        os.chmod(path, 0o600)  # the file may have existed with other bits
+        path = write_private(path, self.private_openssh)
         Path(f"{path}.pub").write_text(self.public_line + "\n")
         return path
 

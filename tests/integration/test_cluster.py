@@ -14,18 +14,17 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import cloudpickle
-import paramiko
 import pytest
 
 import dockkit
 from dockkit.cluster import CLUSTER_LABEL
-from dockkit.errors import ClusterError, ConfigError
+from dockkit.errors import ClusterError, ConfigError, ImageError
 from dockkit.keys import generate_keypair
 from tests.contract import ExecutorContract
+from tests.names import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
@@ -33,7 +32,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't h
 
 def dockkit_cli(*args, env, timeout=300, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=cwd)
+                          env=dict(env, COLUMNS="250"), timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +49,11 @@ def state_env(tmp_path_factory, worker_image):
 
 @pytest.fixture(scope="module")
 def cluster(state_env, docker_client):
-    name = f"t{uuid.uuid4().hex[:6]}"
+    name = unique_name("t")
     result = dockkit_cli("up", "--nodes", "3", "--name", name, "--workers-per-node", "2", env=state_env)
     assert result.returncode == 0, result.stderr
     yield dockkit.Cluster(name=name)
-    result = dockkit_cli("down", "--name", name, env=state_env)
-    assert result.returncode == 0, result.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
+    dockkit_cli("down", "--name", name, env=state_env)  # a backstop: test_down_leaves_nothing checks it
 
 
 def test_up_writes_strict_ssh_config_and_private_keys(cluster):
@@ -127,25 +124,112 @@ def test_exec_and_ssh_login_with_generated_config(cluster, state_env):
     assert result.stdout.strip() == "node2"
 
 
-def test_a_wrong_pinned_host_key_is_refused(cluster, tmp_path):
-    node = cluster.node("node1")
-    wrong = generate_keypair()
+def test_openssh_refuses_a_node_whose_pinned_key_does_not_match(cluster, tmp_path):
+    """OpenSSH with the generated files; then node1's line corrupted (node0's key in its place)."""
+    ssh = shutil.which("ssh")
+    assert ssh, "the OpenSSH client is needed (make system-deps installs it)"
+
+    def login(config):
+        return subprocess.run([ssh, "-F", str(config), "-o", "BatchMode=yes", "node1", "true"],
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    good = login(cluster.ssh_config_path)
+    assert good.returncode == 0, good.stderr
+    node0, node1 = cluster.node("node0"), cluster.node("node1")
+    lines = cluster.known_hosts_path.read_text().splitlines()
+    ours = f"[{node1.address}]:{node1.port} "
+    assert sum(line.startswith(ours) for line in lines) == 1, lines
+    wrong_key = " ".join(node0.host_key.split()[:2])
+    corrupt = [ours + wrong_key if line.startswith(ours) else line for line in lines]
     known = tmp_path / "known_hosts"
-    known.write_text(f"[{node.address}]:{node.port} {wrong.public_line}\n")
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    with pytest.raises(paramiko.BadHostKeyException):
-        client.connect(node.address, port=node.port, username="root",
-                       key_filename=str(cluster.key_path), look_for_keys=False, allow_agent=False)
-    client.close()
+    known.write_text("\n".join(corrupt) + "\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.ssh_config_path.read_text().replace(str(cluster.known_hosts_path), str(known)))
+    bad = login(config)
+    assert bad.returncode == 255, bad.stderr
+    assert "Host key verification failed" in bad.stderr, bad.stderr
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in bad.stderr
 
 
-def test_status_lists_every_node(cluster, state_env):
+def test_cli_logs_image_ls_and_ssh(cluster, state_env):
+    result = dockkit_cli("logs", "--name", cluster.name, "--tail", "1", env=state_env)
+    assert result.returncode == 0, result.stderr
+    sections = result.stdout.split("==> ")[1:]
+    assert [section.split(" <==")[0] for section in sections] == ["node0", "node1", "node2"]
+    assert all(len(section.strip().splitlines()) == 2 for section in sections), result.stdout  # header + 1
+    result = dockkit_cli("logs", "--name", cluster.name, "--tail", "3", env=state_env)
+    node2 = result.stdout.split("==> node2 <==\n")[1]
+    assert node2.splitlines() == cluster.container("node2").logs(tail=3).decode().splitlines()
+
+    result = dockkit_cli("image", "ls", env=state_env)
+    assert result.returncode == 0, result.stderr
+    assert cluster.state().image in result.stdout
+
+    result = dockkit_cli("ssh", "--name", cluster.name, "node1", "true", env=state_env)
+    assert result.returncode == 0, result.stderr
+    result = dockkit_cli("ssh", "--name", cluster.name, "node1", "exit 7", env=state_env)
+    assert result.returncode == 7, result.stderr
+
+
+def test_status_lists_every_node(cluster, state_env, docker_client):
     result = dockkit_cli("status", "--name", cluster.name, env=state_env)
     assert result.returncode == 0
-    for name in ("node0", "node1", "node2"):
-        assert name in result.stdout
+    for node in cluster.status():
+        row = next(line for line in result.stdout.splitlines() if f" {node.name} " in line)
+        assert node.container in row and "running" in row and f"{node.address}:{node.port}" in row
+
+
+def test_status_of_no_cluster_is_one_line(state_env):
+    result = dockkit_cli("status", "--name", "no-such-cluster", env=state_env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["dockkit: error: no cluster named 'no-such-cluster' is up; "
+                                          "start one with `dockkit up --name no-such-cluster`"]
+
+
+def test_run_local_says_so_with_a_cluster_up(cluster, state_env):
+    result = dockkit_cli("run", "--name", cluster.name, "--local", "examples/pids.py", "-n", "2", env=state_env)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "cluster" in line]
+    assert notes == [f"dockkit: --local: running on local workers, not on cluster {cluster.name!r}"]
+    assert "over 1 host(s)" in result.stderr
+
+
+def test_run_forwards_env_to_the_workers(cluster, state_env, tmp_path):
+    script = tmp_path / "env.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        from dockkit import futures
+        def probe(_):
+            return os.environ.get("DOCKKIT_TEST_PROBE")
+        if __name__ == "__main__":
+            print("seen", sorted(set(futures.map(probe, range(30)))))
+    """))
+    result = dockkit_cli("run", "--name", cluster.name, "--env", "DOCKKIT_TEST_PROBE=42", str(script), "-n", "3",
+                         env=state_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "seen ['42']" in result.stdout
+
+
+def test_run_refuses_options_that_mean_nothing_on_a_cluster(cluster, state_env):
+    result = dockkit_cli("run", "--name", cluster.name, "--python", "/usr/bin/python3", "--path", "/tmp",
+                         "examples/pids.py", env=state_env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"dockkit: error: --python, --path: not for a run on cluster {cluster.name!r} (its nodes run the "
+        "image's Python at the script's own path, with keys and an ssh_config of their own); leave it "
+        "out, or add --local"]
+
+
+def test_a_node_that_vanished_is_named_with_the_fix(state_env, docker_client):
+    name = unique_name("v")
+    with dockkit.Cluster(1, name=name, workers_per_node=1, log=lambda message: None) as cluster:
+        cluster.container("node0").remove(force=True)
+        with pytest.raises(ClusterError, match=f"node node0 of cluster '{name}' is gone.*dockkit up --name {name}"):
+            cluster.exec("node0", ["true"])
+        result = dockkit_cli("exec", "--name", name, "node0", "true", env=state_env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("dockkit: error: node node0 of cluster")
+        assert [n.state for n in cluster.status()] == ["missing"]
 
 
 def test_executor_from_this_machine(cluster):
@@ -160,7 +244,7 @@ def _hostname(_):
 
 
 def test_a_killed_node_has_its_tasks_rerun(state_env, docker_client, tmp_path):
-    name = f"k{uuid.uuid4().hex[:6]}"
+    name = unique_name("k")
     script = tmp_path / "slow.py"
     script.write_text(textwrap.dedent("""
         import time
@@ -191,7 +275,7 @@ def test_a_killed_node_has_its_tasks_rerun(state_env, docker_client, tmp_path):
 
 
 def test_down_is_idempotent_and_works_without_state(state_env, docker_client):
-    name = f"d{uuid.uuid4().hex[:6]}"
+    name = unique_name("d")
     cluster = dockkit.Cluster(1, name=name).up()
     assert cluster.directory.exists()
     shutil.rmtree(cluster.directory)  # a lost state directory
@@ -199,6 +283,115 @@ def test_down_is_idempotent_and_works_without_state(state_env, docker_client):
         dockkit.Cluster(1, name=name).up()
     assert dockkit.Cluster(name=name).down() == 1
     assert dockkit.Cluster(name=name).down() == 0
+    assert not docker_client.networks.list(filters={"label": f"{CLUSTER_LABEL}={name}"})
+
+
+def test_scaling_recreates_dead_nodes_with_one_image(state_env, docker_client):
+    name = unique_name("s")
+    quiet = {"log": lambda message: None}
+    cluster = dockkit.Cluster(1, name=name, **quiet).up()
+    try:
+        (node0,) = cluster.status()
+        assert node0.workers == docker_client.info()["NCPU"]  # the engine's CPUs, not a guess
+        image = cluster.state().image
+
+        dockkit.Cluster(3, name=name, cpus=1, **quiet).up()
+        nodes = cluster.status()
+        assert [(n.name, n.state) for n in nodes] == [("node0", "running"), ("node1", "running"),
+                                                      ("node2", "running")]
+        assert [n.workers for n in nodes[1:]] == [1, 1]  # their cpus limit
+        assert {cluster.container(n.name).attrs["Config"]["Image"] for n in nodes} == {image}
+        assert cluster.exec("node0", ["ssh", "-o", "BatchMode=yes", "node2", "true"]) == 0
+
+        cluster.container("node1").remove(force=True)  # vanished
+        cluster.container("node2").kill()  # exited
+        assert [n.state for n in cluster.status()] == ["running", "missing", "exited"]
+        messages = []
+        dockkit.Cluster(3, name=name, log=messages.append).up()
+        assert f"dockkit: recreating node1 (missing), node2 (exited) of cluster {name!r}" in messages
+        nodes = cluster.status()
+        assert [n.state for n in nodes] == ["running"] * 3
+        assert {cluster.container(n.name).attrs["Config"]["Image"] for n in nodes} == {image}
+        assert cluster.exec("node0", ["ssh", "-o", "BatchMode=yes", "node1", "true"]) == 0  # new host key pinned
+        login = subprocess.run(cluster.ssh_argv("node2", ["true"]), capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+        assert login.returncode == 0, login.stderr
+
+        messages = []
+        dockkit.Cluster(1, name=name, log=messages.append).up()
+        assert messages == [f"dockkit: scaling cluster {name!r} from 3 to 1 nodes"]
+        assert [n.name for n in cluster.status()] == ["node0"]
+        labelled = docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
+        assert [c.name for c in labelled] == [f"dockkit-{name}-node0"]
+        assert "Host node1" not in cluster.ssh_config_path.read_text()
+    finally:
+        cluster.down()
+
+
+def test_a_failed_image_build_leaves_nothing(state_env, docker_client):
+    name = unique_name("f")
+    cluster = dockkit.Cluster(1, name=name, base_image="dockkit-no-such-base:0", log=lambda message: None)
+    with pytest.raises(ImageError, match="dockkit-no-such-base:0"):
+        cluster.up()
+    assert not cluster.directory.exists()
+    _assert_nothing_in_docker(docker_client, name)
+    result = dockkit_cli("up", "--nodes", "1", "--name", name, "--base-image", "dockkit-no-such-base:0",
+                         env=state_env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("dockkit: error: base image 'dockkit-no-such-base:0' "
+                                                     "is not on this Docker Engine")
+    assert not cluster.directory.exists()
+    _assert_nothing_in_docker(docker_client, name)
+
+
+def test_up_never_ready_through_the_cli_is_one_error_with_the_logs(state_env, docker_client):
+    name = unique_name("c")
+    cluster = dockkit.Cluster(1, name=name)
+    generate_keypair().write(cluster.key_path)  # its public half: another key, so no login works
+    Path(f"{cluster.key_path}.pub").write_text(generate_keypair().public_line + "\n")
+    result = dockkit_cli("up", "--nodes", "1", "--name", name, "--ready-timeout", "1", env=state_env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "dockkit: error: node0 (" in result.stderr and "never accepted an SSH login within 1 s" in result.stderr
+    assert "Server listening on" in result.stderr
+    _assert_nothing_in_docker(docker_client, name)
+    cluster.down()
+
+
+def test_a_node_that_stops_fails_up_at_once_with_its_logs(state_env, docker_client):
+    """The client key's public half is empty, so the node has no authorized key and exits."""
+    name = unique_name("e")
+    cluster = dockkit.Cluster(1, name=name, ready_timeout=600, log=lambda message: None)
+    generate_keypair().write(cluster.key_path)
+    Path(f"{cluster.key_path}.pub").write_text("")
+    with pytest.raises(ClusterError) as failure:
+        cluster.up()
+    message = str(failure.value)
+    assert "node0" in message and "stopped before it was ready" in message and "exit code 1" in message
+    assert "--- logs of" in message and "no authorized key" in message
+    _assert_nothing_in_docker(docker_client, name)
+    assert sorted(p.name for p in cluster.directory.iterdir()) == ["id_ed25519", "id_ed25519.pub"]  # as before
+    cluster.down()
+
+
+def test_a_node_that_never_takes_a_login_fails_with_its_logs(state_env, docker_client):
+    """The client key's public half is another key: sshd runs but refuses every login."""
+    name = unique_name("n")
+    cluster = dockkit.Cluster(1, name=name, ready_timeout=3, log=lambda message: None)
+    generate_keypair().write(cluster.key_path)
+    Path(f"{cluster.key_path}.pub").write_text(generate_keypair().public_line + "\n")
+    with pytest.raises(ClusterError) as failure:
+        cluster.up()
+    message = str(failure.value)
+    assert "node0" in message and "never accepted an SSH login within 3 s" in message
+    assert "Server listening on" in message  # sshd's own log lines
+    _assert_nothing_in_docker(docker_client, name)
+    assert not cluster.state() and not cluster.ssh_config_path.exists()
+    cluster.down()
+
+
+def _assert_nothing_in_docker(docker_client, name):
+    assert not docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
     assert not docker_client.networks.list(filters={"label": f"{CLUSTER_LABEL}={name}"})
 
 
@@ -222,7 +415,7 @@ class _Collect:
     stderr = stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")  # closed before test_down_leaves_nothing removes the cluster
 def executor(cluster):
     import tests.contract
 
@@ -233,3 +426,23 @@ def executor(cluster):
 
 class TestContractOnCluster(ExecutorContract):
     pass
+
+
+def test_run_with_no_cluster_up_runs_locally_and_says_so_once(tmp_path):
+    env = dict(os.environ, DOCKKIT_STATE_DIR=str(tmp_path / "state"))
+    result = dockkit_cli("run", "examples/pids.py", "-n", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "cluster" in line]
+    assert notes == ["dockkit: no cluster 'dockkit' is up; running on local workers"]
+
+
+def test_down_leaves_nothing(cluster, state_env, docker_client):
+    """Last in this module: after the runs above, down removes containers, network, key and state."""
+    assert cluster.key_path.exists()
+    result = dockkit_cli("down", "--name", cluster.name, env=state_env)
+    assert result.returncode == 0, result.stderr
+    assert "3 container(s) removed" in result.stderr
+    _assert_nothing_in_docker(docker_client, cluster.name)
+    assert not cluster.directory.exists()
+    result = dockkit_cli("down", "--name", cluster.name, env=state_env)
+    assert result.returncode == 0 and "0 container(s) removed" in result.stderr

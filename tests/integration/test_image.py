@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import shutil
 import sys
 import time
+import zipfile
 
 import cloudpickle
 import paramiko
 import pytest
 
-from dockkit import image
+from dockkit import base_image, engine, image
 from dockkit.errors import DockerError, ImageError
 from dockkit.keys import generate_keypair, known_hosts_line
 
@@ -39,7 +42,7 @@ def test_second_ensure_reuses_the_image(docker_client, worker_image):
     assert tag.startswith(f"{image.WORKER_REPOSITORY}:")
     assert not any("building" in m for m in messages), messages
     assert elapsed < 15, f"a cached ensure took {elapsed:.1f}s"
-    assert docker_client.images.get(tag).labels.get(image.LABEL) == "true"
+    assert docker_client.images.get(tag).labels.get(engine.LABEL) == "true"
     assert any(row.tag == tag for row in image.list_images(docker_client))
 
 
@@ -149,18 +152,18 @@ def test_node_without_authorized_keys_refuses_to_start(docker_client, worker_ima
 
 def test_missing_named_base_image_is_an_image_error(docker_client):
     with pytest.raises(ImageError, match="dockkit-no-such-base:0"):
-        image.ensure_base_image(docker_client, "dockkit-no-such-base:0", log=lambda m: None)
+        base_image.ensure_base_image(docker_client, "dockkit-no-such-base:0", log=lambda m: None)
 
 
 def test_missing_mmdebstrap_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(image.shutil, "which", lambda name: None)
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: None)
     with pytest.raises(ImageError, match="apt-get install mmdebstrap"):
-        image.build_offline_base(client=None, log=lambda m: None)
+        base_image.build_offline_base(client=None, log=lambda m: None)
 
 
 def test_unreachable_engine_is_a_docker_error(tmp_path):
     with pytest.raises(DockerError, match="cannot reach the Docker Engine"):
-        image.docker_client(f"unix://{tmp_path}/no-such.sock")
+        engine.docker_client(f"unix://{tmp_path}/no-such.sock")
 
 
 def _wait_listening(container, timeout: float = 30) -> str:
@@ -173,3 +176,59 @@ def _wait_listening(container, timeout: float = 30) -> str:
             return container.attrs["NetworkSettings"]["IPAddress"]
         time.sleep(0.1)
     pytest.fail(f"sshd did not start:\n{container.logs().decode(errors='replace')}")
+
+
+def test_the_default_base_is_tried_first_then_the_offline_one(docker_client, worker_image):
+    default, offline = base_image.default_base_image(), base_image.offline_base_image()
+    assert default == f"python:{HOST_PYTHON}-slim"
+    was_local = base_image.image_exists(docker_client, default)
+    messages: list[str] = []
+    base = base_image.ensure_base_image(docker_client, log=messages.append)
+    if was_local:  # a machine that has it: it is used as it is, never pulled
+        assert (base, messages) == (default, [])
+        return
+    assert messages[0] == f"dockkit: pulling {default}"
+    if base == default:  # a registry answered
+        assert base_image.image_exists(docker_client, default)
+        return
+    # no registry (this project's CI): the pull fails for real and the log says what is used
+    assert base == offline
+    assert messages[1].startswith(f"dockkit: cannot pull {default}: ")
+    assert messages[2] in (f"dockkit: {default} cannot be pulled; using the offline base {offline}",
+                           f"dockkit: {default} cannot be pulled; building the offline base {offline} "
+                           "from the host's apt sources")
+
+
+def test_requirements_are_baked_in_and_change_the_tag(docker_client, worker_image, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    shutil.copytree(image._cache_dir() / "wheels", cache / "wheels")  # the deps, fetched for worker_image
+    _write_wheel(cache / "wheels", "dockkit_test_probe", "0.1", {"dockkit_test_probe.py": b"VALUE = 'baked in'\n"})
+    monkeypatch.setenv("DOCKKIT_CACHE_DIR", str(cache))  # pip finds the probe there, with no index
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("dockkit-test-probe==0.1\n")
+    tag = image.ensure_worker_image(docker_client, requirements=requirements, log=lambda m: None)
+    try:
+        assert tag != worker_image and tag.startswith(f"{image.WORKER_REPOSITORY}:")
+        out = docker_client.containers.run(
+            tag, ["-c", "import dockkit_test_probe as p; print(p.VALUE)"], entrypoint=[f"{image.VENV}/bin/python"],
+            remove=True, network_mode="none", labels={image.LABEL: "true"})
+        assert out.strip() == b"baked in"
+        messages: list[str] = []
+        assert image.ensure_worker_image(docker_client, requirements=requirements, log=messages.append) == tag
+        assert not any("building" in m for m in messages), messages
+    finally:
+        docker_client.images.remove(tag)
+
+
+def _write_wheel(directory, name: str, version: str, files: dict[str, bytes]) -> None:
+    """A minimal pure-Python wheel, with the RECORD pip expects."""
+    info = f"{name}-{version}.dist-info"
+    files = {**files,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: dockkit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(directory / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
+            wheel.writestr(path, data)

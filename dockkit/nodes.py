@@ -1,0 +1,239 @@
+"""The containers of a cluster: create one, wait until it takes a key login, configure, remove.
+
+Each function acts on one Docker Engine through a connected client; the
+:class:`~dockkit.cluster.Cluster` facade decides which engine and keeps the state.
+Every container and network is labelled ``dockkit.cluster=<name>`` (and
+``org.dockkit.managed=true``), so they can be found and removed from Docker's
+state alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+import threading
+import time
+
+from .engine import LABEL, docker_errors, engine_cpus, find_container, remove_container, remove_network
+from .errors import ClusterError, DockkitError
+from .image import install_node_keys, private_archive
+from .keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from .state import ClusterState, NodeInfo
+
+__all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
+           "remove_networks", "create_node", "wait_ready", "node_ssh_files", "install_ssh_files",
+           "exec_streaming", "extract", "container_logs", "gone_message"]
+
+CLUSTER_LABEL = "dockkit.cluster"
+NODE_LABEL = "dockkit.node"
+_ALIVE = ("created", "running", "restarting")  # anything else will never take a login
+
+
+def container_name(cluster: str, node: str) -> str:
+    return f"dockkit-{cluster}-{node}"
+
+
+def labelled_containers(client, cluster: str) -> list:
+    """Every container of ``cluster`` on this engine, whatever its state."""
+    with docker_errors("listing the cluster's containers"):
+        return client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={cluster}"})
+
+
+def ensure_network(client, cluster: str):
+    """The cluster's private bridge network ``dockkit-<name>`` on this engine, made if missing."""
+    name = f"dockkit-{cluster}"
+    with docker_errors(f"creating network {name}", ClusterError):
+        found = client.networks.list(names=[name])
+        if found:
+            return found[0]
+        return client.networks.create(name, driver="bridge", labels={LABEL: "true", CLUSTER_LABEL: cluster})
+
+
+def remove_networks(client, cluster: str) -> None:
+    """Remove the cluster's networks on this engine (after its containers)."""
+    with docker_errors("listing the cluster's networks"):
+        networks = client.networks.list(filters={"label": f"{CLUSTER_LABEL}={cluster}"})
+    for network in networks:
+        remove_network(network)
+
+
+def create_node(client, *, cluster: str, index: int, image: str, docker_host: str, address: str,
+                client_public: str, cpus: float | None = None, memory: str | None = None,
+                workers: int | None = None):
+    """Create and start ``node<index>`` with a fresh host key; return ``(NodeInfo, container)``.
+
+    A stopped or leftover container of the same cluster and name is replaced. Its sshd
+    is published on ``address``'s side: loopback for a local engine, every interface of
+    a remote one (the other nodes reach it there).
+
+    Raises:
+        ClusterError: The name is taken by a container of something else, or the
+            container could not be created or started.
+    """
+    name = f"node{index}"
+    full_name = container_name(cluster, name)
+    old = find_container(client, full_name)
+    if old is not None:
+        if old.labels.get(CLUSTER_LABEL) != cluster:
+            raise ClusterError(f"a container named {full_name} already exists and is not part of "
+                               f"cluster {cluster!r}; remove it or pick another --name")
+        remove_container(old)
+    network = ensure_network(client, cluster)
+    publish = "127.0.0.1" if address == "127.0.0.1" else "0.0.0.0"
+    host_key = generate_keypair(f"dockkit-{cluster}-{name}")
+    limits = {}
+    if cpus:
+        limits["nano_cpus"] = int(float(cpus) * 1e9)
+    if memory:
+        limits["mem_limit"] = memory
+    with docker_errors(f"creating container {full_name}", ClusterError):
+        endpoint = client.api.create_endpoint_config(aliases=[name])
+        container = client.containers.create(
+            image, name=full_name, hostname=name, detach=True,
+            labels={LABEL: "true", CLUSTER_LABEL: cluster, NODE_LABEL: name},
+            ports={"22/tcp": (publish, None)}, network=network.name,
+            networking_config={network.name: endpoint}, **limits)
+    try:
+        install_node_keys(container, host_key, client_public)
+        with docker_errors(f"starting {full_name}", ClusterError):
+            container.start()
+            container.reload()
+        published = (container.attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp")
+        if not published:  # it stopped already: no port is published for a stopped container
+            raise _stopped(name, container)
+        port = int(published[0]["HostPort"])
+        # cpus limit, else the CPUs of the machine the node runs on (not this one's)
+        count = workers or (max(1, int(cpus)) if cpus else engine_cpus(client))
+    except BaseException:
+        try:
+            remove_container(container)
+        except DockkitError:  # the first error is the one to report; down removes it by label
+            pass
+        raise
+    return NodeInfo(name, full_name, docker_host, address, port, host_key.public_line, count,
+                    "running"), container
+
+
+def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: float) -> None:
+    """Wait until key login works on every started node, through the local ``ssh_config``.
+
+    A node whose container stops fails at once; one that never takes a login fails
+    after ``timeout`` seconds. Either way the error carries the container's logs.
+
+    Raises:
+        ClusterError: A node exited or never became ready.
+    """
+    from .hosts import HostSpec
+    from .ssh import SSHConnection
+
+    stop = threading.Event()  # one node failed: the others stop trying
+
+    def login(node: NodeInfo, container) -> None:
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            with docker_errors(f"checking on {node.container}", ClusterError,
+                               gone=f"{node.name} ({node.container}) was removed while starting"):
+                container.reload()
+            if container.status not in _ALIVE:
+                raise _stopped(node.name, container)
+            try:
+                with SSHConnection(HostSpec(node.name), ssh_config=ssh_config,
+                                   connect_timeout=5) as connection:
+                    if connection.run("true", timeout=10)[0] == 0:
+                        return
+                    problem = "`true` failed"
+            except DockkitError as exc:
+                problem = str(exc)
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{node.name} ({node.container}) never accepted an SSH login "
+                                   f"within {timeout:g} s: {problem}" + _logs_section(container))
+            time.sleep(0.1)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+        futures = [pool.submit(login, node, container) for node, container in started]
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            stop.set()
+            raise failed[0].exception()
+
+
+def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes, same_engine) -> dict[str, bytes]:
+    """``/root/.ssh`` of ``node``: the client key and a config naming every node.
+
+    Nodes on the same engine are reached by name on the private network; the others
+    on their Docker host's published port. ``same_engine(a, b)`` compares two nodes.
+    """
+    entries, known = [], []
+    for other in state.nodes:
+        hostname, port = (other.name, 22) if same_engine(node, other) else (other.address, other.port)
+        entries.append(SSHHostEntry(other.name, hostname, port, "root", "/root/.ssh/id_ed25519",
+                                    "/root/.ssh/known_hosts"))
+        known.append(known_hosts_line(hostname, port, other.host_key) + "\n")
+    return {"config": ssh_config_text(entries).encode(), "known_hosts": "".join(known).encode(),
+            "id_ed25519": key}
+
+
+def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, bytes]) -> None:
+    with docker_errors(f"writing the ssh config of {node.name}", ClusterError,
+                       gone=gone_message(node, cluster)):
+        container.put_archive("/root/.ssh", private_archive(files))
+
+
+def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: str | None = None,
+                   environment: dict | None = None) -> int:
+    """Run ``argv`` in a running container, its output passed on live; returns its exit status.
+
+    ``stream`` has ``stdout(bytes)`` and ``stderr(bytes)`` (default: this process's own).
+    Call it inside :func:`~dockkit.engine.docker_errors`.
+    """
+    out = stream or _StdStreams()
+    exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment)["Id"]
+    for stdout, stderr in client.api.exec_start(exec_id, stream=True, demux=True):
+        if stdout:
+            out.stdout(stdout)
+        if stderr:
+            out.stderr(stderr)
+    # a streamed exec has no exit code of its own: ask for it
+    return int(client.api.exec_inspect(exec_id)["ExitCode"])
+
+
+def extract(container, tar: bytes, folder) -> None:
+    """Unpack a tar at ``/`` of the container, after making ``folder`` (its files' parent)."""
+    container.exec_run(["mkdir", "-p", str(folder)])
+    container.put_archive("/", tar)
+
+
+def container_logs(container, tail: int | str = "all") -> str:
+    """The last ``tail`` lines of the container's log (stdout and stderr)."""
+    with docker_errors(f"reading the logs of {container.name}"):
+        return container.logs(tail=tail).decode(errors="replace")
+
+
+def gone_message(node: NodeInfo, cluster: str) -> str:
+    return (f"node {node.name} of cluster {cluster!r} is gone (container {node.container}); "
+            f"run `dockkit up --name {cluster}` to recreate it")
+
+
+def _stopped(name: str, container) -> ClusterError:
+    code = container.attrs.get("State", {}).get("ExitCode")
+    return ClusterError(f"{name} ({container.name}) stopped before it was ready "
+                        f"(status {container.status}, exit code {code})" + _logs_section(container))
+
+
+def _logs_section(container) -> str:
+    try:
+        text = container_logs(container, tail=50).rstrip()
+    except DockkitError as exc:  # the logs are a courtesy; the caller's error is the real one
+        text = f"(no logs: {exc})"
+    return f"\n--- logs of {container.name} ---\n{text or '(empty)'}"
+
+
+class _StdStreams:
+    def stdout(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    def stderr(self, data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()

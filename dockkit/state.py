@@ -1,0 +1,114 @@
+"""What this machine knows about a cluster: its state directory. No Docker here.
+
+A cluster's directory (``<state dir>/clusters/<name>``, see :mod:`dockkit.config`)
+holds ``cluster.json`` (the nodes: container, Docker host, published address and
+port, pinned host key, worker count), the client key ``id_ed25519`` and the
+``ssh_config`` and ``known_hosts`` that reach the nodes from here. Every file is
+private (0600). The CLI reads this to know whether a cluster is up without loading
+docker-py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import cluster_dir, write_private
+from .errors import ConfigError
+from .keys import SSHHostEntry, known_hosts_line, ssh_config_text
+
+__all__ = ["NodeInfo", "ClusterState", "ClusterFiles", "load_state"]
+
+
+@dataclass
+class NodeInfo:
+    """One node as recorded in the state directory; ``state`` is filled in by a status query."""
+
+    name: str
+    container: str
+    docker_host: str
+    address: str
+    port: int
+    host_key: str
+    workers: int
+    state: str = "unknown"
+
+    @property
+    def index(self) -> int:
+        return int(self.name.removeprefix("node"))
+
+
+@dataclass(frozen=True)
+class ClusterFiles:
+    """The paths in one cluster's state directory."""
+
+    directory: Path
+
+    @classmethod
+    def for_name(cls, name: str) -> "ClusterFiles":
+        return cls(cluster_dir(name))
+
+    @property
+    def state(self) -> Path:
+        return self.directory / "cluster.json"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.directory / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.directory / "known_hosts"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "id_ed25519"
+
+
+@dataclass
+class ClusterState:
+    """A cluster's name, its one worker image, and its nodes in index order."""
+
+    name: str
+    image: str
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+    def save(self, files: ClusterFiles) -> None:
+        data = {"name": self.name, "image": self.image,
+                "nodes": [{k: v for k, v in asdict(n).items() if k != "state"} for n in self.nodes]}
+        write_private(files.state, json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, files: ClusterFiles) -> "ClusterState | None":
+        """The saved state, or None when there is none.
+
+        Raises:
+            ConfigError: ``cluster.json`` is not what dockkit writes.
+        """
+        if not files.state.is_file():
+            return None
+        try:
+            data = json.loads(files.state.read_text())
+            return cls(data["name"], data["image"], [NodeInfo(**n) for n in data["nodes"]])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{files.state} is damaged ({exc}); remove the cluster with "
+                              f"`dockkit down --name {files.directory.name}`") from exc
+
+    def free_index(self) -> int:
+        """The smallest node number not in use (node0, the head, first)."""
+        used = {n.index for n in self.nodes}
+        return next(i for i in range(len(used) + 1) if i not in used)
+
+    def write_ssh_files(self, files: ClusterFiles) -> None:
+        """Write the ssh_config (Host node0…) and known_hosts that reach the nodes from here."""
+        entries = [SSHHostEntry(n.name, n.address, n.port, "root", files.key, files.known_hosts)
+                   for n in self.nodes]
+        write_private(files.ssh_config, ssh_config_text(entries))
+        write_private(files.known_hosts, "".join(
+            known_hosts_line(n.address, n.port, n.host_key) + "\n" for n in self.nodes))
+
+
+def load_state(name: str) -> ClusterState | None:
+    """The state of the cluster called ``name``, or None if it is not up (cheap: no Docker)."""
+    return ClusterState.load(ClusterFiles.for_name(name))

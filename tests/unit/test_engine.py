@@ -1,0 +1,55 @@
+"""The Docker boundary's messages and the cluster state file, without a Docker Engine."""
+
+from __future__ import annotations
+
+import docker.errors
+import pytest
+
+from dockkit.engine import docker_errors, engine_hint
+from dockkit.errors import ClusterError, ConfigError, DockerError
+from dockkit.state import ClusterFiles, ClusterState, NodeInfo
+
+SOCKET = "unix:///var/run/docker.sock"
+
+
+def test_permission_denied_on_the_socket_says_what_to_do():
+    hint = engine_hint(PermissionError(13, "Permission denied"), SOCKET)
+    assert hint == (f"permission denied on the Docker socket ({SOCKET}): add your user to the 'docker' "
+                    "group (then log in again) or run as root")
+
+
+def test_docker_pys_wrapped_permission_error_gets_the_same_hint():
+    """What docker-py raises when the socket refuses us: a DockerException around the PermissionError."""
+    wrapped = docker.errors.DockerException(
+        "Error while fetching server API version: ('Connection aborted.', PermissionError(13, 'Permission denied'))")
+    with pytest.raises(DockerError, match=r"^connecting: permission denied on the Docker socket"):
+        with docker_errors("connecting", where=SOCKET):
+            raise wrapped
+
+
+def test_a_container_that_is_gone_gets_the_callers_message():
+    with pytest.raises(ClusterError, match="^node node1 of cluster 'c' is gone; run `dockkit up`$"):
+        with docker_errors("reading", ClusterError, gone="node node1 of cluster 'c' is gone; run `dockkit up`"):
+            raise docker.errors.NotFound("No such container: dockkit-c-node1")
+
+
+def test_state_round_trip_and_free_node_numbers(tmp_path):
+    files = ClusterFiles(tmp_path / "c")
+    nodes = [NodeInfo(f"node{i}", f"dockkit-c-node{i}", "local", "127.0.0.1", 2220 + i,
+                      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", 2)
+             for i in (0, 2)]
+    ClusterState("c", "dockkit-worker:abc", nodes).save(files)
+    assert oct(files.state.stat().st_mode & 0o777) == "0o600"
+    state = ClusterState.load(files)
+    assert state == ClusterState("c", "dockkit-worker:abc", nodes)
+    assert state.free_index() == 1
+    state.nodes.insert(1, NodeInfo("node1", "x", "local", "127.0.0.1", 1, nodes[0].host_key, 1))
+    assert state.free_index() == 3
+
+
+def test_a_damaged_state_file_names_the_fix(tmp_path):
+    files = ClusterFiles(tmp_path / "c")
+    files.directory.mkdir()
+    files.state.write_text("{not json")
+    with pytest.raises(ConfigError, match="dockkit down --name c"):
+        ClusterState.load(files)
