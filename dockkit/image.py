@@ -35,12 +35,12 @@ from pathlib import Path
 import docker
 
 from dockkit.base_image import VENV, ensure_base_image, image_exists
-from dockkit.engine import LABEL, docker_client, docker_errors  # noqa: F401  (docker_client: old import path)
+from dockkit.engine import LABEL, docker_errors
 from dockkit.errors import DockerError, ImageError
 from dockkit.keys import KeyPair
 
 __all__ = [
-    "LABEL", "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
+    "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
     "ensure_worker_image", "copy_image", "list_images", "private_archive", "node_keys_archive",
     "install_node_keys",
 ]

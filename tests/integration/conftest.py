@@ -40,7 +40,8 @@ from testcontainers.core.network import Network  # noqa: E402
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy  # noqa: E402
 
 from dockkit.errors import DockerError  # noqa: E402
-from dockkit.image import LABEL, docker_client as connect_docker, ensure_worker_image  # noqa: E402
+from dockkit.engine import LABEL, docker_client as connect_docker  # noqa: E402
+from dockkit.image import ensure_worker_image  # noqa: E402
 from dockkit.keys import KeyPair, SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text  # noqa: E402
 
 RUN_LABEL = "org.dockkit.test-run"

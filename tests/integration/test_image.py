@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from dockkit import base_image, engine, image
+from dockkit.engine import LABEL
 from dockkit.errors import DockerError, ImageError
 from dockkit.keys import generate_keypair, known_hosts_line
 
@@ -49,7 +50,7 @@ def test_second_ensure_reuses_the_image(docker_client, worker_image):
 def test_image_bakes_in_no_keys(docker_client, worker_image):
     out = docker_client.containers.run(
         worker_image, ["-c", "ls /etc/ssh/ssh_host_* /root/.ssh/authorized_keys 2>/dev/null; true"],
-        entrypoint=["sh"], remove=True, network_mode="none", labels={image.LABEL: "true"})
+        entrypoint=["sh"], remove=True, network_mode="none", labels={LABEL: "true"})
     assert out.strip() == b""
 
 
@@ -127,7 +128,7 @@ def test_keys_from_environment_variables(docker_client, worker_image, tmp_path):
     env = {"DOCKKIT_HOST_KEY": base64.b64encode(host_key.private_openssh).decode(),
            "DOCKKIT_AUTHORIZED_KEYS": base64.b64encode(client_key.public_line.encode()).decode()}
     container = docker_client.containers.run(worker_image, detach=True, environment=env,
-                                             labels={image.LABEL: "true"})
+                                             labels={LABEL: "true"})
     try:
         ip = _wait_listening(container)
         known = tmp_path / "known_hosts"
@@ -142,7 +143,7 @@ def test_keys_from_environment_variables(docker_client, worker_image, tmp_path):
 
 def test_node_without_authorized_keys_refuses_to_start(docker_client, worker_image):
     container = docker_client.containers.run(worker_image, detach=True, network_mode="none",
-                                             labels={image.LABEL: "true"})
+                                             labels={LABEL: "true"})
     try:
         assert container.wait(timeout=30)["StatusCode"] == 1
         assert b"no authorized key" in container.logs()
@@ -211,7 +212,7 @@ def test_requirements_are_baked_in_and_change_the_tag(docker_client, worker_imag
         assert tag != worker_image and tag.startswith(f"{image.WORKER_REPOSITORY}:")
         out = docker_client.containers.run(
             tag, ["-c", "import dockkit_test_probe as p; print(p.VALUE)"], entrypoint=[f"{image.VENV}/bin/python"],
-            remove=True, network_mode="none", labels={image.LABEL: "true"})
+            remove=True, network_mode="none", labels={LABEL: "true"})
         assert out.strip() == b"baked in"
         messages: list[str] = []
         assert image.ensure_worker_image(docker_client, requirements=requirements, log=messages.append) == tag
