@@ -179,7 +179,7 @@ class Client:
         self._check_usable()
         run = _MapRun(self, fn, iterables, timeout=timeout, chunksize=chunksize, ordered=ordered)
         run.top_up()  # start work now, like concurrent.futures, not at the first next()
-        return run.results()
+        return MapIterator(run.batches())
 
     def cancel_batches(self, batch_ids) -> None:
         ids = [b for b in batch_ids if self._pending.pop(b, None) is not None]
@@ -430,7 +430,8 @@ class _MapRun:
             self.ahead_bytes -= slot.nbytes
             return slot
 
-    def results(self):
+    def batches(self):
+        """Yield each batch's results as a list, in order; raise where a task failed."""
         try:
             while True:
                 slot = self._next_slot()
@@ -446,10 +447,10 @@ class _MapRun:
                         f"results of map({_fn_name(self.fn)}) items {slot.start}..{slot.start + slot.count - 1} "
                         f"could not be unpickled here: {exc!r}") from exc
                 if not errors:
-                    yield from values
+                    yield values
                     continue
                 first = min(errors)
-                yield from values[:first]
+                yield values[:first]
                 raise errors[first]
         finally:
             self.close()
@@ -458,6 +459,32 @@ class _MapRun:
         self.exhausted = True
         self.client.cancel_batches([s.batch_id for s in self.slots if s.outcome is None])
         self.slots.clear()
+
+
+class MapIterator:
+    """The results of a map, one by one, with the per-item step in C.
+
+    A generator that yields every item costs about 25 ns an item in Python; here the
+    map yields whole batches and iteration goes through ``itertools.chain`` over them,
+    which ``list()``, ``for`` and ``zip`` then drive without a Python frame per item.
+    ``close()`` (or dropping the iterator) cancels the work not yet done.
+    """
+
+    __slots__ = ("_batches", "_items")
+
+    def __init__(self, batches):
+        self._batches = batches
+        self._items = itertools.chain.from_iterable(batches)
+
+    def __iter__(self):
+        return self._items  # the C iterator itself: what makes iteration fast
+
+    def __next__(self):
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stop the map: cancel the batches not yet done and read no more input."""
+        self._batches.close()
 
 
 def _known_length(iterables) -> int | None:
