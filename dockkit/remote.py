@@ -1,0 +1,209 @@
+"""Commands running on a host: :class:`RemoteProcess`, its stdin, and the channel I/O they share.
+
+Stopping a remote process: sshd starts each command in its own session
+(``setsid``), so the command's shell PID is also its process group id.
+:func:`pgid_reporting_command` has the shell report ``$$`` first, and
+:meth:`RemoteProcess.kill` signals that whole group (TERM, then KILL) before
+closing the channel. Closing the channel alone only gives the process EOF on
+stdin (sshd sends SIGHUP to pty sessions only, and we use none, to keep stdin
+binary-clean); the dockkit agent also exits on stdin EOF, as a backstop.
+Remote login shells are assumed to be POSIX shells (sh, dash, bash, zsh).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from dockkit.commands import exports as _exports
+from dockkit.errors import DockkitError
+from dockkit.errors import TimeoutError as DockkitTimeoutError
+from dockkit.ssh_target import SSHTarget, translate
+
+if TYPE_CHECKING:
+    from dockkit.ssh import SSHConnection
+
+__all__ = ["RemoteProcess", "pgid_reporting_command", "CHUNK", "feed", "drain_stderr"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024  # bytes per read from, or write to, a channel or a relayed socket
+_PGID_MARKER = "__dockkit_pgid__"
+
+
+def pgid_reporting_command(cmd: str, env: Mapping[str, str] | None = None) -> str:
+    """The shell line that runs ``cmd`` after exporting ``env`` and reporting its process group.
+
+    :class:`RemoteProcess` reads the report off stdout; :meth:`RemoteProcess.kill` needs it.
+
+    Raises:
+        ConfigError: An environment variable name is invalid.
+    """
+    exports = _exports(env)
+    return f"echo {_PGID_MARKER} $$; " + (f"export {exports}; " if exports else "") + cmd
+
+
+def _sendall(channel: paramiko.Channel, data: bytes) -> None:
+    # In slices: paramiko's sendall re-slices the whole remainder per 32 KiB packet (quadratic).
+    for start in range(0, len(data), CHUNK):
+        channel.sendall(data[start : start + CHUNK])
+
+
+def feed(channel: paramiko.Channel, data: bytes) -> None:
+    """Send ``data`` to a channel's stdin, then EOF."""
+    try:
+        _sendall(channel, data)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command ended or the channel closed: run() reports what matters
+
+
+def drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
+    """Collect a channel's stderr until EOF or close (run's timeout is enforced on stdout)."""
+    while not channel.closed:
+        try:
+            if not (data := channel.recv_stderr(CHUNK)):
+                return
+            chunks.append(data)
+        except TimeoutError:
+            continue
+        except (OSError, EOFError, paramiko.SSHException):
+            return
+
+
+class RemoteProcess:
+    """A command started by :meth:`dockkit.ssh.SSHConnection.start`.
+
+    Args:
+        connection: The connection it runs over (used to signal it).
+        channel: Its session channel, the command already executed.
+        on_stdout: Called with each stdout line, or None to queue lines for :meth:`lines`.
+        on_stderr: The same for stderr.
+        on_end: Called with the process once it has ended or been killed.
+
+    Attributes:
+        stdin: Binary file-like: ``write(bytes)``, ``flush()``, ``close()`` (sends EOF).
+        pgid: The remote process group id, once reported (None before or if unknown).
+    """
+
+    def __init__(
+        self,
+        connection: SSHConnection,
+        channel: paramiko.Channel,
+        on_stdout: Callable[[str], None] | None,
+        on_stderr: Callable[[str], None] | None,
+        on_end: Callable[[RemoteProcess], None],
+    ):
+        self._connection, self._channel, self._on_end = connection, channel, on_end
+        self.stdin = _Stdin(channel, connection.target)
+        self.pgid: int | None = None
+        self._pgid_known = threading.Event()
+        self._queues = {"stdout": queue.SimpleQueue(), "stderr": queue.SimpleQueue()}
+        self._readers = [
+            threading.Thread(target=self._read, args=(channel.makefile("rb"), "stdout", on_stdout), daemon=True),
+            threading.Thread(target=self._read, args=(channel.makefile_stderr("rb"), "stderr", on_stderr), daemon=True),
+        ]  # fmt: skip
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, name: str, callback) -> None:
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if name == "stdout" and not self._pgid_known.is_set() and line.startswith(_PGID_MARKER):
+                    self.pgid = int(line.split()[1])
+                    self._pgid_known.set()
+                elif callback is not None:
+                    callback(line)
+                else:
+                    self._queues[name].put(line)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            self._queues[name].put(None)
+            if name == "stdout":
+                self._pgid_known.set()  # no marker will come now
+
+    def lines(self, stream: str = "stdout") -> Iterator[str]:
+        """Yield the lines of ``"stdout"`` or ``"stderr"`` as they arrive, until EOF.
+
+        Only without an ``on_stdout``/``on_stderr`` callback for that stream.
+        """
+        while (line := self._queues[stream].get()) is not None:
+            yield line
+        self._queues[stream].put(None)  # a second iteration ends at once too
+
+    @property
+    def exit_status(self) -> int | None:
+        """None while running; then its exit status, -1 if killed by a signal or lost."""
+        return self._channel.exit_status if self._channel.status_event.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to end and its output to be delivered.
+
+        Args:
+            timeout: Seconds to wait, or None for no limit.
+
+        Returns:
+            The exit status; -1 if it was killed by a signal or the connection was lost.
+
+        Raises:
+            dockkit.errors.TimeoutError: Still running after ``timeout`` seconds.
+        """
+        if not self._channel.status_event.wait(timeout):
+            raise DockkitTimeoutError(f"{self._connection.target.where}: remote process still running after {timeout} s")
+        for reader in self._readers:
+            reader.join(timeout)
+        self._on_end(self)
+        return self._channel.exit_status
+
+    def kill(self, grace: float = 2.0) -> None:
+        """Stop it politely (SIGTERM to its process group), then by force (SIGKILL), then close.
+
+        Idempotent; never raises (a dead connection means the host sees EOF instead).
+        """
+        self._pgid_known.wait(grace)
+        for signal in ("TERM", "KILL"):
+            if self.exit_status is not None or self.pgid is None or not self._connection.is_active:
+                break
+            try:
+                self._connection.run(f"kill -s {signal} -- -{self.pgid} 2>/dev/null", timeout=grace)
+            except DockkitError as exc:
+                log.debug("kill -%s -%s failed: %s", signal, self.pgid, exc)
+                break
+            self._channel.status_event.wait(grace)
+        self._channel.close()
+        for reader in self._readers:
+            reader.join(grace)
+        self._on_end(self)
+
+
+class _Stdin:
+    """The write end of a remote process's stdin."""
+
+    def __init__(self, channel: paramiko.Channel, target: SSHTarget):
+        self._channel, self._target = channel, target
+
+    def write(self, data: bytes) -> int:
+        """Send ``data`` (blocks while the SSH window is full).
+
+        Raises:
+            SSHError: The process ended, stdin was closed, or the connection dropped.
+        """
+        try:
+            _sendall(self._channel, data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise translate(exc, self._target, "writing to a remote process's stdin") from exc
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do: writes are sent at once."""
+
+    def close(self) -> None:
+        """Send EOF; the process sees its stdin end."""
+        self._channel.shutdown_write()
