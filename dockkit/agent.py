@@ -17,6 +17,7 @@ so reaches the root's terminal over SSH.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import queue
@@ -108,6 +109,7 @@ def _stop_on_eof(agent: Agent) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     config = json.loads(sys.stdin.buffer.readline())
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

@@ -9,8 +9,10 @@ on Ctrl-C; every worker is stopped before returning.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import runpy
+import signal
 import sys
 import traceback
 
@@ -33,6 +35,7 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     Raises:
         ConfigError: the script does not exist.
     """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     if not os.path.isfile(script):
         raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
                           "or give its path)")

@@ -106,7 +106,7 @@ class ReverseTunnels:
         _pump(sock.recv, channel.sendall, channel, sock)
         back.join()
         for end in (sock, channel):
-            end.close()
+            _close(end)
         with self._lock:
             self._ends.difference_update((sock, channel))
 
@@ -129,4 +129,12 @@ def _abort(end) -> None:
             end.shutdown(socket.SHUT_RDWR)  # close() alone does not wake a recv() in another thread
         except OSError:
             pass
-    end.close()
+    _close(end)
+
+
+def _close(end) -> None:
+    """Close a relay end; a channel whose SSH connection is going down may raise instead."""
+    try:
+        end.close()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import faulthandler
 import logging
 import os
 import runpy
@@ -268,6 +269,7 @@ def _exit_when_orphaned(stream) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     config = json.loads(sys.stdin.buffer.readline())
     threading.Thread(target=_exit_when_orphaned, args=(sys.stdin.buffer,), daemon=True).start()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))  # nested waits recurse

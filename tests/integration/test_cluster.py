@@ -30,9 +30,33 @@ ROOT = Path(__file__).resolve().parents[2]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
 
 
-def dockkit_cli(*args, env, timeout=300, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], capture_output=True, text=True,
-                          env=dict(env, COLUMNS="250"), timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+def dockkit_cli(*args, env, timeout=90, cwd=ROOT, cluster=None):
+    """Run the dockkit command. One that outlives ``timeout`` (inside pytest's own hang
+    guard, which would leave nothing to read) fails with what it printed and, given the
+    ``cluster``, every node's processes and the stacks of its dockkit processes."""
+    process = subprocess.Popen([sys.executable, "-m", "dockkit.cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=dict(env, COLUMNS="250"),
+                               cwd=cwd, stdin=subprocess.DEVNULL)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        nodes = _dump_nodes(cluster) if cluster is not None else ""
+        time.sleep(2)  # the stacks that SIGUSR1 asked for reach the output
+        process.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"dockkit {' '.join(args)} did not end within {timeout} s; it printed:\n"
+                    f"{stdout}\n--- stderr ---\n{stderr}\n--- nodes ---\n{nodes}")
+
+
+def _dump_nodes(cluster) -> str:
+    """Each node's processes; every dockkit process there is asked for its stacks (SIGUSR1)."""
+    report = []
+    for node in cluster.status():
+        code, out = cluster.container(node.name).exec_run(
+            ["sh", "-c", "ps -eo pid,etime,args; pkill -USR1 -f 'python.* -m dockkit' || true"])
+        report.append(f"== {node.name}\n{out.decode(errors='replace')}")
+    return "\n".join(report)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +94,8 @@ def test_up_again_reports_the_existing_cluster(cluster, state_env):
 
 
 def test_run_pids_spreads_over_every_node(cluster, state_env):
-    result = dockkit_cli("run", "--name", cluster.name, "examples/pids.py", "-n", "16", env=state_env)
+    result = dockkit_cli("run", "--name", cluster.name, "examples/pids.py", "-n", "16", env=state_env,
+                         cluster=cluster)
     assert result.returncode == 0, result.stderr
     assert "on 16 distinct pids over 3 host(s)" in result.stderr, result.stderr
 
@@ -84,7 +109,7 @@ def test_run_returns_the_scripts_exit_status(cluster, state_env, tmp_path):
         if __name__ == "__main__":
             list(futures.map(boom, range(3)))
     """))
-    result = dockkit_cli("run", "--name", cluster.name, str(script), "-n", "3", env=state_env, cwd=tmp_path)
+    result = dockkit_cli("run", "--name", cluster.name, str(script), "-n", "3", env=state_env, cwd=tmp_path, cluster=cluster)
     assert result.returncode == 1
     assert "ValueError: bad 0" in result.stderr
     assert "Traceback on worker node" in result.stderr
