@@ -10,6 +10,7 @@ state alone.
 from __future__ import annotations
 
 import concurrent.futures
+import socket as pysocket
 import sys
 import threading
 import time
@@ -180,22 +181,61 @@ def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, 
         container.put_archive("/root/.ssh", private_archive(files))
 
 
+# How often a streamed exec asks the engine whether its command still runs, and how long
+# output may keep arriving after the command ended.
+EXEC_POLL_S = 0.5
+EXEC_DRAIN_S = 3.0
+
+
 def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: str | None = None,
                    environment: dict | None = None) -> int:
     """Run ``argv`` in a running container, its output passed on live; returns its exit status.
 
     ``stream`` has ``stdout(bytes)`` and ``stderr(bytes)`` (default: this process's own).
-    Call it inside :func:`~dockkit.engine.docker_errors`.
+    The run is over when the engine says the command ended, not only when the output
+    stream closes: a cluster run was seen, rarely and under load, blocked on this stream,
+    and whatever the cause, a stream that outlives its command must not hang ``dockkit
+    run``. Call it inside :func:`~dockkit.engine.docker_errors`.
     """
+    from docker.utils.socket import demux_adaptor, frames_iter
+
     out = stream or _StdStreams()
     exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment)["Id"]
-    for stdout, stderr in client.api.exec_start(exec_id, stream=True, demux=True):
-        if stdout:
-            out.stdout(stdout)
-        if stderr:
-            out.stderr(stderr)
+    sock = client.api.exec_start(exec_id, socket=True)  # raw: this side decides when reading ends
+
+    def relay() -> None:
+        try:
+            for stdout, stderr in (demux_adaptor(*frame) for frame in frames_iter(sock, tty=False)):
+                if stdout:
+                    out.stdout(stdout)
+                if stderr:
+                    out.stderr(stderr)
+        except OSError:
+            pass  # closed below, after the command ended
+
+    reader = threading.Thread(target=relay, name="dockkit-exec-output", daemon=True)
+    reader.start()
+    while reader.is_alive():
+        reader.join(EXEC_POLL_S)
+        if reader.is_alive() and not client.api.exec_inspect(exec_id)["Running"]:
+            reader.join(EXEC_DRAIN_S)  # the last of its output may still be on its way
+            break
+    _stop_reading(sock)
     # a streamed exec has no exit code of its own: ask for it
     return int(client.api.exec_inspect(exec_id)["ExitCode"])
+
+
+def _stop_reading(sock) -> None:
+    """Close an exec's output socket, first waking a reader blocked on it (close alone may not)."""
+    raw = getattr(sock, "_sock", sock)  # the socket inside a SocketIO; a channel is its own
+    try:
+        raw.shutdown(pysocket.SHUT_RDWR)
+    except (OSError, EOFError, AttributeError):
+        pass
+    try:
+        sock.close()
+    except (OSError, EOFError):
+        pass
 
 
 def extract(container, tar: bytes, folder) -> None:
