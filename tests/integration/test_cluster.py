@@ -6,6 +6,7 @@ CLI, as the README does); tests that break a node start their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -47,6 +48,25 @@ def dockkit_cli(*args, env, timeout=90, cwd=ROOT, cluster=None):
         stdout, stderr = process.communicate()
         pytest.fail(f"dockkit {' '.join(args)} did not end within {timeout} s; it printed:\n"
                     f"{stdout}\n--- stderr ---\n{stderr}\n--- nodes ---\n{nodes}")
+
+
+@contextlib.contextmanager
+def stacks_if_stuck(cluster, out: list, after: float = 90.0):
+    """Past ``after`` seconds (before pytest's hang guard), print every node's processes,
+    ask their dockkit processes for stacks, and print the run's output with them."""
+    def report():
+        nodes = _dump_nodes(cluster)
+        time.sleep(2)  # the stacks travel back in the run's own output
+        print(f"--- stuck after {after:.0f} s; nodes ---\n{nodes}\n--- output ---\n"
+              f"{b''.join(out).decode(errors='replace')}", file=sys.stderr, flush=True)
+
+    timer = threading.Timer(after, report)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _dump_nodes(cluster) -> str:
@@ -289,7 +309,8 @@ def test_a_killed_node_has_its_tasks_rerun(state_env, docker_client, tmp_path):
         out = []
         # kill node2 once tasks are flowing: the run must still complete
         stream = _Collect(out, on_text="started", action=lambda: threading.Timer(0.5, victim.kill).start())
-        status = cluster.run(str(script), directory=str(tmp_path), stream=stream)
+        with stacks_if_stuck(cluster, out):
+            status = cluster.run(str(script), directory=str(tmp_path), stream=stream)
         text = b"".join(out).decode(errors="replace")
         assert status == 0, text
         assert "complete" in text
