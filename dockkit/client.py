@@ -15,7 +15,9 @@ items is never materialised, and it yields results in order. Batch sizes adapt t
 any timing, an input of known length is cut as ``multiprocessing.Pool.map``
 cuts it (four batches per worker) and an endless one starts with single items
 that double per batch; once a worker reports how long an item takes, batches
-hold about ``TARGET_BATCH_SECONDS`` of work, never more than that even split
+hold about ``TARGET_BATCH_SECONDS`` of work, or, for an input of known length,
+about four batches per worker of what is left if that is more (few messages
+while much remains, single items at the end), never more than that even split
 nor ``MAX_BATCH_BYTES`` of pickled arguments (big payloads pipeline better in
 small batches).
 """
@@ -310,6 +312,7 @@ class _MapRun:
         self._probe = 1
         self.item_bytes = 0.0
         # Never bigger than Pool.map's chunks, so every worker gets several batches.
+        self.length = length
         self.even_split = (None if length is None else
                            max(1, min(MAX_BATCH, math.ceil(length / (4 * client.workers)))))
         self.sent = 0
@@ -329,8 +332,12 @@ class _MapRun:
         if self.chunksize:
             return self.chunksize
         if self.item_ns is not None:
-            size = min(int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0)),
-                       self.even_split or MAX_BATCH)
+            size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
+            if self.length is not None:
+                # Guided: about four batches per worker of what is left, so long items travel
+                # in few messages while much remains and one at a time at the end (the tail).
+                size = max(size, math.ceil((self.length - self.sent) / (4 * self.client.workers)))
+            size = min(size, self.even_split or MAX_BATCH)
         elif self.even_split is not None:
             # No timing yet: an input of known length starts with Pool.map's split (four
             # batches per worker); an endless one with single items, doubling per batch,
