@@ -134,7 +134,7 @@ def translate(exc: BaseException, target: SSHTarget, doing: str, keys_tried: str
             "check the name, or its HostName in ssh_config"
         )
     elif isinstance(exc, ConnectionRefusedError):
-        cls, reason = SSHError, f"connection refused — is sshd running and the port right?"
+        cls, reason = SSHError, "connection refused — is sshd running and the port right?"
     elif isinstance(exc, TimeoutError):
         cls, reason = SSHError, f"no answer while {doing} (timed out) — is the host up and the port reachable?"
     elif isinstance(exc, paramiko.ChannelException):
