@@ -156,6 +156,9 @@ class Broker:
         self._client_funcs: dict[tuple[bytes, int], int] = {}
         self._consts: list[list] = []
         self._expected: set[bytes] = set()  # workers announced but not yet seen
+        # Workers that said hello or were lost: an agent's announcement, which travels on
+        # a connection of its own, may arrive after them and must not expect them again.
+        self._arrived: set[bytes] = set()
         self._lost: set[bytes] = set()      # workers dropped as lost: told to stop if they speak
         self._last_exit = ""
         self.batches_dispatched = 0         # read by Executor.stats(); ints are safe to share
@@ -303,13 +306,14 @@ class Broker:
             return
         if info.get("role") == "agent":
             expected = set(info.get("workers", ()))
-            self._expected |= expected
+            self._expected |= expected - self._arrived
             self.agents[peer] = Agent(peer, info.get("host", "?"), expected, time.monotonic())
             if peer != LOCAL:
                 self._send(peer, [P.WELCOME, P.pack_info({"accepted": True})])
             self._info()
             return
         self._expected.discard(peer)
+        self._arrived.add(peer)
         self.workers[peer] = Worker(peer, info.get("name", peer.decode(errors="replace")),
                                     info.get("host", "?"), int(info.get("pid", 0)), time.monotonic())
         self._send(peer, [P.WELCOME, P.pack_info({"accepted": True, "workers": len(self.workers)})])
@@ -453,6 +457,7 @@ class Broker:
     def _worker_lost(self, identity: bytes, reason: str) -> None:
         """The one place a lost worker is handled: requeue its batches or fail them."""
         self._expected.discard(identity)
+        self._arrived.add(identity)
         worker = self.workers.pop(identity, None)
         if worker is None:
             self._check_broken(f"worker {identity.decode(errors='replace')} {reason}")

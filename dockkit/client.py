@@ -30,7 +30,6 @@ import itertools
 import math
 import threading
 import time
-from contextlib import nullcontext
 
 import cloudpickle
 
@@ -105,7 +104,7 @@ class Client:
         self.workers = max(1, workers)
         self.waiter = waiter or ThreadWaiter()
         self.pumps = bool(getattr(self.waiter, "pumps", False))
-        self._lock = threading.Lock() if not self.pumps else nullcontext()
+        self._lock = threading.Lock()  # a worker's helper threads submit too
         self._batch_ids = itertools.count(1)
         self._func_ids = itertools.count(1)
         self._pending: dict[int, object] = {}  # batch_id -> Future or _Slot
@@ -219,8 +218,6 @@ class Client:
             return  # cancelled meanwhile
         if isinstance(handler, Future):
             _complete_future(handler, outcome)
-            if self.pumps:
-                return
             with self.waiter.lock:
                 self.waiter.notify()
             return

@@ -21,6 +21,7 @@ import atexit
 import concurrent.futures
 import os
 import base64
+import logging
 import sys
 import threading
 import uuid
@@ -31,6 +32,7 @@ from .context import current
 from .errors import BrokenExecutor, ConfigError
 from .supervisor import WorkerGroup
 
+log = logging.getLogger("dockkit.executor")
 
 LOCAL_OPTIONS = ("python", "path", "env", "prolog")
 
@@ -163,8 +165,10 @@ class Executor(concurrent.futures.Executor):
         live workers; fewer than started if some were slow to start within ``timeout``.
         """
         client = self._client
-        client.waiter.wait(lambda: client.starting_workers == 0 or client.broken is not None,
-                           timeout)
+        if not client.waiter.wait(lambda: client.starting_workers == 0 or client.broken is not None,
+                                  timeout):
+            log.warning("dockkit: %d of %d workers did not connect within %g s; going on with %d",
+                        client.starting_workers, self.workers, timeout, client.live_workers)
         return client.live_workers
 
     @property
@@ -281,7 +285,7 @@ def default_executor() -> Executor:
             options = dict(_default_options)
             wait = options.pop("wait_for_workers", False)
             _default = Executor(**options)
-            if wait:
+            if wait and _default._launcher is None:  # a remote executor waited as it started
                 _default.wait_for_workers()
             if current().constants:  # what shared.setConst sent to the executor it replaces
                 _default.set_constants(dict(current().constants))

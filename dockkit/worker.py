@@ -13,6 +13,10 @@ appear on a command line.
 The loop is re-entrant: a task that waits on futures it submitted calls back
 into :meth:`WorkerLoop.wait`, which keeps receiving and running other batches,
 so a pool whose every worker is waiting still makes progress (recursive fib).
+A wait with a timeout must also end on time, so it runs no batch itself: it hands
+them to a helper thread, one at a time, and only receives. The socket stays with
+the main thread; what helper threads send waits in an outbox the main thread
+empties, and their own waits block on a condition the main thread notifies.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import json
 import faulthandler
 import logging
 import os
+import queue
 import runpy
 import signal
 import sys
 import threading
 import time
 import types
-from contextlib import nullcontext
 from itertools import starmap
 
 import zmq
@@ -45,6 +49,10 @@ MAIN_MODULE = "__dockkit_main__"
 #: A worker leaves when the broker has been silent for this share of heartbeat_timeout,
 #: so that it is gone before the broker itself would give up on it.
 SILENCE_SHARE = 0.7
+#: Helper threads a worker may start for batches that arrive while tasks wait with a
+#: timeout (one more for each such task blocked in a nested wait); past this, such a
+#: batch runs in the waiting thread, late rather than never.
+MAX_HELPERS = 64
 
 
 def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
@@ -63,7 +71,6 @@ class WorkerLoop:
     """One worker's connection and task loop; also the waiter of its nested Client."""
 
     pumps = True
-    lock = nullcontext()
 
     def __init__(self, config: dict):
         self.name = config["name"]
@@ -71,9 +78,28 @@ class WorkerLoop:
         self.where = f"worker {self.name} (pid {os.getpid()}) on {self.host}"
         self._context = zmq.Context()
         self._socket = broker_socket(self._context, config)
+        self._owner = threading.get_ident()  # the one thread that uses the socket
         self._functions: dict[int, object] = {}
+        # A function's code comes with the first batch that uses it; batches may then run
+        # out of order (helper threads), so the code is kept from arrival until loaded.
+        self._function_code: dict[int, object] = {}
+        self._functions_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self.stopped = False
+        # What helper threads need: a condition for their waits, an outbox for their
+        # frames, and a pipe that wakes the main thread when either has news.
+        self.lock = threading.Condition()
+        self._outbox: collections.deque = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._wake_read, zmq.POLLIN)
+        self._handoffs: queue.SimpleQueue = queue.SimpleQueue()
+        self._helpers = 0
+        self._idle_helpers = 0
+        self._running_elsewhere = 0  # batches on helper threads, not blocked in a wait
         self.client = Client(self._send, workers=int(config.get("workers", 1)), waiter=self)
         self.context = become_worker(host=self.host, worker=self.name, client=self.client,
                                      wait_for_constants=self.wait)
@@ -104,10 +130,27 @@ class WorkerLoop:
                 _leave(1)
 
     def _send(self, frames) -> None:
-        self._socket.send_multipart(frames, copy=False)
+        if threading.get_ident() == self._owner:
+            if self._outbox:
+                self._flush()  # a helper's frames first: they may carry a function's code
+            self._socket.send_multipart(frames, copy=False)
+        else:
+            self._outbox.append(frames)
+            self._wake()
+
+    def _flush(self) -> None:
+        while self._outbox:
+            self._socket.send_multipart(self._outbox.popleft(), copy=False)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: the main thread will wake anyway
 
     def notify(self) -> None:
-        """Nothing to notify: waiting in a worker is running this loop."""
+        """Wake helper threads waiting on a delivery (called holding ``lock``)."""
+        self.lock.notify_all()
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -120,6 +163,8 @@ class WorkerLoop:
 
     def wait(self, predicate, timeout) -> bool:
         """Run the loop until ``predicate()`` holds or ``timeout`` seconds pass."""
+        if threading.get_ident() != self._owner:
+            return self._wait_on_main_thread(predicate, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not predicate():
             if self.stopped:
@@ -127,8 +172,62 @@ class WorkerLoop:
             left = 1000 if deadline is None else (deadline - time.monotonic()) * 1000
             if left <= 0:
                 return False
-            self._step(min(1000, left))
+            if deadline is None:
+                self._step(min(1000, left))
+            elif not self._hand_off():
+                self._receive(min(1000, left))
         return True
+
+    def _hand_off(self) -> bool:
+        """Give the next queued batch to a helper thread; False if the caller need not.
+
+        One batch at a time runs elsewhere, so helpers add no CPU contention, except
+        that a helper blocked in a wait of its own no longer counts (progress). Past
+        MAX_HELPERS the batch runs here (True), late rather than never.
+        """
+        with self.lock:
+            if not self._queue or self._running_elsewhere > 0:
+                return False
+            if not self._idle_helpers and self._helpers >= MAX_HELPERS:
+                frames = None
+            else:
+                frames = self._queue.popleft()
+                self._running_elsewhere += 1
+                if self._idle_helpers:
+                    self._idle_helpers -= 1
+                else:
+                    self._helpers += 1
+                    threading.Thread(target=self._help, name=f"dockkit-helper-{self._helpers}",
+                                     daemon=True).start()
+        if frames is None:
+            self._step(0)
+            return True
+        self._handoffs.put(frames)
+        return False
+
+    def _help(self) -> None:
+        """A helper thread: runs the batches handed to it while tasks wait with a timeout."""
+        while True:
+            frames = self._handoffs.get()
+            try:
+                self._execute(frames)
+            finally:
+                with self.lock:
+                    self._running_elsewhere -= 1
+                    self._idle_helpers += 1
+                self._wake()  # the main thread may hand out the next batch
+
+    def _wait_on_main_thread(self, predicate, timeout) -> bool:
+        """A helper's task waits: the main thread receives, and notifies ``lock``."""
+        with self.lock:
+            if predicate():
+                return True
+            self._running_elsewhere -= 1  # blocked: another batch may be handed out
+            self._wake()
+            try:
+                return self.lock.wait_for(predicate, timeout)
+            finally:
+                self._running_elsewhere += 1
 
     def _step(self, timeout_ms: float) -> None:
         if self._queue:
@@ -138,7 +237,17 @@ class WorkerLoop:
             self._receive(timeout_ms)
 
     def _receive(self, timeout_ms: float) -> None:
-        if not self._socket.poll(timeout_ms):
+        if self._outbox:
+            self._flush()
+        events = dict(self._poller.poll(timeout_ms))
+        if self._wake_read in events:
+            try:
+                while os.read(self._wake_read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self._flush()
+        if self._socket not in events:
             return
         while True:
             try:
@@ -149,14 +258,20 @@ class WorkerLoop:
 
     def _handle(self, kind: bytes, frames) -> None:
         if kind == P.TASKS:
+            if len(P.view(frames[1])):
+                self._function_code[P.TASKS_HEADER.unpack(P.view(frames[0]))[1]] = frames[1]
             self._queue.append(frames)
         elif kind in (P.RESULT, P.FAILED, P.RUNNING, P.INFO):
             self.client.deliver(kind, frames)
         elif kind == P.SETCONST:
-            self.context.constants.update(loads(frames[1:]))
+            with self.lock:
+                self.context.constants.update(loads(frames[1:]))
+                self.notify()
         elif kind == P.DROP:
-            for key in P.unpack_ids(P.view(frames[0])):
-                self._functions.pop(key, None)
+            with self._functions_lock:
+                for key in P.unpack_ids(P.view(frames[0])):
+                    self._functions.pop(key, None)
+                    self._function_code.pop(key, None)
         elif kind == P.WELCOME:
             info = P.unpack_info(frames[0].bytes)
             if not info.get("accepted"):
@@ -172,7 +287,7 @@ class WorkerLoop:
         task_key, func_key, ntasks, flags = P.TASKS_HEADER.unpack(P.view(frames[0]))
         started = time.perf_counter_ns()
         try:
-            fn = self._function(func_key, frames[1])
+            fn = self._function(func_key)
             items = loads(frames[2:])
         except Exception as exc:
             error = SerializationError(
@@ -185,11 +300,16 @@ class WorkerLoop:
         self._send([P.RESULT, P.RESULT_HEADER.pack(task_key, elapsed, ntasks),
                     *self._pack_results(values, errors)])
 
-    def _function(self, key: int, blob):
-        fn = self._functions.get(key)
-        if fn is None:
-            fn = self._functions[key] = loads([blob])
-        return fn
+    def _function(self, key: int):
+        with self._functions_lock:
+            fn = self._functions.get(key)
+            if fn is None:
+                code = self._function_code.get(key)
+                if code is None:
+                    raise LookupError(f"function #{key} never arrived")
+                fn = self._functions[key] = loads([code])
+                del self._function_code[key]
+            return fn
 
     def _pack_results(self, values, errors) -> list:
         try:

@@ -224,6 +224,15 @@ def fib(n):
     return a.result() + b.result()
 
 
+def fib_with_timeouts(n):
+    """fib where every wait has a timeout: the waits run no batch, helper threads do."""
+    if n < 2:
+        return n
+    a = futures.submit(fib_with_timeouts, n - 1)
+    b = futures.submit(fib_with_timeouts, n - 2)
+    return a.result(timeout=100) + b.result(timeout=100)
+
+
 def fib_local(n):
     return n if n < 2 else fib_local(n - 1) + fib_local(n - 2)
 
@@ -635,6 +644,12 @@ class ExecutorContract:
     def test_recursive_fib_through_nested_submits(self, executor):
         # every worker ends up waiting on its own children: this deadlocks without re-entrant waits
         assert executor.submit(fib, 15).result(timeout=110) == fib_local(15) == 610
+
+    @pytest.mark.timeout(120)
+    def test_recursive_fib_whose_every_wait_has_a_timeout(self, executor):
+        # the same, with waits that must end on time and so hand batches to helper threads,
+        # whose own waits then block until the worker's main thread delivers
+        assert executor.submit(fib_with_timeouts, 12).result(timeout=110) == fib_local(12) == 144
 
     @pytest.mark.parametrize("n", [0, 1, 40])
     def test_map_reduce_and_map_scan_inside_the_worker(self, executor, n):

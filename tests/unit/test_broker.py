@@ -1,0 +1,83 @@
+"""The broker on its own, driven by real peer sockets: how it counts the workers it waits for.
+
+An agent announces its workers on a connection of its own, so under load its
+announcement may reach the broker after some of those workers already said hello.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import zmq
+
+from dockkit import protocol as P
+from dockkit.broker import Broker
+from dockkit.worker import broker_socket
+
+SECRET = "a-run-secret"
+
+
+class Counts:
+    """The (live, starting) worker counts the broker reports to the root, as they come."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int]] = []
+        self._changed = threading.Condition()
+
+    def on_local(self, kind, frames) -> None:
+        if kind == P.INFO:
+            with self._changed:
+                self.seen.append(P.INFO_HEADER.unpack(P.view(frames[0])))
+                self._changed.notify_all()
+
+    def wait_for(self, counts: tuple[int, int], timeout: float = 30.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.seen and self.seen[-1] == counts, timeout):
+                raise AssertionError(f"the broker reported {self.seen}, never ending on {counts}")
+
+
+@pytest.fixture
+def broker_and_peers():
+    counts = Counts()
+    broker = Broker(secret=SECRET.encode(), on_local=counts.on_local).start()
+    context = zmq.Context()
+    sockets = []
+
+    def peer(identity: str, info: dict) -> zmq.Socket:
+        socket = broker_socket(context, {"identity": identity, "secret": SECRET, "address": broker.address})
+        sockets.append(socket)
+        socket.send_multipart([P.HELLO, P.pack_info({"version": P.VERSION, **info})])
+        return socket
+
+    try:
+        yield counts, peer
+    finally:
+        for socket in sockets:
+            socket.close(linger=0)
+        broker.stop()
+        context.destroy(linger=0)
+
+
+def worker_hello(name: str) -> dict:
+    return {"role": "worker", "name": name, "host": "h", "pid": 1}
+
+
+def test_workers_that_arrive_before_their_agent_are_not_expected_again(broker_and_peers):
+    counts, peer = broker_and_peers
+    peer("run/0/w0", worker_hello("w0"))
+    counts.wait_for((1, 0))
+    peer("run/0/agent", {"role": "agent", "host": "h", "workers": [b"run/0/w0", b"run/0/w1"]})
+    counts.wait_for((1, 1))  # only w1 is still starting; w0 is here already
+    peer("run/0/w1", worker_hello("w1"))
+    counts.wait_for((2, 0))
+
+
+def test_an_announced_worker_is_expected_until_it_arrives(broker_and_peers):
+    counts, peer = broker_and_peers
+    peer("run/0/agent", {"role": "agent", "host": "h", "workers": [b"run/0/w0", b"run/0/w1"]})
+    counts.wait_for((0, 2))
+    peer("run/0/w1", worker_hello("w1"))
+    counts.wait_for((1, 1))
+    peer("run/0/w0", worker_hello("w0"))
+    counts.wait_for((2, 0))
