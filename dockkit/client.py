@@ -17,9 +17,10 @@ cuts it (four batches per worker) and an endless one starts with single items
 that double per batch; once a worker reports how long an item takes, batches
 hold about ``TARGET_BATCH_SECONDS`` of work, or, for an input of known length,
 about four batches per worker of what is left if that is more (few messages
-while much remains, single items at the end), never more than that even split
-nor ``MAX_BATCH_BYTES`` of pickled arguments (big payloads pipeline better in
-small batches).
+while much remains, single items at the end), never more than that even split;
+when what is left is less than that much work per worker (tiny items), it goes
+out as one batch per worker. A batch never holds more than ``MAX_BATCH_BYTES``
+of pickled arguments (big payloads pipeline better in small batches).
 """
 
 from __future__ import annotations
@@ -75,17 +76,30 @@ class Future(concurrent.futures.Future):
 
 
 class ThreadWaiter:
-    """Waiting in the root process: the broker thread notifies a condition."""
+    """Waiting in the root process: lead the broker loop, or wait for whoever leads it.
+
+    ``broker`` (set once it exists) lets a waiting thread run the broker loop itself
+    (see :meth:`Broker.lead`); a thread that cannot, because another one leads,
+    waits on a condition that deliveries notify.
+    """
 
     pumps = False
 
     def __init__(self):
         self.lock = threading.Condition()
+        self.broker = None
 
     def notify(self) -> None:
         self.lock.notify_all()
 
     def wait(self, predicate, timeout) -> bool:
+        broker = self.broker
+        if broker is not None and not predicate():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            led = broker.lead(predicate, timeout)
+            if led is not None:
+                return led
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self.lock:
             return self.lock.wait_for(predicate, timeout)
 
@@ -313,6 +327,7 @@ class _MapRun:
         self.even_split = (None if length is None else
                            max(1, min(MAX_BATCH, math.ceil(length / (4 * client.workers)))))
         self.sent = 0
+        self.last_share = 0  # the batch size of a tiny-item map's rest, once chosen
         self.ahead_items = 0  # read from the input, not yet consumed by the caller
         self.ahead_bytes = 0
         self.exhausted = False
@@ -330,11 +345,19 @@ class _MapRun:
             return self.chunksize
         if self.item_ns is not None:
             size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
-            if self.length is not None:
+            if self.length is None:
+                size = min(size, MAX_BATCH)
+            elif self.last_share or size * self.client.workers >= self.length - self.sent:
+                # Tiny items: what is left is under a batch's worth of work per worker, so it
+                # goes out as one batch each (fewer messages; the tail is one such batch).
+                self.last_share = self.last_share or min(
+                    math.ceil((self.length - self.sent) / self.client.workers), MAX_BATCH)
+                size = self.last_share
+            else:
                 # Guided: about four batches per worker of what is left, so long items travel
                 # in few messages while much remains and one at a time at the end (the tail).
                 size = max(size, math.ceil((self.length - self.sent) / (4 * self.client.workers)))
-            size = min(size, self.even_split or MAX_BATCH)
+                size = min(size, self.even_split)
         elif self.even_split is not None:
             # No timing yet: an input of known length starts with Pool.map's split (four
             # batches per worker); an endless one with single items, doubling per batch,

@@ -565,6 +565,39 @@ class ExecutorContract:
             next(results)
         still_works(executor)
 
+    # --- many callers ---------------------------------------------------------------------------------
+    def test_many_caller_threads_at_once(self, executor):
+        # one waiting caller runs the broker loop at a time; the others wait on it, and one of
+        # them takes over as it leaves
+        results, errors = {}, []
+
+        def caller(n):
+            try:
+                results[n] = (list(executor.map(square, range(n * 100))),
+                              executor.submit(sleep_then, 0.01 * n, n).result(timeout=60))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(1, 9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=100)
+        assert not errors and not any(thread.is_alive() for thread in threads)
+        assert results == {n: ([x * x for x in range(n * 100)], n) for n in range(1, 9)}
+
+    def test_a_done_callback_may_submit(self, executor):
+        chained = concurrent.futures.Future()
+
+        def then(future):
+            try:
+                chained.set_result(executor.submit(square, future.result()))
+            except BaseException as exc:  # noqa: BLE001 - reported through chained
+                chained.set_exception(exc)
+
+        executor.submit(square, 3).add_done_callback(then)
+        assert chained.result(timeout=60).result(timeout=60) == 81
+
     # --- what cannot travel ------------------------------------------------------------------------------
     def test_unpicklable_function(self, executor):
         lock = threading.Lock()

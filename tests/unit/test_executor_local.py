@@ -229,17 +229,28 @@ def test_default_executor_is_replaced_after_all_its_workers_died(processes):
     assert futures.submit(constant, name).result(timeout=60) == "kept"
 
 
-def wait_with_timeout_inside_a_worker(timeout):
+def wait_with_timeout_inside_a_worker(how, timeout):
     inner = futures.submit(time.sleep, 3)
     started = time.monotonic()
-    futures.wait([inner], timeout=timeout)
+    try:
+        if how == "wait":
+            futures.wait([inner], timeout=timeout)
+        elif how == "as_completed":
+            next(futures.as_completed([inner], timeout=timeout))
+        elif how == "result":
+            inner.result(timeout=timeout)
+        else:
+            shared.getConst("never_set", timeout=timeout)
+    except TimeoutError:
+        pass
     return time.monotonic() - started
 
 
-def test_timeout_inside_a_worker_that_picks_up_a_long_task():
+@pytest.mark.parametrize("how", ["wait", "as_completed", "result", "getConst"])
+def test_timeout_inside_a_worker_that_picks_up_a_long_task(how):
     # the only worker is sent the inner task itself: a timed wait must not run it in place
     with dockkit.Executor(workers=1) as ex:
-        waited = ex.submit(wait_with_timeout_inside_a_worker, 0.3).result(timeout=60)
+        waited = ex.submit(wait_with_timeout_inside_a_worker, how, 0.3).result(timeout=60)
     assert 0.3 <= waited < 0.3 + 2.0, waited
 
 
