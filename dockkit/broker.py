@@ -45,9 +45,11 @@ import itertools
 import logging
 import os
 import select
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import zmq
 
@@ -248,29 +250,32 @@ class Broker:
         result then reaches it without waking two threads, and the broker thread stays
         parked while callers keep coming back within ``LEASE`` seconds. Returns None
         when another thread leads or the broker has stopped: wait as a follower then.
+        Ctrl-C ends the wait, once the loop is handed back whole.
         """
-        with self._turns:
-            if self._leader is not None or self._ending is not None:
-                return None
-            self._leader = threading.get_ident()
-        self._poke()  # the broker thread stops watching the sockets, and parks
-        try:
-            with self._loop_lock:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while True:
-                    if not self._serve_guarded():
-                        return None
-                    if predicate():
-                        return True
-                    left = P.HEARTBEAT_INTERVAL if deadline is None else deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._watch(min(left, P.HEARTBEAT_INTERVAL))
-        finally:
+        with _interrupts_deferred(self._poke) as interrupted:
             with self._turns:
-                self._leader = None
-                self._led_at = time.monotonic()
-                self._turns.notify_all()
+                if self._leader is not None or self._ending is not None:
+                    return None
+                self._leader = threading.get_ident()
+            try:
+                self._poke()  # the broker thread stops watching the sockets, and parks
+                with self._loop_lock:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    while not interrupted:
+                        if not self._serve_guarded():
+                            return None
+                        if predicate():
+                            return True
+                        left = P.HEARTBEAT_INTERVAL if deadline is None else deadline - time.monotonic()
+                        if left <= 0:
+                            return False
+                        self._watch(min(left, P.HEARTBEAT_INTERVAL))
+                    return None  # the interrupt is raised on the way out
+            finally:
+                with self._turns:
+                    self._leader = None
+                    self._led_at = time.monotonic()
+                    self._turns.notify_all()
 
     def _run(self) -> None:
         try:
@@ -364,20 +369,21 @@ class Broker:
         held): earlier local messages, the submit and the dispatch. Results and the rest
         are left to the broker thread, poked if a socket is readable.
         """
-        if self._ending is not None or not self._loop_lock.acquire(blocking=False):
-            return False
-        try:
-            if self._pair.getsockopt(zmq.EVENTS) & zmq.POLLIN or not (self.workers or self._expected):
-                return False  # keep the order of local messages; failures go the long way
-            self._led_at = time.monotonic()  # the broker thread need not wake for this
-            self._handle(LOCAL, P.SUBMIT, frames[1:])
-            self._dispatch()
-            if any(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
-                   for sock in (self._router, self._pair, self._gatekeeper.socket)):
-                self._poke()
-            return True
-        finally:
-            self._loop_lock.release()
+        with _interrupts_deferred():
+            if self._ending is not None or not self._loop_lock.acquire(blocking=False):
+                return False
+            try:
+                if self._pair.getsockopt(zmq.EVENTS) & zmq.POLLIN or not (self.workers or self._expected):
+                    return False  # keep the order of local messages; failures go the long way
+                self._led_at = time.monotonic()  # the broker thread need not wake for this
+                self._handle(LOCAL, P.SUBMIT, frames[1:])
+                self._dispatch()
+                if any(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+                       for sock in (self._router, self._pair, self._gatekeeper.socket)):
+                    self._poke()
+                return True
+            finally:
+                self._loop_lock.release()
 
     def _drain_router(self) -> None:
         for _ in range(10_000):
@@ -667,6 +673,38 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
+
+
+@contextmanager
+def _interrupts_deferred(wake=None):
+    """Hold Ctrl-C back while a caller's thread holds the broker loop.
+
+    The caller that runs the loop is often the main thread, where KeyboardInterrupt is
+    raised; halfway through a handler it would lose a message, or leave the loop held.
+    Yields a list that is not empty once SIGINT came (``wake`` is called then, to end a
+    wait); the interrupt is raised, or the script's own handler called, on the way out.
+    """
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    caught: list = []
+    if previous is None or previous == signal.SIG_IGN:
+        yield caught
+        return
+
+    def defer(signum, frame):
+        caught.append(frame)
+        if wake is not None:
+            wake()
+
+    signal.signal(signal.SIGINT, defer)
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(signal.SIGINT, caught[0])
+            else:
+                signal.raise_signal(signal.SIGINT)
 
 
 def _bracket(host: str) -> str:
