@@ -27,12 +27,8 @@ is hung, stopped or cut off): a watchdog is a thread of the worker with its own
 socket, so it answers while a long task runs and a healthy long task is never
 taken for a lost one. Watchdogs exit their worker when the broker goes silent.
 
-One thread at a time runs the loop (whoever holds ``_loop_lock``): the broker
-thread, or a caller of the root waiting on its results, which then serves the
-sockets itself (:meth:`Broker.lead`, leader/follower) so that a batch costs no
-hop between threads in the root. A caller's batch is routed in its own thread
-when the loop is free; other messages from the root's client and supervisor go
-through an inproc PAIR socket (``send_local``).
+The root's own client and supervisor talk to the broker thread through an
+inproc PAIR socket (``send_local``), so one thread owns every socket.
 
 Peers authenticate with the run's credentials, checked in this thread by a
 :class:`~dockkit.auth.Gatekeeper` (PLAIN on loopback, CurveZMQ beyond it).
@@ -44,27 +40,22 @@ import collections
 import itertools
 import logging
 import os
-import select
-import signal
-import socket
+import struct
 import threading
 import time
-from contextlib import contextmanager
 
 import zmq
 
 from . import protocol as P
 from .auth import Gatekeeper
 from .errors import BrokenExecutor, ProtocolError, WorkerLostError
+from .interrupts import interrupts_deferred
 from .serialize import dumps
 
 log = logging.getLogger("dockkit.broker")
 TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
 
 LOCAL = b"\x00root"  # identity of messages from the root process itself
-#: After a caller stops leading, the broker thread stays parked this long: a caller that
-#: consumes results and waits again at once leads again without waking anyone.
-LEASE = 0.005
 
 
 # Plain classes with __slots__, not dataclasses: they are made per batch on the hot
@@ -155,21 +146,6 @@ class Broker:
         self._local.connect(self._local_name)
         self._local_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="dockkit-broker", daemon=True)
-        # select() rather than a shared poll object: the broker thread and a leader may
-        # both watch for a moment, and a socket pair, which (unlike os.pipe's bare fds)
-        # no late poke can write into once closed.
-        self._poke_read, self._poke_write = socket.socketpair()
-        self._poke_read.setblocking(False)
-        self._poke_write.setblocking(False)
-        self._fds = [sock.getsockopt(zmq.FD) for sock in (self._router, self._pair, self._gatekeeper.socket)]
-        self._fds.append(self._poke_read.fileno())
-        self._next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
-        # Who runs the loop: _loop_lock is held for every turn; _turns guards the rest.
-        self._loop_lock = threading.Lock()
-        self._turns = threading.Condition()
-        self._leader: int | None = None
-        self._led_at = 0.0
-        self._ending: bool | BaseException | None = None  # True: stopped; an exception: crashed
         self._stopping = threading.Event()
 
         self._keys = itertools.count(1)
@@ -229,161 +205,42 @@ class Broker:
 
     def send_local(self, frames) -> None:
         """Thread-safe: hand a message from the root process to the broker thread."""
-        if frames[0] == P.SUBMIT and self._submit_here(frames):
-            return
-        with self._local_lock:
+        with interrupts_deferred(), self._local_lock:  # never half a message
             if not self._local.closed:
                 self._local.send_multipart(frames, copy=False)
 
-    # --- the loop: the broker thread, or a caller that leads while it waits --------
-    #
-    # Whoever holds _loop_lock may use the sockets. Nobody holds it while idle: the broker
-    # thread waits on the sockets' file descriptors (ZMQ_FD, edge-triggered) without it, so
-    # a caller can take it at once, to route its own batch (send_local) or to serve the
-    # sockets while it waits on results (lead). Edge-triggered means: whoever releases
-    # the lock must have seen no socket readable, else the broker thread is poked.
-
-    def lead(self, predicate, timeout) -> bool | None:
-        """Run the broker loop in this thread until ``predicate()`` holds or time is up.
-
-        A caller waiting on its results serves the sockets itself (leader/follower): a
-        result then reaches it without waking two threads, and the broker thread stays
-        parked while callers keep coming back within ``LEASE`` seconds. Returns None
-        when another thread leads or the broker has stopped: wait as a follower then.
-        Ctrl-C ends the wait, once the loop is handed back whole.
-        """
-        with _interrupts_deferred(self._poke) as interrupted:
-            with self._turns:
-                if self._leader is not None or self._ending is not None:
-                    return None
-                self._leader = threading.get_ident()
-            try:
-                self._poke()  # the broker thread stops watching the sockets, and parks
-                with self._loop_lock:
-                    deadline = None if timeout is None else time.monotonic() + timeout
-                    while not interrupted:
-                        if not self._serve_guarded():
-                            return None
-                        if predicate():
-                            return True
-                        left = P.HEARTBEAT_INTERVAL if deadline is None else deadline - time.monotonic()
-                        if left <= 0:
-                            return False
-                        self._watch(min(left, P.HEARTBEAT_INTERVAL))
-                    return None  # the interrupt is raised on the way out
-            finally:
-                with self._turns:
-                    self._leader = None
-                    self._led_at = time.monotonic()
-                    self._turns.notify_all()
-
+    # --- the loop -------------------------------------------------------------------
     def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._pair, zmq.POLLIN)
+        poller.register(self._gatekeeper.socket, zmq.POLLIN)
+        next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
         try:
-            while self._ending is None:
-                with self._turns:  # parked while a caller leads, and for a lease after
-                    while self._ending is None:
-                        if self._leader is not None:
-                            self._turns.wait()
-                            continue
-                        idle = time.monotonic() - self._led_at
-                        if idle >= LEASE:
-                            break
-                        self._turns.wait(LEASE - idle)
-                with self._loop_lock:
-                    if not self._serve_guarded():
-                        break
-                self._watch(P.HEARTBEAT_INTERVAL)
-        finally:
-            with self._loop_lock:
-                if isinstance(self._ending, BaseException):
-                    log.error("dockkit broker crashed", exc_info=self._ending)
-                    self._fail_all(BrokenExecutor("the dockkit broker crashed; see the log above"))
-                self._broadcast_stop()
-                self._on_local(P.STOP, [])
-                for sock in (self._router, self._pair, self._gatekeeper.socket):
-                    sock.close(linger=0)
-                self._poke_read.close()
-                self._poke_write.close()
-
-    def _watch(self, timeout: float) -> None:
-        """Wait until a socket may be readable (or a poke); needs no lock."""
-        readable, _, _ = select.select(self._fds, (), (), timeout)
-        if self._fds[-1] in readable:
-            try:
-                self._poke_read.recv(4096)
-            except (BlockingIOError, OSError):
-                pass
-
-    def _poke(self) -> None:
-        """Wake the broker thread from _watch."""
-        try:
-            self._poke_write.send(b"!")
-        except OSError:
-            pass  # full (it will wake anyway) or closed (the loop is over)
-
-    def _serve_guarded(self) -> bool:
-        """Serve with _loop_lock held; False once STOP came or the loop crashed."""
-        if self._ending is not None:
-            return False
-        try:
-            if self._serve():
-                return True
-            ending = True
-        except Exception as exc:  # the broker must never die silently: fail every waiting batch
-            ending = exc
-        with self._turns:
-            self._ending = ending
-            self._turns.notify_all()
-        self._poke()
-        return False
-
-    def _serve(self) -> bool:
-        """Handle everything the sockets hold until none is readable; False on STOP."""
-        while True:
-            busy = False
-            if self._gatekeeper.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                busy = True
-                admitted, peer = self._gatekeeper.answer()
-                if not admitted:
-                    log.warning("dockkit broker: refused a connection from %s without the "
-                                "run's credentials", peer)
-            if self._pair.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                busy = True
-                if not self._drain_local():
-                    return False
-            if self._router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                busy = True
-                self._drain_router()
-            self._dispatch()
-            now = time.monotonic()
-            if now >= self._next_beat:
-                self._next_beat = now + P.HEARTBEAT_INTERVAL
-                self._beat(now)
-            if not busy:
-                return True
-
-    def _submit_here(self, frames) -> bool:
-        """Route a SUBMIT in the caller's thread when the loop is free (no thread hop).
-
-        Only what cannot call back into the caller's client runs here (its lock may be
-        held): earlier local messages, the submit and the dispatch. Results and the rest
-        are left to the broker thread, poked if a socket is readable.
-        """
-        with _interrupts_deferred():
-            if self._ending is not None or not self._loop_lock.acquire(blocking=False):
-                return False
-            try:
-                if self._pair.getsockopt(zmq.EVENTS) & zmq.POLLIN or not (self.workers or self._expected):
-                    return False  # keep the order of local messages; failures go the long way
-                self._led_at = time.monotonic()  # the broker thread need not wake for this
-                self._handle(LOCAL, P.SUBMIT, frames[1:])
+            while True:
+                events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000))
+                if self._gatekeeper.socket in events:
+                    admitted, peer = self._gatekeeper.answer()
+                    if not admitted:
+                        log.warning("dockkit broker: refused a connection from %s without the "
+                                    "run's credentials", peer)
+                if self._pair in events and not self._drain_local():
+                    break
+                if self._router in events:
+                    self._drain_router()
                 self._dispatch()
-                if any(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
-                       for sock in (self._router, self._pair, self._gatekeeper.socket)):
-                    self._poke()
-                return True
-            finally:
-                self._loop_lock.release()
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + P.HEARTBEAT_INTERVAL
+                    self._beat(now)
+        except Exception:  # the broker must never die silently: fail every waiting batch
+            log.exception("dockkit broker crashed")
+            self._fail_all(BrokenExecutor("the dockkit broker crashed; see the log above"))
+        finally:
+            self._broadcast_stop()
+            self._on_local(P.STOP, [])
+            for sock in (self._router, self._pair, self._gatekeeper.socket):
+                sock.close(linger=0)
 
     def _drain_router(self) -> None:
         for _ in range(10_000):
@@ -416,7 +273,7 @@ class Broker:
             return
         try:
             handler(self, peer, frames)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:  # malformed: drop it, keep serving
+        except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:  # malformed: drop it, keep serving
             log.warning("dockkit broker: malformed %s from %r: %s", P.name(kind), peer, exc)
         except ProtocolError as exc:
             log.warning("dockkit broker: %s from %r: %s", P.name(kind), peer, exc)
@@ -673,38 +530,6 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
-
-
-@contextmanager
-def _interrupts_deferred(wake=None):
-    """Hold Ctrl-C back while a caller's thread holds the broker loop.
-
-    The caller that runs the loop is often the main thread, where KeyboardInterrupt is
-    raised; halfway through a handler it would lose a message, or leave the loop held.
-    Yields a list that is not empty once SIGINT came (``wake`` is called then, to end a
-    wait); the interrupt is raised, or the script's own handler called, on the way out.
-    """
-    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    caught: list = []
-    if previous is None or previous == signal.SIG_IGN:
-        yield caught
-        return
-
-    def defer(signum, frame):
-        caught.append(frame)
-        if wake is not None:
-            wake()
-
-    signal.signal(signal.SIGINT, defer)
-    try:
-        yield caught
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            if callable(previous):
-                previous(signal.SIGINT, caught[0])
-            else:
-                signal.raise_signal(signal.SIGINT)
 
 
 def _bracket(host: str) -> str:

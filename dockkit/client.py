@@ -36,6 +36,7 @@ import cloudpickle
 
 from . import protocol as P
 from .errors import BrokenExecutor, SerializationError, TimeoutError
+from .interrupts import interrupts_deferred
 from .serialize import describe, dumps, find_unpicklable, load_exception, loads, serialization_error
 
 TARGET_BATCH_SECONDS = 0.01
@@ -76,30 +77,17 @@ class Future(concurrent.futures.Future):
 
 
 class ThreadWaiter:
-    """Waiting in the root process: lead the broker loop, or wait for whoever leads it.
-
-    ``broker`` (set once it exists) lets a waiting thread run the broker loop itself
-    (see :meth:`Broker.lead`); a thread that cannot, because another one leads,
-    waits on a condition that deliveries notify.
-    """
+    """Waiting in the root process: the broker thread notifies a condition."""
 
     pumps = False
 
     def __init__(self):
         self.lock = threading.Condition()
-        self.broker = None
 
     def notify(self) -> None:
         self.lock.notify_all()
 
     def wait(self, predicate, timeout) -> bool:
-        broker = self.broker
-        if broker is not None and not predicate():
-            deadline = None if timeout is None else time.monotonic() + timeout
-            led = broker.lead(predicate, timeout)
-            if led is not None:
-                return led
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self.lock:
             return self.lock.wait_for(predicate, timeout)
 
@@ -155,10 +143,11 @@ class Client:
     def _submit_batch(self, handler, fn_ref, payload, ntasks: int, flags: int) -> int:
         fid, _ = fn_ref
         batch_id = next(self._batch_ids)
-        self._pending[batch_id] = handler
         # The function's code goes with the first batch that actually reaches the broker (a
         # map of nothing, or a batch whose arguments failed to pickle, never sends it).
-        with self._lock:
+        # Recorded and sent whole: a batch recorded but never sent would be waited for.
+        with interrupts_deferred(), self._lock:
+            self._pending[batch_id] = handler
             blob = self._unsent.pop(fid, b"")
             self._send([P.SUBMIT, P.SUBMIT_HEADER.pack(batch_id, fid, ntasks, flags), blob, *payload])
         return batch_id

@@ -7,8 +7,7 @@
         ▲                                   │
         └──── Client.deliver ◄──────────────┘ (results, failures, worker counts)
 
-The broker's loop runs in the broker thread, or in a caller while it waits on
-results (see :mod:`dockkit.broker`). An Executor owns one broker, one client and the workers it starts: local ones
+An Executor owns one broker, one client and the workers it starts: local ones
 through a :class:`~dockkit.supervisor.WorkerGroup`, or remote ones through the
 SSH launcher when ``hosts`` is given. ``shutdown`` stops them all and is
 idempotent. :func:`default_executor` is the reusable executor underneath the
@@ -119,7 +118,6 @@ class Executor(concurrent.futures.Executor):
         self._broker = Broker(secret=self._secret.encode(), host=bind, curve=curve,
                               max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
                               on_local=self._on_broker_message).start()
-        self._client.waiter.broker = self._broker  # a waiting caller may run the broker loop
         config = {"address": self._broker.address, "secret": self._secret,
                   "workers": self.workers, "heartbeat_timeout": heartbeat_timeout,
                   "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}

@@ -567,8 +567,7 @@ class ExecutorContract:
 
     # --- many callers ---------------------------------------------------------------------------------
     def test_many_caller_threads_at_once(self, executor):
-        # one waiting caller runs the broker loop at a time; the others wait on it, and one of
-        # them takes over as it leaves
+        # the root's one client serves them all: batches, results and futures never cross
         results, errors = {}, []
 
         def caller(n):

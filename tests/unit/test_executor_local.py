@@ -122,8 +122,8 @@ def test_functions_and_classes_of_main_script(tmp_path):
 
 
 def test_ctrl_c_during_maps_leaves_the_executor_whole(tmp_path):
-    # The waiting caller (here the main thread) runs the broker loop itself, so Ctrl-C may
-    # land in the middle of it: the interrupt must come out, and the executor keep working.
+    # Ctrl-C may land anywhere in the caller (here the main thread) while it maps: the
+    # interrupt must come out, and the executor keep working.
     script = tmp_path / "interrupted.py"
     script.write_text(textwrap.dedent("""
         import os, signal, threading
@@ -138,8 +138,8 @@ def test_ctrl_c_during_maps_leaves_the_executor_whole(tmp_path):
                 for attempt in range(30):
                     delay = 0.001 * (1 + attempt % 9)
                     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
-                    timer.start()
                     try:
+                        timer.start()
                         list(ex.map(square, range(50_000)))
                         timer.join()  # the interrupt may come after the map
                     except KeyboardInterrupt:
