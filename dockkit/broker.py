@@ -56,6 +56,8 @@ log = logging.getLogger("dockkit.broker")
 TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
 
 LOCAL = b"\x00root"  # identity of messages from the root process itself
+#: What a handler raises on a malformed message (a header that does not unpack, a bad id).
+MALFORMED = (ValueError, KeyError, IndexError, TypeError, struct.error)
 
 
 # Plain classes with __slots__, not dataclasses: they are made per batch on the hot
@@ -273,7 +275,7 @@ class Broker:
             return
         try:
             handler(self, peer, frames)
-        except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:  # malformed: drop it, keep serving
+        except MALFORMED as exc:  # drop it, keep serving
             log.warning("dockkit broker: malformed %s from %r: %s", P.name(kind), peer, exc)
         except ProtocolError as exc:
             log.warning("dockkit broker: %s from %r: %s", P.name(kind), peer, exc)
