@@ -88,7 +88,7 @@ class Function:
 
 class Worker:
     __slots__ = ("identity", "name", "host", "pid", "credit", "inflight", "funcs", "watchdog",
-                 "last_seen")
+                 "last_seen", "idle_queued")
 
     def __init__(self, identity: bytes, name: str, host: str, pid: int, now: float):
         self.identity, self.name, self.host, self.pid = identity, name, host, pid
@@ -97,6 +97,7 @@ class Worker:
         self.funcs: set[int] = set()
         self.watchdog: bytes | None = None  # its watchdog's identity, once it has pinged
         self.last_seen = now
+        self.idle_queued = False  # in the broker's idle queue
 
 
 class Agent:
@@ -155,6 +156,9 @@ class Broker:
         self.agents: dict[bytes, Agent] = {}
         self._queue: collections.deque[Task] = collections.deque()
         self._ready: collections.deque[bytes] = collections.deque()  # one entry per credit
+        # Workers with credit and nothing in flight, served before the credit order: a
+        # worker whose credits came first must not take every batch while another idles.
+        self._idle: collections.deque[bytes] = collections.deque()
         self._tasks: dict[tuple[bytes, int], Task] = {}
         self._funcs: dict[int, Function] = {}
         self._client_funcs: dict[tuple[bytes, int], int] = {}
@@ -332,6 +336,7 @@ class Broker:
         (n,) = P.CREDIT_HEADER.unpack(frames[0].buffer)
         worker.credit += n
         self._ready.extend([peer] * n)
+        self._mark_idle(worker)
 
     def _on_submit(self, peer, frames) -> None:
         batch_id, func_id, ntasks, flags = P.SUBMIT_HEADER.unpack(P.view(frames[0]))
@@ -359,6 +364,7 @@ class Broker:
         task = worker.inflight.pop(task_key, None)
         if task is None:
             return
+        self._mark_idle(worker)
         if not task.cancelled:
             header = P.RESULT_HEADER.pack(task.batch_id, elapsed, ntasks)
             self._send(task.client, [P.RESULT, header, *frames[1:]])
@@ -411,16 +417,16 @@ class Broker:
 
     # --- scheduling -----------------------------------------------------------------
     def _dispatch(self) -> None:
-        while self._queue and self._ready:
-            worker = self.workers.get(self._ready[0])
-            if worker is None or worker.credit <= 0:
-                self._ready.popleft()  # a credit of a worker that is gone
-                continue
-            task = self._queue.popleft()
+        while self._queue:
+            task = self._queue[0]
             if task.cancelled:
+                self._queue.popleft()
                 self._retire(task)
                 continue
-            self._ready.popleft()
+            worker = self._next_worker()
+            if worker is None:
+                return
+            self._queue.popleft()
             worker.credit -= 1
             blob = b""
             if task.func_key not in worker.funcs:
@@ -434,6 +440,30 @@ class Broker:
             self._send(worker.identity, [P.TASKS, header, blob, *task.payload])
             if task.flags & P.NOTIFY_RUNNING and task.attempts == 0:
                 self._send(task.client, [P.RUNNING, P.pack_ids([task.batch_id])])
+
+    def _mark_idle(self, worker: Worker) -> None:
+        if worker.credit > 0 and not worker.inflight and not worker.idle_queued:
+            worker.idle_queued = True
+            self._idle.append(worker.identity)
+
+    def _next_worker(self) -> Worker | None:
+        """The worker for the next batch: an idle one first, else by credit order.
+
+        Both queues are checked lazily: an entry whose worker is gone, or has no credit
+        left (or, in the idle queue, is busy now), is dropped. Taking a credit through
+        the idle queue leaves its entry in the credit queue, to be dropped there later.
+        """
+        while self._idle:
+            worker = self.workers.get(self._idle.popleft())
+            if worker is not None:
+                worker.idle_queued = False
+                if worker.credit > 0 and not worker.inflight:
+                    return worker
+        while self._ready:
+            worker = self.workers.get(self._ready.popleft())
+            if worker is not None and worker.credit > 0:
+                return worker
+        return None
 
     def _retire(self, task: Task) -> None:
         self._tasks.pop((task.client, task.batch_id), None)

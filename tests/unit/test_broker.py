@@ -1,4 +1,5 @@
-"""The broker on its own, driven by real peer sockets: how it counts the workers it waits for.
+"""The broker on its own, driven by real peer sockets: how it counts the workers it waits
+for, and which worker gets a batch.
 
 An agent announces its workers on a connection of its own, so under load its
 announcement may reach the broker after some of those workers already said hello.
@@ -7,6 +8,7 @@ announcement may reach the broker after some of those workers already said hello
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import zmq
@@ -51,7 +53,7 @@ def broker_and_peers():
         return socket
 
     try:
-        yield counts, peer
+        yield counts, peer, broker
     finally:
         for socket in sockets:
             socket.close(linger=0)
@@ -64,7 +66,7 @@ def worker_hello(name: str) -> dict:
 
 
 def test_workers_that_arrive_before_their_agent_are_not_expected_again(broker_and_peers):
-    counts, peer = broker_and_peers
+    counts, peer, _ = broker_and_peers
     peer("run/0/w0", worker_hello("w0"))
     counts.wait_for((1, 0))
     peer("run/0/agent", {"role": "agent", "host": "h", "workers": [b"run/0/w0", b"run/0/w1"]})
@@ -74,10 +76,45 @@ def test_workers_that_arrive_before_their_agent_are_not_expected_again(broker_an
 
 
 def test_an_announced_worker_is_expected_until_it_arrives(broker_and_peers):
-    counts, peer = broker_and_peers
+    counts, peer, _ = broker_and_peers
     peer("run/0/agent", {"role": "agent", "host": "h", "workers": [b"run/0/w0", b"run/0/w1"]})
     counts.wait_for((0, 2))
     peer("run/0/w1", worker_hello("w1"))
     counts.wait_for((1, 1))
     peer("run/0/w0", worker_hello("w0"))
     counts.wait_for((2, 0))
+
+
+def submit(broker: Broker, batch_id: int) -> None:
+    """The root submits a one-task batch (the function's code goes with the first)."""
+    header = P.SUBMIT_HEADER.pack(batch_id, 1, 1, 0)
+    broker.send_local([P.SUBMIT, header, b"code" if batch_id == 1 else b"", b"args"])
+
+
+def tasks_received(socket: zmq.Socket, timeout: float = 0.5) -> int:
+    received = 0
+    while socket.poll(timeout * 1000):
+        if socket.recv_multipart()[0] == P.TASKS:
+            received += 1
+    return received
+
+
+def test_an_idle_worker_gets_a_batch_before_a_busy_one_gets_a_second(broker_and_peers):
+    # w0's credits came first: by credit order alone both batches went to w0, and w1,
+    # with credit and nothing to do, waited while w0 ran them one after the other.
+    counts, peer, broker = broker_and_peers
+    w0, w1 = peer("run/0/w0", worker_hello("w0")), peer("run/0/w1", worker_hello("w1"))
+    counts.wait_for((2, 0))
+    for socket, identity in ((w0, b"run/0/w0"), (w1, b"run/0/w1")):
+        socket.send_multipart([P.CREDIT, P.CREDIT_HEADER.pack(2)])
+        for _ in range(300):
+            if broker.workers[identity].credit == 2:
+                break
+            time.sleep(0.01)
+    submit(broker, 1)
+    submit(broker, 2)
+    assert (tasks_received(w0), tasks_received(w1)) == (1, 1)
+    # With nobody idle, the credit order decides: w0 and w1 each take one more.
+    submit(broker, 3)
+    submit(broker, 4)
+    assert (tasks_received(w0), tasks_received(w1)) == (1, 1)
