@@ -37,7 +37,8 @@ import cloudpickle
 from . import protocol as P
 from .errors import BrokenExecutor, SerializationError, TimeoutError
 from .interrupts import interrupts_deferred
-from .serialize import describe, dumps, find_unpicklable, load_exception, loads, serialization_error
+from .serialize import (describe, dumps, find_unpicklable, load_exception, loads, out_of_band,
+                        out_of_band_items, serialization_error)
 
 TARGET_BATCH_SECONDS = 0.01
 MAX_BATCH = 10_000
@@ -164,7 +165,7 @@ class Client:
         future._client = self
         try:
             fn_ref = self._function(fn)
-            payload = dumps([(args, kwargs)])
+            payload = dumps([(tuple(map(out_of_band, args)), kwargs)])
         except SerializationError as exc:
             future.set_exception(exc)
             return future
@@ -386,7 +387,7 @@ class _MapRun:
 
     def _send(self, items) -> None:
         try:
-            payload = dumps(items)
+            payload = dumps(out_of_band_items(items))
         except Exception as exc:
             slot = _Slot(self, self.sent, len(items))
             self.sent += len(items)

@@ -5,7 +5,8 @@ and classes defined in ``__main__``); its pickler is the C pickler with a hook,
 so lists of plain values still pickle at C speed. Protocol 5 moves buffers
 that reduce to ``pickle.PickleBuffer`` (numpy arrays, for one) out of band:
 they travel as their own ZeroMQ frames, sent without copying, and are never
-re-pickled. (``bytes`` and ``bytearray`` pickle in band, copied once.)
+re-pickled. So do ``bytearray`` and, wrapped by :func:`out_of_band_items`, large
+``bytes`` (which the pickler would otherwise copy into the pickle).
 
 Remote exceptions come back with their own type and the remote traceback as
 ``__cause__`` (as ``concurrent.futures.process`` does); one that cannot be
@@ -24,6 +25,8 @@ from .errors import RemoteError, SerializationError
 from .protocol import view
 
 PROTOCOL = 5
+#: ``bytes`` at least this long travel out of band once wrapped by :func:`out_of_band_items`.
+OUT_OF_BAND_BYTES = 64 << 10
 
 
 def dumps(obj) -> list:
@@ -36,6 +39,36 @@ def dumps(obj) -> list:
     buffers: list = []
     data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
     return [data, *(b.raw() for b in buffers)]
+
+
+def out_of_band_items(items) -> list:
+    """A batch's items or results, ready for :func:`dumps` with large ``bytes`` out of band.
+
+    The pickler copies ``bytes`` into the pickle and gives them no hook to do otherwise,
+    so large ones are wrapped to reduce to a ``PickleBuffer`` of themselves: the frame
+    is the object's own memory (``bytes`` are immutable, so that is safe). The check is
+    on the first item only, to cost tiny items nothing.
+    """
+    if items and type(items[0]) is bytes and len(items[0]) >= OUT_OF_BAND_BYTES:
+        return [out_of_band(item) for item in items]
+    return items
+
+
+def out_of_band(obj):
+    """``obj``, or for large ``bytes`` a stand-in that pickles them out of band."""
+    if type(obj) is bytes and len(obj) >= OUT_OF_BAND_BYTES:
+        return _OutOfBandBytes(obj)
+    return obj
+
+
+class _OutOfBandBytes:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        return bytes, (pickle.PickleBuffer(self.data),)
 
 
 def loads(frames):

@@ -42,7 +42,7 @@ from .auth import join_as_peer
 from .client import Client
 from .context import become_worker
 from .errors import SerializationError
-from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads
+from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items
 
 INITIAL_CREDIT = 2
 MAIN_MODULE = "__dockkit_main__"
@@ -313,7 +313,7 @@ class WorkerLoop:
 
     def _pack_results(self, values, errors) -> list:
         try:
-            return dumps((values, errors))
+            return dumps((out_of_band_items(values), errors))
         except Exception:  # find the results that can't travel and send errors in their place
             while (bad := find_unpicklable(values)) is not None:
                 index, obj, exc = bad

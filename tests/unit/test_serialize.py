@@ -8,8 +8,9 @@ import threading
 import zmq
 
 from dockkit.errors import RemoteError, SerializationError
-from dockkit.serialize import (ExceptionWithTraceback, RemoteTraceback, describe, dumps, find_unpicklable,
-                               load_exception, loads, serialization_error)
+from dockkit.serialize import (OUT_OF_BAND_BYTES, ExceptionWithTraceback, RemoteTraceback, describe,
+                               dumps, find_unpicklable, load_exception, loads, out_of_band_items,
+                               serialization_error)
 
 WHERE = "worker w3 (pid 4242) on node-7"
 
@@ -65,6 +66,21 @@ def test_bytes_and_bytearray_round_trip():
     for data in (bytes(range(256)) * 4096, bytearray(b"xy" * 500_000), b"", bytearray()):
         (result,) = loads(dumps([data]))
         assert type(result) is type(data) and result == data
+
+
+def test_large_bytes_of_a_batch_travel_as_their_own_memory():
+    big, other = bytes(range(256)) * 4096, b"\x07" * OUT_OF_BAND_BYTES
+    frames = dumps(out_of_band_items([big, other, 3, b"small"]))
+    assert len(frames) == 3 and len(frames[0]) < 1000
+    assert frames[1].obj is big and frames[2].obj is other  # the objects' memory, no copy
+    values = loads([zmq.Frame(bytes(f)) for f in frames])
+    assert values == [big, other, 3, b"small"] and type(values[0]) is bytes
+
+
+def test_a_batch_of_small_items_is_pickled_as_it_is():
+    items = [b"x" * (OUT_OF_BAND_BYTES - 1), b"y" * OUT_OF_BAND_BYTES, 5]
+    assert out_of_band_items(items) is items  # only a large first item makes it look further
+    assert len(dumps(out_of_band_items(items))) == 1 and out_of_band_items([]) == []
 
 
 def test_find_unpicklable_names_the_first_bad_item():
