@@ -5,7 +5,7 @@
     root process                                          every host
     ┌─────────────────────────────┐                       ┌──────────────────────┐
     │ Executor / futures.* ──┐    │                       │ agent (remote hosts) │
-    │   (Client)     inproc PAIR  │      one TCP port     │   EXITED, HEARTBEAT  │
+    │   (Client)    queue + pipe  │      one TCP port     │   EXITED, HEARTBEAT  │
     │ LocalWorkers ──┘    │       │   (PLAIN auth, ZAP)   │ worker … worker      │
     │          broker thread ◄────┼──────────────────────►│   (DEALER, CREDIT)   │
     └─────────────────────────────┘                       └──────────────────────┘
@@ -27,8 +27,11 @@ is hung, stopped or cut off): a watchdog is a thread of the worker with its own
 socket, so it answers while a long task runs and a healthy long task is never
 taken for a lost one. Watchdogs exit their worker when the broker goes silent.
 
-The root's own client and supervisor talk to the broker thread through an
-inproc PAIR socket (``send_local``), so one thread owns every socket.
+The root's own client and supervisor hand their messages to the broker thread
+through a queue (``send_local``), so one thread owns every socket: a message is
+one append, and a wake-up pipe is written only while the broker thread sleeps.
+(An inproc socket released the GIL once per frame, handing it to the broker
+thread and back several times per batch.)
 
 Peers authenticate with the run's credentials, checked in this thread by a
 :class:`~dockkit.auth.Gatekeeper` (PLAIN on loopback, CurveZMQ beyond it).
@@ -142,12 +145,13 @@ class Broker:
         else:
             self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
         self.host = host
-        self._local_name = f"inproc://dockkit-broker-{id(self):x}"
-        self._pair = self._context.socket(zmq.PAIR)
-        self._pair.bind(self._local_name)
-        self._local = self._context.socket(zmq.PAIR)
-        self._local.connect(self._local_name)
-        self._local_lock = threading.Lock()
+        self._inbox: collections.deque[list] = collections.deque()  # from the root's threads
+        self._asleep = False  # the broker thread is in (or about to enter) its poll
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._wake_lock = threading.Lock()  # the pipe is closed once, never written after
+        self._wake_closed = False
         self._thread = threading.Thread(target=self._run, name="dockkit-broker", daemon=True)
         self._stopping = threading.Event()
 
@@ -190,8 +194,10 @@ class Broker:
         if self._thread.is_alive():
             self.send_local([P.STOP, b""])
             self._thread.join(timeout=5)
-        with self._local_lock:
-            self._local.close(linger=0)
+        with self._wake_lock:
+            self._wake_closed = True
+            os.close(self._wake_read)
+            os.close(self._wake_write)
         self._context.destroy(linger=0)
 
     def expect(self, host: str, identities) -> None:
@@ -210,27 +216,46 @@ class Broker:
         self.send_local([P.EXITED, P.pack_info({"identity": identity, "reason": reason})])
 
     def send_local(self, frames) -> None:
-        """Thread-safe: hand a message from the root process to the broker thread."""
-        with interrupts_deferred(), self._local_lock:  # never half a message
-            if not self._local.closed:
-                self._local.send_multipart(frames, copy=False)
+        """Thread-safe: hand a message from the root process to the broker thread.
+
+        Small buffers are copied now, as a socket would copy them: the caller may reuse
+        them at once. Large ones are sent from their own memory, as with ``copy=False``.
+        """
+        frames = [f if type(f) is bytes or P.view(f).nbytes >= zmq.COPY_THRESHOLD else bytes(f)
+                  for f in frames]
+        with interrupts_deferred():  # a Ctrl-C must not leave a message without its wake-up
+            self._inbox.append(frames)
+            if self._asleep:
+                with self._wake_lock:
+                    if not self._wake_closed:
+                        try:
+                            os.write(self._wake_write, b"!")
+                        except BlockingIOError:
+                            pass  # the pipe is full: the broker thread wakes anyway
 
     # --- the loop -------------------------------------------------------------------
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._pair, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
         poller.register(self._gatekeeper.socket, zmq.POLLIN)
         next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
         try:
             while True:
-                events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000))
+                # Asleep first, then look at the inbox: a message appended after the look
+                # sees the flag and writes the pipe, so none waits for the poll's timeout.
+                self._asleep = True
+                idle = not self._inbox
+                events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000 if idle else 0))
+                self._asleep = False
                 if self._gatekeeper.socket in events:
                     admitted, peer = self._gatekeeper.answer()
                     if not admitted:
                         log.warning("dockkit broker: refused a connection from %s without the "
                                     "run's credentials", peer)
-                if self._pair in events and not self._drain_local():
+                if self._wake_read in events:
+                    _drain_pipe(self._wake_read)
+                if not self._drain_local():
                     break
                 if self._router in events:
                     self._drain_router()
@@ -245,7 +270,7 @@ class Broker:
         finally:
             self._broadcast_stop()
             self._on_local(P.STOP, [])
-            for sock in (self._router, self._pair, self._gatekeeper.socket):
+            for sock in (self._router, self._gatekeeper.socket):
                 sock.close(linger=0)
 
     def _drain_router(self) -> None:
@@ -261,10 +286,10 @@ class Broker:
     def _drain_local(self) -> bool:
         for _ in range(10_000):
             try:
-                frames = self._pair.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+                frames = self._inbox.popleft()
+            except IndexError:
                 return True
-            kind = frames[0].bytes
+            kind = frames[0]
             if kind == P.STOP:
                 return False
             self._handle(LOCAL, kind, frames[1:])
@@ -562,6 +587,14 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _bracket(host: str) -> str:

@@ -1,6 +1,6 @@
 """The client side of the broker: turns submit/map calls into batches and back.
 
-The same class serves the root process (through the broker's inproc channel)
+The same class serves the root process (through the broker's local queue)
 and a worker that submits nested tasks (through the worker's own socket); only
 ``send`` and the *waiter* differ. In the root, waiting blocks on a condition the
 broker thread notifies; in a worker, waiting runs the worker's task loop, so a

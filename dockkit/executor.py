@@ -3,7 +3,7 @@
 ::
 
     caller threads                 broker thread                  worker processes
-    submit/map ──Client──► inproc ──► Broker (ROUTER) ◄── tcp ──► WorkerLoop × N
+    submit/map ──Client──► queue ───► Broker (ROUTER) ◄── tcp ──► WorkerLoop × N
         ▲                                   │
         └──── Client.deliver ◄──────────────┘ (results, failures, worker counts)
 

@@ -1,10 +1,9 @@
 """Holding Ctrl-C back while a message or a piece of shared state is half written.
 
 KeyboardInterrupt is raised in the main thread between any two bytecodes. Raised
-between the frames of a multipart send, it would leave half a message on the
-broker's inproc channel, which the next message then joins; raised between
-recording a batch and sending it, it would leave the client waiting for a batch
-that never left. :func:`interrupts_deferred` delays the interrupt to the end of
+between recording a batch and sending it, it would leave the client waiting for a
+batch that never left; raised between queueing a message for the broker thread
+and waking it, it would leave the message waiting for the broker's next beat. :func:`interrupts_deferred` delays the interrupt to the end of
 such a section. Elsewhere (other threads, workers that ignore SIGINT) it does nothing.
 """
 
