@@ -68,7 +68,7 @@ def _method(data: dict) -> str:
         "workers (0.625 s for 1,000 on 16).",
         f"- **W3 cpu**: {size('W3', '200')} calls of a pure-Python loop ({SPIN_ITERS:,} "
         "iterations, about 10 ms); efficiency = calls × t_call / workers / time, with t_call "
-        "measured in the same process just before.",
+        "the median of 5 calls timed in the same process just before the map and 5 just after.",
         f"- **W4 payload**: {size('W4', '64')} distinct 1 MiB `bytes` arguments, the task returns "
         "`len`; MB/s (10⁶ bytes) of arguments moved.",
         "- **W5 startup**: a fresh interpreter, from the top of the timing script (before the "
