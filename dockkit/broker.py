@@ -91,7 +91,7 @@ class Function:
 
 class Worker:
     __slots__ = ("identity", "name", "host", "pid", "credit", "inflight", "funcs", "watchdog",
-                 "last_seen", "idle_queued")
+                 "last_seen", "idle_queued", "ready_entries")
 
     def __init__(self, identity: bytes, name: str, host: str, pid: int, now: float):
         self.identity, self.name, self.host, self.pid = identity, name, host, pid
@@ -101,6 +101,7 @@ class Worker:
         self.watchdog: bytes | None = None  # its watchdog's identity, once it has pinged
         self.last_seen = now
         self.idle_queued = False  # in the broker's idle queue
+        self.ready_entries = 0  # its entries in the broker's credit queue
 
 
 class Agent:
@@ -360,7 +361,12 @@ class Broker:
             return
         (n,) = P.CREDIT_HEADER.unpack(frames[0].buffer)
         worker.credit += n
-        self._ready.extend([peer] * n)
+        # At least one entry per credit; a credit taken through the idle queue left its
+        # entry behind, and that entry serves the next one (never an endless queue).
+        missing = worker.credit - worker.ready_entries
+        if missing > 0:
+            self._ready.extend([peer] * missing)
+            worker.ready_entries += missing
         self._mark_idle(worker)
 
     def _on_submit(self, peer, frames) -> None:
@@ -476,7 +482,7 @@ class Broker:
 
         Both queues are checked lazily: an entry whose worker is gone, or has no credit
         left (or, in the idle queue, is busy now), is dropped. Taking a credit through
-        the idle queue leaves its entry in the credit queue, to be dropped there later.
+        the idle queue leaves its entry in the credit queue, to be used or dropped there.
         """
         while self._idle:
             worker = self.workers.get(self._idle.popleft())
@@ -486,8 +492,10 @@ class Broker:
                     return worker
         while self._ready:
             worker = self.workers.get(self._ready.popleft())
-            if worker is not None and worker.credit > 0:
-                return worker
+            if worker is not None:
+                worker.ready_entries -= 1
+                if worker.credit > 0:
+                    return worker
         return None
 
     def _retire(self, task: Task) -> None:

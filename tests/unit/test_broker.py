@@ -118,3 +118,26 @@ def test_an_idle_worker_gets_a_batch_before_a_busy_one_gets_a_second(broker_and_
     submit(broker, 3)
     submit(broker, 4)
     assert (tasks_received(w0), tasks_received(w1)) == (1, 1)
+
+
+def test_one_batch_at_a_time_leaves_the_credit_queue_bounded(broker_and_peers):
+    # Each batch goes to the idle worker; the credit it returns must not add an entry to
+    # the credit queue every time (a long run of single submits would grow it forever).
+    counts, peer, broker = broker_and_peers
+    worker = peer("run/0/w0", worker_hello("w0"))
+    counts.wait_for((1, 0))
+    worker.send_multipart([P.CREDIT, P.CREDIT_HEADER.pack(2)])
+    for batch_id in range(1, 201):
+        submit(broker, batch_id)
+        kind = None
+        while kind != P.TASKS:  # past the WELCOME
+            assert worker.poll(5000), f"batch {batch_id} never reached the worker"
+            kind, header, *_ = worker.recv_multipart()
+        task_key = P.TASKS_HEADER.unpack(header)[0]
+        worker.send_multipart([P.CREDIT, P.CREDIT_HEADER.pack(1)])
+        worker.send_multipart([P.RESULT, P.RESULT_HEADER.pack(task_key, 1, 1), b"result"])
+    for _ in range(300):
+        if broker.workers[b"run/0/w0"].credit == 2:
+            break
+        time.sleep(0.01)
+    assert len(broker._ready) <= 2
