@@ -16,7 +16,6 @@ _T0 = time.perf_counter()  # W5 starts here, before the harness or any library i
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import traceback  # noqa: E402
 
 if __package__ in (None, ""):  # run as a file (also how SCOOP's launcher runs it)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,6 +62,8 @@ def _failure(exc: BaseException) -> dict:
 
     if isinstance(exc, Unavailable):
         return {"status": "unavailable", "reason": str(exc)}
+    import traceback
+
     traceback.print_exc()  # for whoever reads the child's stderr; the report keeps one line
     reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     return {"status": "error", "reason": reason}
@@ -109,6 +110,8 @@ def _stop_within(system, grace: float) -> None:
         try:
             system.stop()
         except Exception:
+            import traceback
+
             traceback.print_exc()
 
     stopper = threading.Thread(target=stop, daemon=True)

@@ -273,7 +273,7 @@ def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
                 "map_api": SYSTEMS[s].map_api, "stream_api": SYSTEMS[s].stream_api}
             for s in args.systems
         },
-        "cases": [case.__dict__ for case in cases],
+        "cases": [case._asdict() for case in cases],
         "results": cells,
         "cluster": cluster.section(env, quick=args.quick),
     }

@@ -10,9 +10,9 @@ runs in a fresh process per system and repetition (see :mod:`benchmarks.child`).
 
 from __future__ import annotations
 
+import collections
 import os
 import time
-from dataclasses import dataclass
 
 MIB = 1 << 20
 
@@ -66,9 +66,12 @@ def payloads(count: int, size: int = MIB) -> list[bytes]:
     return [bytes([i % 256]) * size for i in range(count)]
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(collections.namedtuple(
+        "Case", "id workload title workers size timeout budget repeat", defaults=(None, True))):
     """One measured cell: a workload at one size, run in its own process.
+
+    A named tuple, not a dataclass: W5's clock runs while the harness imports this
+    module, and ``dataclasses`` costs 10 ms to import.
 
     Attributes:
         id: The case's key in the results, e.g. ``"W7-5M"``.
@@ -82,14 +85,7 @@ class Case:
         repeat: ``False`` for yes/no cases, which run once whatever ``--reps`` says.
     """
 
-    id: str
-    workload: str
-    title: str
-    workers: int
-    size: int
-    timeout: float
-    budget: float | None = None
-    repeat: bool = True
+    __slots__ = ()
 
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
