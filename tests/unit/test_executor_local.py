@@ -23,8 +23,8 @@ from dockkit import futures, shared
 from dockkit.client import MAX_AHEAD_ITEMS, MAX_BATCH
 from dockkit.errors import BrokenExecutor, WorkerLostError
 from dockkit.executor import default_executor
-from tests.contract import (CountingIterable, DefaultExecutorContract, ExecutorContract, constant, sleep_then,
-                            still_works)
+from tests.contract import (CountingIterable, DefaultExecutorContract, ExecutorContract, constant, fib,
+                            fib_local, sleep_then, still_works)
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +278,13 @@ def wait_with_timeout_inside_a_worker(how, timeout):
     except TimeoutError:
         pass
     return time.monotonic() - started
+
+
+def test_one_worker_whose_every_task_waits_on_nested_ones_finishes():
+    # Every batch this worker runs waits on batches it must be sent meanwhile: the credit
+    # a batch frees when it starts is what lets them come.
+    with dockkit.Executor(workers=1) as ex:
+        assert ex.submit(fib, 9).result(timeout=60) == fib_local(9) == 34
 
 
 @pytest.mark.parametrize("how", ["wait", "as_completed", "result", "getConst"])
