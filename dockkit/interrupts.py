@@ -3,8 +3,9 @@
 KeyboardInterrupt is raised in the main thread between any two bytecodes. Raised
 between recording a batch and sending it, it would leave the client waiting for a
 batch that never left; raised between queueing a message for the broker thread
-and waking it, it would leave the message waiting for the broker's next beat. :func:`interrupts_deferred` delays the interrupt to the end of
-such a section. Elsewhere (other threads, workers that ignore SIGINT) it does nothing.
+and waking it, it would leave the message waiting for the broker's next beat.
+:func:`interrupts_deferred` delays the interrupt to the end of such a section.
+Elsewhere (other threads, workers that ignore SIGINT) it does nothing.
 """
 
 from __future__ import annotations
