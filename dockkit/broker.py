@@ -54,6 +54,7 @@ from .auth import Gatekeeper
 from .errors import BrokenExecutor, ProtocolError, WorkerLostError
 from .interrupts import interrupts_deferred
 from .serialize import dumps
+from .wakeup import WakePipe
 
 log = logging.getLogger("dockkit.broker")
 TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
@@ -148,11 +149,7 @@ class Broker:
         self.host = host
         self._inbox: collections.deque[list] = collections.deque()  # from the root's threads
         self._asleep = False  # the broker thread is in (or about to enter) its poll
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        self._wake_lock = threading.Lock()  # the pipe is closed once, never written after
-        self._wake_closed = False
+        self._wake = WakePipe()
         self._thread = threading.Thread(target=self._run, name="dockkit-broker", daemon=True)
         self._stopping = threading.Event()
 
@@ -195,10 +192,7 @@ class Broker:
         if self._thread.is_alive():
             self.send_local([P.STOP, b""])
             self._thread.join(timeout=5)
-        with self._wake_lock:
-            self._wake_closed = True
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+        self._wake.close()
         self._context.destroy(linger=0)
 
     def expect(self, host: str, identities) -> None:
@@ -227,18 +221,13 @@ class Broker:
         with interrupts_deferred():  # a Ctrl-C must not leave a message without its wake-up
             self._inbox.append(frames)
             if self._asleep:
-                with self._wake_lock:
-                    if not self._wake_closed:
-                        try:
-                            os.write(self._wake_write, b"!")
-                        except BlockingIOError:
-                            pass  # the pipe is full: the broker thread wakes anyway
+                self._wake.wake()
 
     # --- the loop -------------------------------------------------------------------
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._wake_read, zmq.POLLIN)
+        poller.register(self._wake.fileno(), zmq.POLLIN)  # poll() reports the fd itself
         poller.register(self._gatekeeper.socket, zmq.POLLIN)
         next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
         try:
@@ -254,8 +243,8 @@ class Broker:
                     if not admitted:
                         log.warning("dockkit broker: refused a connection from %s without the "
                                     "run's credentials", peer)
-                if self._wake_read in events:
-                    _drain_pipe(self._wake_read)
+                if self._wake.fileno() in events:
+                    self._wake.drain()
                 if not self._drain_local():
                     break
                 if self._router in events:
@@ -595,14 +584,6 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
-
-
-def _drain_pipe(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _bracket(host: str) -> str:

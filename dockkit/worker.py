@@ -43,6 +43,7 @@ from .client import Client
 from .context import become_worker
 from .errors import SerializationError
 from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items
+from .wakeup import WakePipe
 
 INITIAL_CREDIT = 2
 MAIN_MODULE = "__dockkit_main__"
@@ -90,12 +91,10 @@ class WorkerLoop:
         # frames, and a pipe that wakes the main thread when either has news.
         self.lock = threading.Condition()
         self._outbox: collections.deque = collections.deque()
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wake_pipe = WakePipe()
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
-        self._poller.register(self._wake_read, zmq.POLLIN)
+        self._poller.register(self._wake_pipe.fileno(), zmq.POLLIN)  # poll() reports the fd
         self._handoffs: queue.SimpleQueue = queue.SimpleQueue()
         self._helpers = 0
         self._idle_helpers = 0
@@ -136,17 +135,11 @@ class WorkerLoop:
             self._socket.send_multipart(frames, copy=False)
         else:
             self._outbox.append(frames)
-            self._wake()
+            self._wake_pipe.wake()
 
     def _flush(self) -> None:
         while self._outbox:
             self._socket.send_multipart(self._outbox.popleft(), copy=False)
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"!")
-        except BlockingIOError:
-            pass  # the pipe is full: the main thread will wake anyway
 
     def notify(self) -> None:
         """Wake helper threads waiting on a delivery (called holding ``lock``)."""
@@ -215,7 +208,7 @@ class WorkerLoop:
                 with self.lock:
                     self._running_elsewhere -= 1
                     self._idle_helpers += 1
-                self._wake()  # the main thread may hand out the next batch
+                self._wake_pipe.wake()  # the main thread may hand out the next batch
 
     def _wait_on_main_thread(self, predicate, timeout) -> bool:
         """A helper's task waits: the main thread receives, and notifies ``lock``."""
@@ -223,7 +216,7 @@ class WorkerLoop:
             if predicate():
                 return True
             self._running_elsewhere -= 1  # blocked: another batch may be handed out
-            self._wake()
+            self._wake_pipe.wake()
             try:
                 return self.lock.wait_for(predicate, timeout)
             finally:
@@ -240,12 +233,8 @@ class WorkerLoop:
         if self._outbox:
             self._flush()
         events = dict(self._poller.poll(timeout_ms))
-        if self._wake_read in events:
-            try:
-                while os.read(self._wake_read, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        if self._wake_pipe.fileno() in events:
+            self._wake_pipe.drain()
             self._flush()
         if self._socket not in events:
             return

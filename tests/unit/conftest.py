@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class Processes:
             return False
         state = stat.rsplit(")", 1)[1].split()[0]
         return state not in ("Z", "X")
+
+    @staticmethod
+    def cpu_seconds(pid: int) -> float:
+        """CPU time (user and system) the process has used so far."""
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_gone(self, pids, timeout: float) -> list[int]:
         """Wait up to ``timeout`` seconds for every pid to go; returns those still alive."""

@@ -342,6 +342,21 @@ def test_a_pending_task_cancels_and_calls_back(tmp_path):
         assert ex.submit(abs, -2).result(timeout=60) == 2
 
 
+def test_an_idle_executor_sleeps(processes):
+    # The broker thread and each worker's main thread sleep in a poll that a wake-up pipe
+    # ends; a pipe left undrained would make every poll return at once, for ever after.
+    with dockkit.Executor(workers=1) as ex:
+        done, waited, _, _ = ex.submit(wait_briefly_then_for_good, 0.5).result(timeout=60)
+        assert not done  # the timed wait ran: the worker's helper thread woke its main thread
+        assert list(ex.map(abs, range(-50, 50))) == [abs(x) for x in range(-50, 50)]
+        pids = [os.getpid(), *ex.worker_pids]
+        time.sleep(0.2)
+        before = [processes.cpu_seconds(pid) for pid in pids]
+        time.sleep(1.0)
+        used = [processes.cpu_seconds(pid) - start for pid, start in zip(pids, before)]
+    assert max(used) < 0.3, f"CPU seconds used in one idle second (root, worker): {used}"
+
+
 def test_shutdown_is_idempotent_and_leaves_no_worker(processes):
     ex = dockkit.Executor(workers=2)
     assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
