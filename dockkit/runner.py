@@ -10,6 +10,7 @@ on Ctrl-C; every worker is stopped before returning.
 from __future__ import annotations
 
 import faulthandler
+import io
 import os
 import runpy
 import signal
@@ -43,6 +44,7 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)
     current().progress = progress
+    _whole_lines(sys.stdout, sys.stderr)
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
@@ -62,6 +64,18 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
         sys.stdout.flush()
         shutdown_default(wait=False)
         configure_default()
+
+
+def _whole_lines(*streams) -> None:
+    """Pass the script's own output on a line at a time, as on a terminal.
+
+    Workers' lines are relayed whole into the same buffers. ``print`` writes a text and
+    its newline apart, and with PYTHONUNBUFFERED each write went straight on, so a
+    relayed line could land in the middle of one of the script's own lines.
+    """
+    for stream in streams:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def _exit_status(code) -> int:
