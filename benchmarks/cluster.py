@@ -33,7 +33,7 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
     """Measure the cluster, or return ``{"status": "skipped", "reason": …}``."""
     if quick:
         return {"status": "skipped", "reason": "not part of a --quick run"}
-    probe = subprocess.run([sys.executable, "-c", "from dockkit.engine import docker_client; docker_client()"],
+    probe = subprocess.run([sys.executable, "-c", "from dockkit.cluster.engine import docker_client; docker_client()"],
                            env=env, capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         lines = [line for line in probe.stderr.splitlines() if line.strip()]

@@ -7,7 +7,7 @@ cluster (``dockkit.Cluster``) loads docker-py only when first used.
 
 from __future__ import annotations
 
-from .errors import (BrokenExecutor, DockkitError, RemoteError, SerializationError,
+from dockkit.errors import (BrokenExecutor, DockkitError, RemoteError, SerializationError,
                      TimeoutError, WorkerLostError)
 
 __version__ = "0.1.0"
@@ -18,11 +18,11 @@ __all__ = ["Executor", "Cluster", "DockkitError", "BrokenExecutor", "RemoteError
 
 def __getattr__(name):  # lazy: workers import only what they use; no docker, paramiko or rich
     if name == "Executor":
-        from .executor import Executor
+        from dockkit.executor import Executor
 
         return Executor
     if name == "Cluster":
-        from .cluster import Cluster
+        from dockkit.cluster.cluster import Cluster
 
         return Cluster
     if name in ("futures", "shared"):
@@ -30,7 +30,7 @@ def __getattr__(name):  # lazy: workers import only what they use; no docker, pa
 
         return importlib.import_module(f".{name}", __name__)
     if name == "logger":
-        from .log import logger
+        from dockkit.log import logger
 
         return logger
     raise AttributeError(f"module 'dockkit' has no attribute {name!r}")

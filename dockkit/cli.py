@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .errors import ConfigError, DockkitError
+from dockkit.errors import ConfigError, DockkitError
 
 DEFAULT_CLUSTER = "dockkit"
 RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -93,7 +93,7 @@ def run_options(function):
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, max_retries, progress, debug,
          script, script_args) -> int:
-    from .runner import run_script
+    from dockkit.runner import run_script
 
     if debug:
         os.environ["DOCKKIT_DEBUG"] = "1"
@@ -162,7 +162,7 @@ def run(name, local, max_upload, **options):
     node and the script runs from the head node over all nodes; otherwise the tasks
     run on local workers, or on --hosts over SSH.
     """
-    from .state import load_state
+    from dockkit.cluster.state import load_state
 
     on_hosts = bool(options["hosts"] or options["hostfile"])
     cluster_up = not on_hosts and load_state(name) is not None
@@ -188,7 +188,7 @@ def _run_on_cluster(name, max_upload, *, workers, env, prolog, allow_missing_hos
     --accept-new-host-keys, and any added later) is refused, never dropped: a cluster's
     nodes have one interpreter, the script's own path, pinned keys and their own ssh_config.
     """
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items() if value]
     if given:
@@ -252,7 +252,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     started = time.perf_counter()
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
@@ -269,7 +269,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
 @click.option("--debug", is_flag=True, hidden=True)
 def down(name, docker_hosts, debug):
     """Remove the cluster's containers, network, keys and state (idempotent)."""
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     removed = Cluster(name=name, docker_hosts=docker_hosts or None).down()
     click.echo(f"dockkit: cluster {name!r} is down ({removed} container(s) removed)", err=True)
@@ -280,7 +280,7 @@ def down(name, docker_hosts, debug):
 @click.option("--debug", is_flag=True, hidden=True)
 def status(name, debug):
     """Show the cluster's nodes."""
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     _node_table(Cluster(name=name))
 
@@ -293,7 +293,7 @@ def ssh(name, node, command):
     """Open a shell on NODE (or run COMMAND) through the generated ssh_config."""
     import shutil
 
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     argv = Cluster(name=name).ssh_argv(node, command)
     if shutil.which("ssh") is None:
@@ -308,7 +308,7 @@ def ssh(name, node, command):
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(name, node, command):
     """Run COMMAND in NODE's container; exit with its status."""
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     sys.exit(Cluster(name=name).exec(node, list(command)))
 
@@ -319,7 +319,7 @@ def exec_(name, node, command):
               help="Lines per node.")
 def logs(name, tail):
     """Show the last lines of every node's log."""
-    from .cluster import Cluster
+    from dockkit.cluster.cluster import Cluster
 
     for node, text in Cluster(name=name).logs(tail).items():
         click.echo(f"==> {node} <==")
@@ -337,8 +337,8 @@ def image():
 @click.option("--docker-host", default=None)
 def image_build(base_image, requirements, docker_host):
     """Build the worker image (only if its inputs changed) and print its tag."""
-    from .engine import docker_client
-    from .image import ensure_worker_image
+    from dockkit.cluster.engine import docker_client
+    from dockkit.cluster.image import ensure_worker_image
 
     log = lambda message: click.echo(message, err=True)  # noqa: E731
     click.echo(ensure_worker_image(docker_client(docker_host), base_image=base_image,
@@ -351,8 +351,8 @@ def image_ls(docker_host):
     """List dockkit's images."""
     from rich.table import Table
 
-    from .engine import docker_client
-    from .image import list_images
+    from dockkit.cluster.engine import docker_client
+    from dockkit.cluster.image import list_images
 
     table = Table()
     for column in ("image", "id", "size", "created"):

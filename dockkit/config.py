@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from dockkit.errors import ConfigError
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,40}\Z")
 

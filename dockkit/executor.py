@@ -8,7 +8,7 @@
         └──── Client.deliver ◄──────────────┘ (results, failures, worker counts)
 
 An Executor owns one broker, one client and the workers it starts: local ones
-through a :class:`~dockkit.supervisor.WorkerGroup`, or remote ones through the
+through a :class:`~dockkit.launch.supervisor.WorkerGroup`, or remote ones through the
 SSH launcher when ``hosts`` is given. ``shutdown`` stops them all and is
 idempotent. :func:`default_executor` is the reusable executor underneath the
 module-level ``dockkit.futures`` functions: created on first use and replaced
@@ -26,11 +26,11 @@ import sys
 import threading
 import uuid
 
-from . import protocol as P
-from .client import Client
-from .context import current
-from .errors import BrokenExecutor, ConfigError
-from .supervisor import WorkerGroup
+from dockkit.runtime import protocol as P
+from dockkit.runtime.client import Client
+from dockkit.runtime.context import current
+from dockkit.errors import BrokenExecutor, ConfigError
+from dockkit.launch.supervisor import WorkerGroup
 
 log = logging.getLogger("dockkit.executor")
 
@@ -83,7 +83,7 @@ class Executor(concurrent.futures.Executor):
         self._launcher = None
         self._group = None
         if remote:
-            from .launcher import SSHLauncher  # only remote runs load paramiko
+            from dockkit.launch.ssh.launcher import SSHLauncher  # only remote runs load paramiko
 
             self._launcher = SSHLauncher(hosts=hosts, hostfile=hostfile, workers=workers,
                                          **launch_options)
@@ -106,8 +106,8 @@ class Executor(concurrent.futures.Executor):
                 # a script run needs workers that import it afresh; others may fork (faster)
                 allow_fork=main is None).spawn()
         # loads zmq: after the spawn, on purpose
-        from .auth import binds_loopback_only, new_curve_keys, peer_curve_keys
-        from .broker import Broker
+        from dockkit.runtime.auth import binds_loopback_only, new_curve_keys, peer_curve_keys
+        from dockkit.runtime.broker import Broker
 
         bind = bind or "127.0.0.1"
         if encrypt is None:
@@ -251,13 +251,13 @@ class Executor(concurrent.futures.Executor):
 
 
 def _dumps(values):
-    from .serialize import dumps
+    from dockkit.runtime.serialize import dumps
 
     return dumps(values)
 
 
 def _with_progress(results, iterables):
-    from .progress import track
+    from dockkit.progress import track
 
     return track(results, iterables)
 

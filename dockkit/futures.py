@@ -16,9 +16,9 @@ import functools
 import itertools
 import time
 
-from .context import current
-from .errors import TimeoutError
-from .executor import default_executor, shutdown_default
+from dockkit.runtime.context import current
+from dockkit.errors import TimeoutError
+from dockkit.executor import default_executor, shutdown_default
 
 FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
 FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .context import current
+from dockkit.runtime.context import current
 
 FORMAT = "[%(asctime)s] %(levelname)-7s %(dockkit_host)s/%(dockkit_worker)s %(message)s"
 

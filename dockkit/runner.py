@@ -17,9 +17,9 @@ import signal
 import sys
 import traceback
 
-from .context import current
-from .errors import ConfigError
-from .executor import configure_default, shutdown_default
+from dockkit.runtime.context import current
+from dockkit.errors import ConfigError
+from dockkit.executor import configure_default, shutdown_default
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,

@@ -7,8 +7,8 @@ them. Constants are read-only: setting a name twice is an error.
 
 from __future__ import annotations
 
-from .context import current
-from .errors import ConfigError
+from dockkit.runtime.context import current
+from dockkit.errors import ConfigError
 
 __all__ = ["setConst", "getConst"]
 
@@ -25,7 +25,7 @@ def setConst(**values) -> None:  # noqa: N802 - SCOOP's name
     taken = sorted(set(values) & set(context.constants))
     if taken:
         raise ConfigError(f"shared constants are read-only; already set: {', '.join(taken)}")
-    from .executor import default_executor
+    from dockkit.executor import default_executor
 
     default_executor().set_constants(values)
     context.constants.update(values)

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 import pytest
 
 from dockkit import futures, shared
-from dockkit.context import current
+from dockkit.runtime.context import current
 from dockkit.errors import ConfigError, RemoteError, SerializationError
 
 # Generous bounds: these check that a timeout is honoured, not how fast anything is.

@@ -40,9 +40,9 @@ from testcontainers.core.network import Network  # noqa: E402
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy  # noqa: E402
 
 from dockkit.errors import DockerError  # noqa: E402
-from dockkit.engine import LABEL, docker_client as connect_docker  # noqa: E402
-from dockkit.image import ensure_worker_image  # noqa: E402
-from dockkit.keys import KeyPair, SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text  # noqa: E402
+from dockkit.cluster.engine import LABEL, docker_client as connect_docker  # noqa: E402
+from dockkit.cluster.image import ensure_worker_image  # noqa: E402
+from dockkit.launch.ssh.keys import KeyPair, SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text  # noqa: E402
 
 RUN_LABEL = "org.dockkit.test-run"
 BUILD_TIMEOUT = 900  # s; the first test to need the image may build the base and the image

@@ -21,9 +21,9 @@ import cloudpickle
 import pytest
 
 import dockkit
-from dockkit.cluster import CLUSTER_LABEL
+from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.errors import ClusterError, ConfigError, ImageError
-from dockkit.keys import generate_keypair
+from dockkit.launch.ssh.keys import generate_keypair
 from tests.contract import ExecutorContract
 from tests.names import unique_name
 

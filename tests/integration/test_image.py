@@ -13,10 +13,12 @@ import cloudpickle
 import paramiko
 import pytest
 
-from dockkit import base_image, engine, image
-from dockkit.engine import LABEL
+from dockkit.cluster import base_image
+from dockkit.cluster import engine
+from dockkit.cluster import image
+from dockkit.cluster.engine import LABEL
 from dockkit.errors import DockerError, ImageError
-from dockkit.keys import generate_keypair, known_hosts_line
+from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

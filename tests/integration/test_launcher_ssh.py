@@ -18,9 +18,9 @@ import pytest
 
 import dockkit
 from dockkit.errors import LaunchError
-from dockkit.keys import generate_keypair, known_hosts_line
-from dockkit.ssh import resolve
-from dockkit.hosts import HostSpec
+from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
+from dockkit.launch.ssh.connection import resolve
+from dockkit.launch.hosts import HostSpec
 
 # The nodes don't have this test module: ship its functions by value, as a user
 # would for a module that exists only on the root.

@@ -40,12 +40,12 @@ from docker.context import ContextAPI
 from docker.models.containers import Container
 
 import dockkit
-from dockkit import image
-from dockkit.cluster import CLUSTER_LABEL
+from dockkit.cluster import image
+from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.errors import DockerError
-from dockkit.engine import LABEL, docker_client as connect_docker, engine_url
-from dockkit.image import install_node_keys
-from dockkit.keys import generate_keypair, known_hosts_line
+from dockkit.cluster.engine import LABEL, docker_client as connect_docker, engine_url
+from dockkit.cluster.image import install_node_keys
+from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 from tests.names import TEST_RUN, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""dockkit.ssh against real sshd nodes (the ``ssh_nodes`` fixture), plus its pure helpers.
+"""dockkit.launch.ssh against real sshd nodes (the ``ssh_nodes`` fixture), plus its pure helpers.
 
 The node tests cover what the launcher relies on: alias resolution through
 ssh_config, pinned host keys (unknown, accepted-and-recorded, changed), clear
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockkit.errors import ConfigError, HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
-from dockkit.hosts import HostSpec
-from dockkit.commands import remote_command
-from dockkit.ssh import SSHConnection, resolve
+from dockkit.launch.hosts import HostSpec
+from dockkit.launch.commands import remote_command
+from dockkit.launch.ssh.connection import SSHConnection, resolve
 
 
 def test_resolve_through_ssh_config(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 class Processes:
     """Whether processes still run; a zombie (exited, not yet reaped) counts as gone.
 
-    Workers may be started as ``python -m dockkit.worker`` or forked from their root, so a
+    Workers may be started as ``python -m dockkit.runtime.worker`` or forked from their root, so a
     pid is all we go by (pids are not reused within a test's few seconds).
     """
 

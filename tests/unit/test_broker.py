@@ -13,9 +13,9 @@ import time
 import pytest
 import zmq
 
-from dockkit import protocol as P
-from dockkit.broker import Broker
-from dockkit.worker import broker_socket
+from dockkit.runtime import protocol as P
+from dockkit.runtime.broker import Broker
+from dockkit.runtime.worker import broker_socket
 
 SECRET = "a-run-secret"
 

@@ -292,7 +292,7 @@ def test_distinct_worker_names_in_output(tmp_path):
     script = write(tmp_path, "names.py", """
         import time
         from dockkit import futures
-        from dockkit.context import current
+        from dockkit.runtime.context import current
 
         def name(_):
             time.sleep(0.05)

@@ -4,29 +4,29 @@ import shlex
 
 import pytest
 
-from dockkit.commands import python_command, remote_command, with_prolog
+from dockkit.launch.commands import python_command, remote_command, with_prolog
 from dockkit.errors import ConfigError
 
 
 def test_remote_command_plain():
-    assert remote_command("python3", ["dockkit.agent", "--port", "5555"]) == (
-        "exec python3 -m dockkit.agent --port 5555"
+    assert remote_command("python3", ["dockkit.launch.agent", "--port", "5555"]) == (
+        "exec python3 -m dockkit.launch.agent --port 5555"
     )
 
 
 def test_remote_command_cwd_prolog_env_quoted():
     cmd = remote_command(
         "/opt/my venv/bin/python",
-        ["dockkit.agent", "a b", "it's"],
+        ["dockkit.launch.agent", "a b", "it's"],
         cwd="/data/my project",
         prolog="source ~/env.sh; ",
         env={"DOCKKIT_DEBUG": "1", "X": "$(rm -rf /)"},
     )
     assert cmd == (
         "cd '/data/my project' && { source ~/env.sh;\n} && "
-        "DOCKKIT_DEBUG=1 X='$(rm -rf /)' exec '/opt/my venv/bin/python' -m dockkit.agent 'a b' 'it'\"'\"'s'"
+        "DOCKKIT_DEBUG=1 X='$(rm -rf /)' exec '/opt/my venv/bin/python' -m dockkit.launch.agent 'a b' 'it'\"'\"'s'"
     )
-    assert shlex.split(cmd.split("exec ", 1)[1]) == ["/opt/my venv/bin/python", "-m", "dockkit.agent", "a b", "it's"]
+    assert shlex.split(cmd.split("exec ", 1)[1]) == ["/opt/my venv/bin/python", "-m", "dockkit.launch.agent", "a b", "it's"]
 
 
 def test_remote_command_home_relative_paths():
@@ -52,7 +52,7 @@ def test_python_command_runs_code_like_the_agent_runs_its_module():
     # the launcher's probe: same interpreter spelling, directory and prolog as the agent
     probe = python_command("~/venv/bin/python", ["-c", "print('hi there')", "/a b.py"],
                            cwd="/srv/job", prolog="source env.sh")
-    agent = remote_command("~/venv/bin/python", ["dockkit.agent"], cwd="/srv/job", prolog="source env.sh")
+    agent = remote_command("~/venv/bin/python", ["dockkit.launch.agent"], cwd="/srv/job", prolog="source env.sh")
     assert probe == "cd /srv/job && { source env.sh\n} && exec \"$HOME\"/venv/bin/python -c 'print('\"'\"'hi there'\"'\"')' '/a b.py'"
     assert probe.rsplit(" -c ", 1)[0] == agent.rsplit(" -m ", 1)[0]
 
@@ -63,7 +63,7 @@ def test_python_command_needs_arguments():
 
 
 def test_tcp_url_brackets_ipv6():
-    from dockkit.launcher import tcp_url
+    from dockkit.launch.ssh.launcher import tcp_url
 
     assert tcp_url("10.0.0.5", 5555) == "tcp://10.0.0.5:5555"
     assert tcp_url("node1", 5555) == "tcp://node1:5555"
@@ -71,7 +71,7 @@ def test_tcp_url_brackets_ipv6():
 
 
 def test_broker_binds_the_advertised_address_when_it_is_ours():
-    from dockkit.launcher import bind_address
+    from dockkit.launch.ssh.launcher import bind_address
 
     assert bind_address(None, tunnel=True) == "127.0.0.1"
     assert bind_address("192.0.2.1", tunnel=True) == "127.0.0.1"  # a tunnel ignores it

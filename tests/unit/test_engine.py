@@ -5,9 +5,9 @@ from __future__ import annotations
 import docker.errors
 import pytest
 
-from dockkit.engine import docker_errors, engine_hint
+from dockkit.cluster.engine import docker_errors, engine_hint
 from dockkit.errors import ClusterError, ConfigError, DockerError
-from dockkit.state import ClusterFiles, ClusterState, NodeInfo
+from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 
 SOCKET = "unix:///var/run/docker.sock"
 

@@ -20,7 +20,7 @@ import pytest
 
 import dockkit
 from dockkit import futures, shared
-from dockkit.client import MAX_AHEAD_ITEMS, MAX_BATCH
+from dockkit.runtime.client import MAX_AHEAD_ITEMS, MAX_BATCH
 from dockkit.errors import BrokenExecutor, WorkerLostError
 from dockkit.executor import default_executor
 from tests.contract import (CountingIterable, DefaultExecutorContract, ExecutorContract, constant, fib,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockkit.errors import ConfigError, HostSpecError
-from dockkit.hosts import HostSpec, distribute, parse_hostfile, parse_hostfile_text, parse_hosts
+from dockkit.launch.hosts import HostSpec, distribute, parse_hostfile, parse_hostfile_text, parse_hosts
 
 
 @pytest.mark.parametrize(

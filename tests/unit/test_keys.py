@@ -9,7 +9,7 @@ import paramiko
 import pytest
 
 from dockkit.errors import ConfigError
-from dockkit.keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from dockkit.launch.ssh.keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
 
 
 def test_generated_key_parses_back_with_paramiko(tmp_path):

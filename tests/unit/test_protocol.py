@@ -8,7 +8,7 @@ import struct
 import pytest
 import zmq
 
-from dockkit import protocol as P
+from dockkit.runtime import protocol as P
 from dockkit.errors import ProtocolError
 
 KINDS = [P.HELLO, P.WELCOME, P.CREDIT, P.SUBMIT, P.TASKS, P.RESULT, P.FAILED, P.RUNNING, P.CANCEL, P.FORGET,

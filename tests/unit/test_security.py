@@ -18,8 +18,8 @@ import pytest
 import zmq
 
 import dockkit
-from dockkit import protocol as P
-from dockkit.serialize import dumps, loads
+from dockkit.runtime import protocol as P
+from dockkit.runtime.serialize import dumps, loads
 from tests.contract import still_works
 
 REFUSAL_WAIT_MS = 1500
@@ -133,7 +133,7 @@ def test_secret_is_not_on_a_command_line(executor):
     assert executor.worker_pids
     for pid in executor.worker_pids:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert b"dockkit.worker" in cmdline, cmdline  # a worker's own command line
+        assert b"dockkit.runtime.worker" in cmdline, cmdline  # a worker's own command line
         assert secret not in cmdline
 
 
@@ -164,7 +164,7 @@ def curve_dealer(context, address, server_public: str, public: bytes, secret: by
 
 
 def test_encryption_is_chosen_by_what_the_broker_binds():
-    from dockkit.auth import binds_loopback_only
+    from dockkit.runtime.auth import binds_loopback_only
 
     assert binds_loopback_only("127.0.0.1") and binds_loopback_only("::1")
     assert binds_loopback_only("localhost") and binds_loopback_only("127.0.0.2")

@@ -8,7 +8,7 @@ import threading
 import zmq
 
 from dockkit.errors import RemoteError, SerializationError
-from dockkit.serialize import (OUT_OF_BAND_BYTES, ExceptionWithTraceback, RemoteTraceback, describe,
+from dockkit.runtime.serialize import (OUT_OF_BAND_BYTES, ExceptionWithTraceback, RemoteTraceback, describe,
                                dumps, find_unpicklable, load_exception, loads, out_of_band_items,
                                serialization_error)
 

@@ -2,19 +2,19 @@
 
 The launcher opens ONE :class:`SSHConnection` per host and uses it for
 everything: a version probe (:meth:`~SSHConnection.run`), the long-running host
-agent (:meth:`~SSHConnection.start`, a :class:`~dockkit.remote.RemoteProcess`)
+agent (:meth:`~SSHConnection.start`, a :class:`~dockkit.launch.ssh.process.RemoteProcess`)
 and, with ``--tunnel``, a reverse port forward
-(:meth:`~SSHConnection.forward_remote_port`, relayed by :mod:`dockkit.tunnel`) so
+(:meth:`~SSHConnection.forward_remote_port`, relayed by :mod:`dockkit.launch.ssh.tunnel`) so
 workers reach the root's broker at ``127.0.0.1:<port>`` on their own host.
 
 Hosts are resolved the way OpenSSH resolves them (``ssh_config`` Host aliases,
 HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile,
-HostKeyAlias, StrictHostKeyChecking; see :mod:`dockkit.ssh_target`) and host keys
+HostKeyAlias, StrictHostKeyChecking; see :mod:`dockkit.launch.ssh.target`) and host keys
 are pinned: an unknown key is rejected unless the caller opts in to accepting NEW
 keys, and a CHANGED key is always rejected. Only this module and the three it
 builds on (ssh_target, remote, tunnel) use paramiko for connections; every
 paramiko/socket error becomes a dockkit error in one place,
-:func:`dockkit.ssh_target.translate`.
+:func:`dockkit.launch.ssh.target.translate`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import paramiko
 
 from dockkit.errors import HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
-from dockkit.hosts import HostSpec
-from dockkit.remote import CHUNK, RemoteProcess, drain_stderr, feed, pgid_reporting_command
-from dockkit.ssh_target import SSHTarget, resolve, translate
-from dockkit.tunnel import ReverseTunnels
+from dockkit.launch.hosts import HostSpec
+from dockkit.launch.ssh.process import CHUNK, RemoteProcess, drain_stderr, feed, pgid_reporting_command
+from dockkit.launch.ssh.target import SSHTarget, resolve, translate
+from dockkit.launch.ssh.tunnel import ReverseTunnels
 
 __all__ = ["SSHConnection", "SSHTarget", "RemoteProcess", "resolve"]
 
@@ -264,7 +264,7 @@ class SSHConnection:
         """Start a long-running command (the host agent) and return its handle.
 
         Args:
-            cmd: A shell command line, e.g. from :func:`dockkit.commands.remote_command`.
+            cmd: A shell command line, e.g. from :func:`dockkit.launch.commands.remote_command`.
             env: Non-secret variables, exported before ``cmd`` (visible in ``ps``).
             stdin_data: Bytes written to its stdin first: where secrets go. Stdin
                 stays open afterwards (the agent exits when it closes).

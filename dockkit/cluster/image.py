@@ -34,10 +34,10 @@ from pathlib import Path
 
 import docker
 
-from dockkit.base_image import VENV, ensure_base_image, image_exists
-from dockkit.engine import LABEL, docker_errors
+from dockkit.cluster.base_image import VENV, ensure_base_image, image_exists
+from dockkit.cluster.engine import LABEL, docker_errors
 from dockkit.errors import DockerError, ImageError
-from dockkit.keys import KeyPair
+from dockkit.launch.ssh.keys import KeyPair
 
 __all__ = [
     "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
@@ -219,7 +219,7 @@ def install_node_keys(container, host_key: KeyPair, authorized_keys: str | Itera
 
 
 def _source_root() -> Path:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").is_file() and (root / "images" / "worker" / "Dockerfile").is_file():
         return root
     raise ImageError(f"dockkit's source tree was not found at {root}: the worker image is "

@@ -64,7 +64,7 @@ def python_command(
 
     Args:
         python: The remote interpreter, e.g. ``"python3"`` or ``"~/venv/bin/python"``.
-        args: The interpreter's arguments, e.g. ``["-m", "dockkit.agent"]`` or ``["-c", CODE]``.
+        args: The interpreter's arguments, e.g. ``["-m", "dockkit.launch.agent"]`` or ``["-c", CODE]``.
         cwd: Directory to run in (``~/`` is the remote home), or None to stay in the home.
         prolog: Shell code run first, unquoted, e.g. ``"source ~/venv/bin/activate"``.
         env: Non-secret environment variables for Python.
@@ -94,7 +94,7 @@ def remote_command(
     """Build the shell command that runs ``python -m MODULE ARGS`` on a host (see :func:`python_command`).
 
     Args:
-        module_args: The module and its arguments, e.g. ``["dockkit.agent", "--port", "5"]``.
+        module_args: The module and its arguments, e.g. ``["dockkit.launch.agent", "--port", "5"]``.
 
     Raises:
         ConfigError: ``module_args`` is empty or an environment name is invalid.

@@ -1,10 +1,10 @@
 """What an SSH connection goes to, and what its failures mean.
 
-:func:`resolve` turns a :class:`~dockkit.hosts.HostSpec` into an
+:func:`resolve` turns a :class:`~dockkit.launch.hosts.HostSpec` into an
 :class:`SSHTarget` the way OpenSSH reads ``ssh_config``; :func:`translate` is the
 one place where a paramiko/socket error becomes a dockkit error naming the host,
-the cause and the fix. The connection (:mod:`dockkit.ssh`), its remote processes
-(:mod:`dockkit.remote`) and its tunnels (:mod:`dockkit.tunnel`) all build on these.
+the cause and the fix. The connection (:mod:`dockkit.launch.ssh.connection`), its remote processes
+(:mod:`dockkit.launch.ssh.process`) and its tunnels (:mod:`dockkit.launch.ssh.tunnel`) all build on these.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import socket
 import paramiko
 
 from dockkit.errors import ConfigError, HostKeyError, SSHError
-from dockkit.hosts import HostSpec
+from dockkit.launch.hosts import HostSpec
 
 __all__ = ["SSHTarget", "resolve", "translate"]
 

@@ -3,7 +3,7 @@
 Start-up goes through three gates, and a host that fails one is named in a
 per-host status table before any task is sent:
 
-1. SSH: reachable, host key known, key accepted (``dockkit.ssh``).
+1. SSH: reachable, host key known, key accepted (``dockkit.launch.ssh.connection``).
 2. The probe: the same shell command the agent will run (``python_command``: same
    interpreter, working directory and prolog) reports Python, dockkit and
    cloudpickle versions, and whether the script is there.
@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import LaunchError
+from dockkit.errors import LaunchError
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
          "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'executable': sys.executable, "
@@ -41,7 +41,7 @@ def local_versions() -> dict:
     """What every host must match: Python major.minor, dockkit and cloudpickle versions."""
     import cloudpickle
 
-    from . import __version__
+    from dockkit import __version__
 
     return {"python": "%d.%d" % sys.version_info[:2], "dockkit": __version__,
             "cloudpickle": cloudpickle.__version__}
@@ -101,9 +101,9 @@ class SSHLauncher:
     """Starts one agent per SSH host over one connection each; stops them all.
 
     Args:
-        hosts: host specs (strings ``[user@]host[:N][*count]``, see :mod:`dockkit.hosts`, or HostSpec).
+        hosts: host specs (strings ``[user@]host[:N][*count]``, see :mod:`dockkit.launch.hosts`, or HostSpec).
         hostfile: a file of ``host [count]`` lines.
-        workers: the total ``-n``; spread over the hosts by :func:`dockkit.hosts.distribute`.
+        workers: the total ``-n``; spread over the hosts by :func:`dockkit.launch.hosts.distribute`.
         tunnel: workers reach the broker through a reverse SSH tunnel on their own loopback.
         external_hostname: the address workers connect to without a tunnel; the broker
             binds it when this machine has it, else every interface (see :func:`bind_address`).
@@ -121,7 +121,7 @@ class SSHLauncher:
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
                  allow_missing_hosts=False, connect_timeout=10.0, console=None):
-        from .hosts import distribute, parse_hostfile, parse_hosts
+        from dockkit.launch.hosts import distribute, parse_hostfile, parse_hosts
 
         specs = parse_hosts(hosts or [])
         if hostfile:
@@ -186,9 +186,9 @@ class SSHLauncher:
             self._close(row)
 
     def _connect(self, row: HostStatus, main: str | None) -> None:
-        from .commands import python_command
-        from .errors import DockkitError
-        from .ssh import SSHConnection
+        from dockkit.launch.commands import python_command
+        from dockkit.errors import DockkitError
+        from dockkit.launch.ssh.connection import SSHConnection
 
         try:
             row.connection = SSHConnection(row.spec, **self.ssh_options).connect()
@@ -218,7 +218,7 @@ class SSHLauncher:
             row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"
 
     def _start_agent(self, row: HostStatus, broker, config: dict, run_id: str) -> None:
-        from .commands import remote_command
+        from dockkit.launch.commands import remote_command
 
         if self.tunnel:
             row.address = tcp_url("127.0.0.1", row.connection.forward_remote_port(0, local_port=broker.port))
@@ -229,7 +229,7 @@ class SSHLauncher:
                         "host": row.spec.host, "worker_specs": specs, "env": self.env}
         if self.path:
             agent_config["cwd"] = self.path
-        command = remote_command(self.python, ["dockkit.agent"], cwd=self.path, prolog=self.prolog)
+        command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
         broker.expect(row.spec.host, [identity for _, identity in specs])
         row.process = row.connection.start(
             command, stdin_data=(json.dumps(agent_config) + "\n").encode(),

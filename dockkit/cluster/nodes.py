@@ -15,11 +15,11 @@ import sys
 import threading
 import time
 
-from .engine import LABEL, docker_errors, engine_cpus, find_container, remove_container, remove_network
-from .errors import ClusterError, DockkitError
-from .image import install_node_keys, private_archive
-from .keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
-from .state import ClusterState, NodeInfo
+from dockkit.cluster.engine import LABEL, docker_errors, engine_cpus, find_container, remove_container, remove_network
+from dockkit.errors import ClusterError, DockkitError
+from dockkit.cluster.image import install_node_keys, private_archive
+from dockkit.launch.ssh.keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from dockkit.cluster.state import ClusterState, NodeInfo
 
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
            "remove_networks", "create_node", "wait_ready", "node_ssh_files", "install_ssh_files",
@@ -124,8 +124,8 @@ def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: floa
     Raises:
         ClusterError: A node exited or never became ready.
     """
-    from .hosts import HostSpec
-    from .ssh import SSHConnection
+    from dockkit.launch.hosts import HostSpec
+    from dockkit.launch.ssh.connection import SSHConnection
 
     stop = threading.Event()  # one node failed: the others stop trying
 
@@ -195,7 +195,7 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
     The run is over when the engine says the command ended, not only when the output
     stream closes: a cluster run was seen, rarely and under load, blocked on this stream,
     and whatever the cause, a stream that outlives its command must not hang ``dockkit
-    run``. Call it inside :func:`~dockkit.engine.docker_errors`.
+    run``. Call it inside :func:`~dockkit.cluster.engine.docker_errors`.
     """
     from docker.utils.socket import demux_adaptor, frames_iter
 

@@ -15,7 +15,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from dockkit.errors import ConfigError
 
 DEFAULT_LIMIT = 200 * 1024 * 1024
 ALWAYS_SKIPPED = [".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".venv/", "venv/", "env/",

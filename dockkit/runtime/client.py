@@ -34,10 +34,10 @@ import time
 
 import cloudpickle
 
-from . import protocol as P
-from .errors import BrokenExecutor, SerializationError, TimeoutError
-from .interrupts import interrupts_deferred
-from .serialize import (describe, dumps, find_unpicklable, load_exception, loads, out_of_band,
+from dockkit.runtime import protocol as P
+from dockkit.errors import BrokenExecutor, SerializationError, TimeoutError
+from dockkit.runtime.interrupts import interrupts_deferred
+from dockkit.runtime.serialize import (describe, dumps, find_unpicklable, load_exception, loads, out_of_band,
                         out_of_band_items, serialization_error)
 
 TARGET_BATCH_SECONDS = 0.01

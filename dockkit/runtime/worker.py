@@ -1,6 +1,6 @@
 """A worker process: connects out to the broker, runs batches, sends results back.
 
-Started as ``python -m dockkit.worker`` by a supervisor (the root's local
+Started as ``python -m dockkit.runtime.worker`` by a supervisor (the root's local
 launcher or a host agent), which writes one JSON line of configuration to its
 stdin (broker address, the run's secret, identity) and then keeps stdin open:
 stdin reaching EOF means the supervisor is gone, and the worker exits at once.
@@ -37,13 +37,13 @@ from itertools import starmap
 
 import zmq
 
-from . import protocol as P
-from .auth import join_as_peer
-from .client import Client
-from .context import become_worker
-from .errors import SerializationError
-from .serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items
-from .wakeup import WakePipe
+from dockkit.runtime import protocol as P
+from dockkit.runtime.auth import join_as_peer
+from dockkit.runtime.client import Client
+from dockkit.runtime.context import become_worker
+from dockkit.errors import SerializationError
+from dockkit.runtime.serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items
+from dockkit.runtime.wakeup import WakePipe
 
 INITIAL_CREDIT = 2
 MAIN_MODULE = "__dockkit_main__"

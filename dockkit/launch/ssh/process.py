@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from dockkit.commands import exports as _exports
+from dockkit.launch.commands import exports as _exports
 from dockkit.errors import DockkitError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
-from dockkit.ssh_target import SSHTarget, translate
+from dockkit.launch.ssh.target import SSHTarget, translate
 
 if TYPE_CHECKING:
-    from dockkit.ssh import SSHConnection
+    from dockkit.launch.ssh.connection import SSHConnection
 
 __all__ = ["RemoteProcess", "pgid_reporting_command", "CHUNK", "feed", "drain_stderr"]
 
@@ -77,7 +77,7 @@ def drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
 
 
 class RemoteProcess:
-    """A command started by :meth:`dockkit.ssh.SSHConnection.start`.
+    """A command started by :meth:`dockkit.launch.ssh.connection.SSHConnection.start`.
 
     Args:
         connection: The connection it runs over (used to signal it).

@@ -1,7 +1,7 @@
 """Starting and supervising the worker processes of one host.
 
 The root uses it for local workers; a host agent uses it on a remote host. It
-starts each worker with ``python -m dockkit.worker`` (or, where that is safe, by
+starts each worker with ``python -m dockkit.runtime.worker`` (or, where that is safe, by
 forking this process: see :class:`ForkedProcess`), writes the worker's JSON
 configuration (with the run's secret) to its stdin and keeps that pipe open: a
 worker exits as soon as the pipe closes, so closing it is the polite stop and
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from .commands import with_prolog
+from dockkit.launch.commands import with_prolog
 
 
 class WorkerProcess:
@@ -67,7 +67,7 @@ class ForkedProcess:
                 os.environ.update(env)
                 if cwd:
                     os.chdir(cwd)
-                from .worker import main
+                from dockkit.runtime.worker import main
 
                 main()
             except BaseException:  # report it like a spawned worker would, then leave
@@ -171,7 +171,7 @@ class WorkerGroup:
                         for f in (p.process.stdin, p.process.stdout, p.process.stderr)]
                 process = ForkedProcess(env=self._extra_env, cwd=self._cwd, inherited_fds=ours)
             else:
-                argv = [self._python, "-m", "dockkit.worker"]
+                argv = [self._python, "-m", "dockkit.runtime.worker"]
                 if self._prolog:
                     argv = ["/bin/sh", "-c", with_prolog(self._prolog, f"exec {shlex.join(argv)}")]
                 process = subprocess.Popen(

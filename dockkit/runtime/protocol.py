@@ -94,7 +94,7 @@ def pack_info(info: dict) -> bytes:
 
 def unpack_info(frame: bytes) -> dict:
     """Decode a frame made by :func:`pack_info`; malformed input gives a ProtocolError."""
-    from .errors import ProtocolError
+    from dockkit.errors import ProtocolError
 
     try:
         info = pickle.loads(frame)

@@ -14,9 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import cluster_dir, write_private
-from .errors import ConfigError
-from .keys import SSHHostEntry, known_hosts_line, ssh_config_text
+from dockkit.config import cluster_dir, write_private
+from dockkit.errors import ConfigError
+from dockkit.launch.ssh.keys import SSHHostEntry, known_hosts_line, ssh_config_text
 
 __all__ = ["NodeInfo", "ClusterState", "ClusterFiles", "load_state"]
 

@@ -11,12 +11,12 @@ The cluster layer only provides hosts; nothing in the runtime knows about Docker
     │ Cluster.executor()   ├── ssh ─────►│         --tunnel (SSH launcher inside)   │
     └──────────────────────┘             └─────────────────────────────────────────┘
 
-Every node runs the same image (:mod:`dockkit.image`; built once, copied to the
+Every node runs the same image (:mod:`dockkit.cluster.image`; built once, copied to the
 other engines), so the interpreter, dockkit and the user's requirements are
 identical everywhere. Each node gets its own ed25519 host key at start (never
 baked in); the cluster has one client key. Two ssh_configs are written: one in
-the state directory for this machine (:mod:`dockkit.state`) and one inside every
-node (:mod:`dockkit.nodes`). Everything is labelled ``dockkit.cluster=<name>``,
+the state directory for this machine (:mod:`dockkit.cluster.state`) and one inside every
+node (:mod:`dockkit.cluster.nodes`). Everything is labelled ``dockkit.cluster=<name>``,
 so :meth:`Cluster.down` works from Docker's state even after a crashed ``up`` or a
 deleted state directory.
 """
@@ -28,15 +28,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import nodes as _nodes
-from .base_image import image_exists
-from .config import check_cluster_name
-from .engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
-from .errors import ClusterError, ConfigError, DockkitError, ImageError
-from .image import copy_image, ensure_worker_image
-from .keys import generate_keypair
-from .nodes import CLUSTER_LABEL, gone_message
-from .state import ClusterFiles, ClusterState, NodeInfo
+from dockkit.cluster import nodes as _nodes
+from dockkit.cluster.base_image import image_exists
+from dockkit.config import check_cluster_name
+from dockkit.cluster.engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
+from dockkit.errors import ClusterError, ConfigError, DockkitError, ImageError
+from dockkit.cluster.image import copy_image, ensure_worker_image
+from dockkit.launch.ssh.keys import generate_keypair
+from dockkit.cluster.nodes import CLUSTER_LABEL, gone_message
+from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 
 __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCAL_DOCKER"]
 
@@ -60,7 +60,7 @@ class Cluster:
             socket); default ``["local"]``. Nodes are spread over them in turn. A node on
             an engine reached over ``ssh://``/``tcp://`` publishes its sshd on that host's
             address, which every node must be able to reach (only that port is needed).
-        base_image, requirements: see :func:`dockkit.image.ensure_worker_image`; they
+        base_image, requirements: see :func:`dockkit.cluster.image.ensure_worker_image`; they
             shape a new cluster's image (an existing cluster keeps its own).
         ready_timeout: seconds a node may take until key login works.
         log: receives one-line progress messages.
@@ -383,7 +383,7 @@ class Cluster:
     # --- running work ------------------------------------------------------------------------
     def upload(self, directory=".", *, limit: int | None = None):
         """Copy ``directory`` (ignore rules applied) to the same path on every node."""
-        from .sync import DEFAULT_LIMIT, pack
+        from dockkit.cluster.sync import DEFAULT_LIMIT, pack
 
         bundle = pack(directory, limit=limit or DEFAULT_LIMIT)
         for node in self._require().nodes:
@@ -449,7 +449,7 @@ class Cluster:
 
     def executor(self, workers: int | None = None, **options):
         """A ``concurrent.futures.Executor`` whose workers run on the cluster's nodes."""
-        from .executor import Executor
+        from dockkit.executor import Executor
 
         return Executor(workers, hosts=self.hosts_for(workers), ssh_config=str(self.ssh_config_path),
                         tunnel=True, **options)

@@ -34,7 +34,7 @@ one append, and a wake-up pipe is written only while the broker thread sleeps.
 thread and back several times per batch.)
 
 Peers authenticate with the run's credentials, checked in this thread by a
-:class:`~dockkit.auth.Gatekeeper` (PLAIN on loopback, CurveZMQ beyond it).
+:class:`~dockkit.runtime.auth.Gatekeeper` (PLAIN on loopback, CurveZMQ beyond it).
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ import time
 
 import zmq
 
-from . import protocol as P
-from .auth import Gatekeeper
-from .errors import BrokenExecutor, ProtocolError, WorkerLostError
-from .interrupts import interrupts_deferred
-from .serialize import dumps
-from .wakeup import WakePipe
+from dockkit.runtime import protocol as P
+from dockkit.runtime.auth import Gatekeeper
+from dockkit.errors import BrokenExecutor, ProtocolError, WorkerLostError
+from dockkit.runtime.interrupts import interrupts_deferred
+from dockkit.runtime.serialize import dumps
+from dockkit.runtime.wakeup import WakePipe
 
 log = logging.getLogger("dockkit.broker")
 TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from dockkit.engine import LABEL, docker_errors
+from dockkit.cluster.engine import LABEL, docker_errors
 from dockkit.errors import ImageError
 
 __all__ = ["VENV", "default_base_image", "offline_base_image", "ensure_base_image",

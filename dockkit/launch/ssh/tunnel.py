@@ -19,8 +19,8 @@ import threading
 import paramiko
 
 from dockkit.errors import SSHError
-from dockkit.remote import CHUNK
-from dockkit.ssh_target import SSHTarget
+from dockkit.launch.ssh.process import CHUNK
+from dockkit.launch.ssh.target import SSHTarget
 
 __all__ = ["ReverseTunnels"]
 

@@ -1,8 +1,8 @@
 """The host agent: one per remote host, started over that host's one SSH connection.
 
-``python -m dockkit.agent`` reads one JSON line of configuration from stdin
+``python -m dockkit.launch.agent`` reads one JSON line of configuration from stdin
 (broker address, the run's secret, the workers to start), starts the workers
-with a :class:`~dockkit.supervisor.WorkerGroup`, and then:
+with a :class:`~dockkit.launch.supervisor.WorkerGroup`, and then:
 
 - reports each worker's exit to the broker at once (EXITED, with the status),
   so the broker re-queues exactly that worker's batches;
@@ -28,9 +28,9 @@ import time
 
 import zmq
 
-from . import protocol as P
-from .supervisor import WorkerGroup
-from .worker import broker_socket
+from dockkit.runtime import protocol as P
+from dockkit.launch.supervisor import WorkerGroup
+from dockkit.runtime.worker import broker_socket
 
 
 class Agent:

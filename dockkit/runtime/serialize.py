@@ -21,8 +21,8 @@ import traceback
 
 import cloudpickle
 
-from .errors import RemoteError, SerializationError
-from .protocol import view
+from dockkit.errors import RemoteError, SerializationError
+from dockkit.runtime.protocol import view
 
 PROTOCOL = 5
 #: ``bytes`` at least this long travel out of band once wrapped by :func:`out_of_band_items`.

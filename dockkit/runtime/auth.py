@@ -18,7 +18,7 @@ import ipaddress
 import zmq
 from zmq.utils import z85
 
-from . import protocol as P
+from dockkit.runtime import protocol as P
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq sends a context's ZAP requests (RFC 27)
 
