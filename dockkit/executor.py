@@ -7,9 +7,9 @@
         ▲                                   │
         └──── Client.deliver ◄──────────────┘ (results, failures, worker counts)
 
-An Executor owns one broker, one client and the workers it starts: local ones
-through a :class:`~dockkit.launch.supervisor.WorkerGroup`, or remote ones through the
-SSH launcher when ``hosts`` is given. ``shutdown`` stops them all and is
+An Executor owns one broker, one client and one launcher (:mod:`dockkit.launch.base`),
+which starts its workers: on this machine, over SSH when ``hosts`` is given, or
+however the launcher passed in does it. ``shutdown`` stops them all and is
 idempotent. :func:`default_executor` is the reusable executor underneath the
 module-level ``dockkit.futures`` functions: created on first use and replaced
 when it breaks, like loky's ``get_reusable_executor``.
@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import os
 import base64
 import logging
-import sys
+import os
 import threading
-import uuid
 
+from dockkit.errors import BrokenExecutor, ConfigError
+from dockkit.launch.base import make_launcher
 from dockkit.runtime import protocol as P
 from dockkit.runtime.client import Client
 from dockkit.runtime.context import current
-from dockkit.errors import BrokenExecutor, ConfigError
-from dockkit.launch.supervisor import WorkerGroup
 
 log = logging.getLogger("dockkit.executor")
-
-LOCAL_OPTIONS = ("python", "path", "env", "prolog")
 
 
 class Executor(concurrent.futures.Executor):
@@ -43,6 +39,8 @@ class Executor(concurrent.futures.Executor):
     Args:
         workers: number of worker processes (default: this machine's CPU count).
         hosts: SSH hosts (``HostSpec``, strings, or a hostfile via ``hostfile=``); None = local.
+        launcher: a launcher object (see :mod:`dockkit.launch.base`) to start the workers
+            with, instead of the one ``workers``/``hosts`` choose.
         max_retries: times a batch is re-run after its worker died; 0 for work that
             must never run twice.
         encrypt: CurveZMQ for the run's traffic. None (the default): when the broker binds
@@ -53,7 +51,7 @@ class Executor(concurrent.futures.Executor):
             word from the broker, so a hung or vanished root leaves no worker behind.
         main: path of the user's script, imported on every worker under a non-main name.
         argv: ``sys.argv[1:]`` the workers see while importing ``main``.
-        bind: address the broker binds (loopback unless remote workers connect directly).
+        bind: address the broker binds (default: what the launcher needs).
         python, path, env, prolog: the workers' interpreter, working directory, extra
             environment and a shell command run before they start (local and SSH alike).
         **launch_options: passed to the SSH launcher (tunnel, ssh_config, ...).
@@ -63,7 +61,7 @@ class Executor(concurrent.futures.Executor):
         LaunchError: remote hosts could not be started (SSH launcher).
     """
 
-    def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None,
+    def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None, launcher=None,
                  max_retries: int = 3, main: str | None = None, argv=(), bind: str | None = None,
                  heartbeat_timeout: float = 10.0, encrypt: bool | None = None, **launch_options):
         if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -75,75 +73,47 @@ class Executor(concurrent.futures.Executor):
                               f"got {heartbeat_timeout!r}")
         self._secret = base64.urlsafe_b64encode(os.urandom(32)).decode()  # not `secrets`: slow import
         self._shutdown_lock = threading.Lock()
-        self._constants: set[str] = set()
         self._closed = False
-        self._run_id = uuid.uuid4().hex[:8]
-        remote = bool(hosts or hostfile)
-        local: dict = {}
-        self._launcher = None
-        self._group = None
-        if remote:
-            from dockkit.launch.ssh.launcher import SSHLauncher  # only remote runs load paramiko
-
-            self._launcher = SSHLauncher(hosts=hosts, hostfile=hostfile, workers=workers,
-                                         **launch_options)
-            bind = bind or self._launcher.bind_address
-            workers = self._launcher.total_workers
-        else:
-            local = {k: launch_options.pop(k) for k in LOCAL_OPTIONS if k in launch_options}
-            unknown = sorted(k for k, v in launch_options.items() if v)
-            if unknown:
-                raise ConfigError(f"options {unknown} only apply with hosts=")
-        self.workers = workers or os.cpu_count() or 1
-        if not remote:
-            # Local workers start first and import while the broker is set up: their
-            # interpreter start-up is most of an executor's start-up time.
-            names = [(f"w{i}", f"{self._run_id}/w{i}") for i in range(self.workers)]
-            self._group = WorkerGroup(
-                names, on_exit=lambda *exit: self._broker.report_exit(*exit),
-                python=local.get("python") or sys.executable, env=local.get("env"),
-                cwd=local.get("path"), prolog=local.get("prolog"),
-                # a script run needs workers that import it afresh; others may fork (faster)
-                allow_fork=main is None).spawn()
-        # loads zmq: after the spawn, on purpose
-        from dockkit.runtime.auth import binds_loopback_only, new_curve_keys, peer_curve_keys
-        from dockkit.runtime.broker import Broker
-
-        bind = bind or "127.0.0.1"
-        if encrypt is None:
-            encrypt = not binds_loopback_only(bind)
-        curve = new_curve_keys() if encrypt else None
-        self._curve = curve  # the run's keys, as _secret is its password
+        self._constants: set[str] = set()
+        self._broker = None
+        self._launcher = launcher or make_launcher(workers, hosts=hosts, hostfile=hostfile,
+                                                   script=main is not None, **launch_options)
+        self.workers = self._launcher.total_workers
         self._client = Client(self._send, workers=self.workers)
-        self._broker = Broker(secret=self._secret.encode(), host=bind, curve=curve,
-                              max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
-                              on_local=self._on_broker_message).start()
-        config = {"address": self._broker.address, "secret": self._secret,
-                  "workers": self.workers, "heartbeat_timeout": heartbeat_timeout,
-                  "debug": bool(os.environ.get("DOCKKIT_DEBUG"))}
-        if curve:
-            config["curve"] = peer_curve_keys(curve)
-        if main:
-            config.update(main=os.path.abspath(main), argv=list(argv), cwd=local.get("path") or os.getcwd())
+        # Everything from the first worker started on is undone if any step fails or is
+        # interrupted: no worker may outlive a half-made executor.
         try:
-            if self._launcher is not None:
-                self._launcher.start(self._broker, config, run_id=self._run_id)
+            self._launcher.prepare()
+            peer_keys = self._start_broker(bind or self._launcher.bind_address, encrypt,
+                                           max_retries, heartbeat_timeout)
+            config = P.WorkerConfig(
+                address=self._broker.address, secret=self._secret, workers=self.workers,
+                heartbeat_timeout=heartbeat_timeout, debug=bool(os.environ.get("DOCKKIT_DEBUG")),
+                curve=peer_keys,
+                main=os.path.abspath(main) if main else None, argv=list(argv),
+                cwd=os.getcwd() if main else None)
+            self._launcher.start(self._broker, config)
+            if self._launcher.wait_at_start:
                 # remote workers take a moment to connect; every host should take part
                 # from the first task on (and a launch that fails, fails here)
                 self.wait_for_workers()
-            else:
-                self._start_local(config)
         except BaseException:
             self.shutdown(wait=False)
             raise
 
-    def _start_local(self, config: dict) -> None:
-        # Local workers see this process's import path, as multiprocessing's spawn does, so
-        # functions of modules it imported from a path added at run time (tests, notebooks)
-        # are found there too.
-        config = {**config, "sys_path": list(sys.path)}
-        self._broker.expect("localhost", self._group.identities)
-        self._group.start(config)
+    def _start_broker(self, bind: str, encrypt: bool | None, max_retries: int,
+                      heartbeat_timeout: float) -> dict | None:
+        """Bind and start the broker; returns what the peers need of the run's CurveZMQ keys."""
+        from dockkit.runtime.auth import binds_loopback_only, new_curve_keys, peer_curve_keys  # loads zmq
+        from dockkit.runtime.broker import Broker
+
+        if encrypt is None:
+            encrypt = not binds_loopback_only(bind)
+        self._curve = curve = new_curve_keys() if encrypt else None  # as _secret is its password
+        self._broker = Broker(secret=self._secret.encode(), host=bind, curve=curve,
+                              max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
+                              on_local=self._on_broker_message).start()
+        return peer_curve_keys(curve) if curve else None
 
     def _send(self, frames) -> None:
         self._broker.send_local(frames)
@@ -186,7 +156,7 @@ class Executor(concurrent.futures.Executor):
     @property
     def worker_pids(self) -> list[int]:
         """PIDs of local workers (empty for remote runs)."""
-        return self._group.pids if self._group else []
+        return list(getattr(self._launcher, "pids", []))
 
     # --- the Executor contract ---------------------------------------------------------------
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
@@ -238,11 +208,9 @@ class Executor(concurrent.futures.Executor):
         self._client.fail_all(BrokenExecutor("the executor was shut down"))
         # Workers first: stopped while the broker still answers, they exit without
         # reconnect attempts; the broker's own STOP is the backstop.
-        if self._group is not None:
-            self._group.stop()
-        if self._launcher is not None:
-            self._launcher.stop()
-        self._broker.stop()
+        self._launcher.stop()
+        if self._broker is not None:
+            self._broker.stop()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -285,7 +253,7 @@ def default_executor() -> Executor:
             options = dict(_default_options)
             wait = options.pop("wait_for_workers", False)
             _default = Executor(**options)
-            if wait and _default._launcher is None:  # a remote executor waited as it started
+            if wait and not _default._launcher.wait_at_start:  # else it waited as it started
                 _default.wait_for_workers()
             if current().constants:  # what shared.setConst sent to the executor it replaces
                 _default.set_constants(dict(current().constants))

@@ -18,7 +18,6 @@ so reaches the root's terminal over SSH.
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
 import queue
 import signal
@@ -33,35 +32,31 @@ from dockkit.launch.supervisor import WorkerGroup
 from dockkit.runtime.worker import broker_socket
 
 
-class Agent:
+class HostAgent:
     """Supervises this host's workers on behalf of a remote broker."""
 
-    def __init__(self, config: dict):
-        self.config = config
-        self.host = config.get("host") or os.uname().nodename
+    def __init__(self, config: P.AgentConfig):
+        worker = config.worker
+        self.host = worker.host or os.uname().nodename
+        self.identity = config.identity
+        self.worker_ids = [identity for _, identity in config.workers]
         self._exits: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._context = zmq.Context()
-        self._socket = broker_socket(self._context, config)
-        self.heartbeat_timeout = float(config.get("heartbeat_timeout", 10.0))
-        worker_config = {key: config[key] for key in ("address", "secret", "curve", "workers", "debug",
-                                                      "main", "argv", "cwd", "heartbeat_timeout")
-                         if key in config}
-        worker_config["host"] = self.host
-        if worker_config.get("cwd") and not os.path.isdir(worker_config["cwd"]):
-            worker_config.pop("cwd")
-        self._worker_config = worker_config
-        self.group = WorkerGroup([tuple(w) for w in config["worker_specs"]],
+        self._socket = broker_socket(self._context, worker, config.identity)
+        self.heartbeat_timeout = float(worker.heartbeat_timeout)
+        # The root's working directory, where this host has it; else the login directory.
+        cwd = worker.cwd if worker.cwd and os.path.isdir(worker.cwd) else None
+        self._worker_config = worker.replace(host=self.host, cwd=cwd)
+        self.group = WorkerGroup(config.workers,
                                  on_exit=lambda identity, reason: self._exits.put((identity, reason)),
-                                 env=config.get("env"))
+                                 env=config.env)
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> int:
-        workers = [identity.encode() for _, identity in self.config["worker_specs"]]
-        self._send([P.HELLO, P.pack_info({"version": P.VERSION, "role": "agent", "host": self.host,
-                                          "workers": workers})])
+        self._send(P.hello_agent(self.host, self.worker_ids))
         self.group.start(self._worker_config)
         last_heard = time.monotonic()
         next_beat = 0.0
@@ -80,7 +75,7 @@ class Agent:
                         break
                 while not self._exits.empty():
                     identity, reason = self._exits.get()
-                    self._send([P.EXITED, P.pack_info({"identity": identity.encode(), "reason": reason})])
+                    self._send(P.exited(identity, reason))
                 now = time.monotonic()
                 if now >= next_beat:
                     self._send([P.HEARTBEAT, b""])
@@ -100,7 +95,7 @@ class Agent:
         self._socket.send_multipart(frames)
 
 
-def _stop_on_eof(agent: Agent) -> None:
+def _stop_on_eof(agent: HostAgent) -> None:
     """The SSH connection is our lifeline: stdin EOF means the root is gone."""
     while sys.stdin.buffer.read(65536):
         pass
@@ -110,8 +105,7 @@ def _stop_on_eof(agent: Agent) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    config = json.loads(sys.stdin.buffer.readline())
-    agent = Agent(config)
+    agent = HostAgent(P.AgentConfig.from_json(sys.stdin.buffer.readline()))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.stop())
     threading.Thread(target=_stop_on_eof, args=(agent,), daemon=True).start()

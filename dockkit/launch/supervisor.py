@@ -12,7 +12,6 @@ with its status, the moment it happens (no polling).
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import shlex
@@ -23,6 +22,7 @@ import threading
 import time
 
 from dockkit.launch.commands import with_prolog
+from dockkit.runtime.protocol import WorkerConfig
 
 
 class WorkerProcess:
@@ -184,18 +184,19 @@ class WorkerGroup:
             self._selector.register(process.stderr, selectors.EVENT_READ, (proc, prefix, self._err, [b""]))
         return self
 
-    def start(self, config: dict) -> "WorkerGroup":
+    def start(self, config: WorkerConfig) -> "WorkerGroup":
         """Give every worker its configuration (spawning first if needed) and supervise them.
 
         Args:
-            config: what every worker gets (broker address, secret, ...).
+            config: what every worker gets (broker address, secret, ...); each gets its own
+                name and identity filled in.
         """
         if not self._procs:
             self.spawn()
         for proc in self._procs:
-            line = json.dumps({**config, "name": proc.name, "identity": proc.identity}) + "\n"
+            line = config.replace(name=proc.name, identity=proc.identity).to_json()
             try:
-                proc.process.stdin.write(line.encode())
+                proc.process.stdin.write(line)
                 proc.process.stdin.flush()
             except BrokenPipeError:
                 pass  # it died at once; the monitor reports its exit
@@ -259,7 +260,8 @@ class WorkerGroup:
             deadline = time.monotonic() + 2.0
         for proc in self._procs:
             proc.process.wait()
-        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():  # never started if start() was not reached
+            self._thread.join(timeout=2.0)
 
     def __enter__(self) -> "WorkerGroup":
         return self.spawn()

@@ -46,16 +46,15 @@ def binds_loopback_only(host: str) -> bool:
         return False  # a name: it may resolve to any interface
 
 
-def join_as_peer(socket: zmq.Socket, config: dict) -> None:
-    """Give a peer's socket the run's credentials from its configuration (before connect)."""
-    curve = config.get("curve")
+def join_as_peer(socket: zmq.Socket, *, secret: str, curve: dict | None) -> None:
+    """Give a peer's socket the run's credentials (before connect): CurveZMQ keys, else PLAIN."""
     if curve:
         socket.curve_serverkey = curve["server_public"].encode()
         socket.curve_publickey = curve["client_public"].encode()
         socket.curve_secretkey = curve["client_secret"].encode()
     else:
         socket.plain_username = P.AUTH_USER
-        socket.plain_password = config["secret"].encode()
+        socket.plain_password = secret.encode()
 
 
 class Gatekeeper:

@@ -66,8 +66,8 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, struct.error)
 
 # Plain classes with __slots__, not dataclasses: they are made per batch on the hot
 # path, and dataclass creation costs milliseconds at import (executor start-up).
-class Task:
-    """One submitted batch, from SUBMIT until its RESULT reaches the client."""
+class Batch:
+    """One submitted batch of tasks, from SUBMIT until its RESULT reaches the client."""
 
     __slots__ = ("key", "client", "batch_id", "func_key", "ntasks", "flags", "payload",
                  "attempts", "worker", "cancelled")
@@ -97,7 +97,7 @@ class Worker:
     def __init__(self, identity: bytes, name: str, host: str, pid: int, now: float):
         self.identity, self.name, self.host, self.pid = identity, name, host, pid
         self.credit = 0
-        self.inflight: dict[int, Task] = {}
+        self.inflight: dict[int, Batch] = {}
         self.funcs: set[int] = set()
         self.watchdog: bytes | None = None  # its watchdog's identity, once it has pinged
         self.last_seen = now
@@ -105,7 +105,9 @@ class Worker:
         self.ready_entries = 0  # its entries in the broker's credit queue
 
 
-class Agent:
+class AgentPeer:
+    """A host agent (or the root, for its own workers) and the workers it announced."""
+
     __slots__ = ("identity", "host", "expected", "last_seen")
 
     def __init__(self, identity: bytes, host: str, expected: set, last_seen: float):
@@ -155,13 +157,13 @@ class Broker:
 
         self._keys = itertools.count(1)
         self.workers: dict[bytes, Worker] = {}
-        self.agents: dict[bytes, Agent] = {}
-        self._queue: collections.deque[Task] = collections.deque()
+        self.agents: dict[bytes, AgentPeer] = {}
+        self._queue: collections.deque[Batch] = collections.deque()
         self._ready: collections.deque[bytes] = collections.deque()  # one entry per credit
         # Workers with credit and nothing in flight, served before the credit order: a
         # worker whose credits came first must not take every batch while another idles.
         self._idle: collections.deque[bytes] = collections.deque()
-        self._tasks: dict[tuple[bytes, int], Task] = {}
+        self._batches: dict[tuple[bytes, int], Batch] = {}
         self._funcs: dict[int, Function] = {}
         self._client_funcs: dict[tuple[bytes, int], int] = {}
         self._consts: list[list] = []
@@ -197,9 +199,7 @@ class Broker:
 
     def expect(self, host: str, identities) -> None:
         """Thread-safe: announce workers that are starting, so tasks wait for them."""
-        hello = {"version": P.VERSION, "role": "agent", "host": host,
-                 "workers": [i.encode() if isinstance(i, str) else i for i in identities]}
-        self.send_local([P.HELLO, P.pack_info(hello)])
+        self.send_local(P.hello_agent(host, identities))
 
     def connected(self, identities) -> int:
         """Thread-safe: how many of these peers (workers or agents) are connected now."""
@@ -207,8 +207,7 @@ class Broker:
 
     def report_exit(self, identity, reason: str) -> None:
         """Thread-safe: a worker of this process's own supervision exited."""
-        identity = identity.encode() if isinstance(identity, str) else identity
-        self.send_local([P.EXITED, P.pack_info({"identity": identity, "reason": reason})])
+        self.send_local(P.exited(identity, reason))
 
     def send_local(self, frames) -> None:
         """Thread-safe: hand a message from the root process to the broker thread.
@@ -330,7 +329,7 @@ class Broker:
         if info.get("role") == "agent":
             expected = set(info.get("workers", ()))
             self._expected |= expected - self._arrived
-            self.agents[peer] = Agent(peer, info.get("host", "?"), expected, time.monotonic())
+            self.agents[peer] = AgentPeer(peer, info.get("host", "?"), expected, time.monotonic())
             if peer != LOCAL:
                 self._send(peer, [P.WELCOME, P.pack_info({"accepted": True})])
             self._info()
@@ -369,32 +368,32 @@ class Broker:
             self._client_funcs[(peer, func_id)] = func_key
             self._funcs[func_key] = Function(func_key, blob)
         self._funcs[func_key].refs += 1
-        task = Task(next(self._keys), peer, batch_id, func_key, ntasks, flags, payload)
-        self._tasks[(peer, batch_id)] = task
+        batch = Batch(next(self._keys), peer, batch_id, func_key, ntasks, flags, payload)
+        self._batches[(peer, batch_id)] = batch
         if not self.workers and not self._expected:
-            self._fail(task, BrokenExecutor(self._no_workers_reason()))
+            self._fail(batch, BrokenExecutor(self._no_workers_reason()))
             return
-        self._queue.append(task)
+        self._queue.append(batch)
 
     def _on_result(self, peer, frames) -> None:
         worker = self.workers.get(peer)
         if worker is None:
             return
         task_key, elapsed, ntasks = P.RESULT_HEADER.unpack(frames[0].buffer)
-        task = worker.inflight.pop(task_key, None)
-        if task is None:
+        batch = worker.inflight.pop(task_key, None)
+        if batch is None:
             return
         self._mark_idle(worker)
-        if not task.cancelled:
-            header = P.RESULT_HEADER.pack(task.batch_id, elapsed, ntasks)
-            self._send(task.client, [P.RESULT, header, *frames[1:]])
-        self._retire(task)
+        if not batch.cancelled:
+            header = P.RESULT_HEADER.pack(batch.batch_id, elapsed, ntasks)
+            self._send(batch.client, [P.RESULT, header, *frames[1:]])
+        self._retire(batch)
 
     def _on_cancel(self, peer, frames) -> None:
         for batch_id in P.unpack_ids(P.view(frames[0])):
-            task = self._tasks.get((peer, batch_id))
-            if task is not None:
-                task.cancelled = True
+            batch = self._batches.get((peer, batch_id))
+            if batch is not None:
+                batch.cancelled = True
 
     def _on_forget(self, peer, frames) -> None:
         for func_id in P.unpack_ids(P.view(frames[0])):
@@ -438,10 +437,10 @@ class Broker:
     # --- scheduling -----------------------------------------------------------------
     def _dispatch(self) -> None:
         while self._queue:
-            task = self._queue[0]
-            if task.cancelled:
+            batch = self._queue[0]
+            if batch.cancelled:
                 self._queue.popleft()
-                self._retire(task)
+                self._retire(batch)
                 continue
             worker = self._next_worker()
             if worker is None:
@@ -449,17 +448,17 @@ class Broker:
             self._queue.popleft()
             worker.credit -= 1
             blob = b""
-            if task.func_key not in worker.funcs:
-                worker.funcs.add(task.func_key)
-                blob = self._funcs[task.func_key].blob
-            task.worker = worker.identity
-            worker.inflight[task.key] = task
+            if batch.func_key not in worker.funcs:
+                worker.funcs.add(batch.func_key)
+                blob = self._funcs[batch.func_key].blob
+            batch.worker = worker.identity
+            worker.inflight[batch.key] = batch
             self.batches_dispatched += 1
-            self.tasks_dispatched += task.ntasks
-            header = P.TASKS_HEADER.pack(task.key, task.func_key, task.ntasks, task.flags)
-            self._send(worker.identity, [P.TASKS, header, blob, *task.payload])
-            if task.flags & P.NOTIFY_RUNNING and task.attempts == 0:
-                self._send(task.client, [P.RUNNING, P.pack_ids([task.batch_id])])
+            self.tasks_dispatched += batch.ntasks
+            header = P.TASKS_HEADER.pack(batch.key, batch.func_key, batch.ntasks, batch.flags)
+            self._send(worker.identity, [P.TASKS, header, blob, *batch.payload])
+            if batch.flags & P.NOTIFY_RUNNING and batch.attempts == 0:
+                self._send(batch.client, [P.RUNNING, P.pack_ids([batch.batch_id])])
 
     def _mark_idle(self, worker: Worker) -> None:
         if worker.credit > 0 and not worker.inflight and not worker.idle_queued:
@@ -487,12 +486,12 @@ class Broker:
                     return worker
         return None
 
-    def _retire(self, task: Task) -> None:
-        self._tasks.pop((task.client, task.batch_id), None)
-        function = self._funcs.get(task.func_key)
+    def _retire(self, batch: Batch) -> None:
+        self._batches.pop((batch.client, batch.batch_id), None)
+        function = self._funcs.get(batch.func_key)
         if function is not None:
             function.refs -= 1
-            self._maybe_free(task.func_key)
+            self._maybe_free(batch.func_key)
 
     def _maybe_free(self, key: int) -> None:
         function = self._funcs[key]
@@ -505,10 +504,10 @@ class Broker:
                 worker.funcs.discard(key)
                 self._send(worker.identity, [P.DROP, frame])
 
-    def _fail(self, task: Task, exc: BaseException) -> None:
-        if not task.cancelled:
-            self._send(task.client, [P.FAILED, P.FAILED_HEADER.pack(task.batch_id), *dumps(exc)])
-        self._retire(task)
+    def _fail(self, batch: Batch, exc: BaseException) -> None:
+        if not batch.cancelled:
+            self._send(batch.client, [P.FAILED, P.FAILED_HEADER.pack(batch.batch_id), *dumps(exc)])
+        self._retire(batch)
 
     def _worker_lost(self, identity: bytes, reason: str) -> None:
         """The one place a lost worker is handled: requeue its batches or fail them."""
@@ -521,19 +520,19 @@ class Broker:
         where = f"worker {worker.name} (pid {worker.pid}) on {worker.host} {reason}"
         self._last_exit = where
         log.warning("dockkit: %s", where)
-        for task in sorted(worker.inflight.values(), key=lambda t: t.key, reverse=True):
-            task.attempts += 1
-            task.worker = None
-            if task.attempts > self.max_retries:
-                self._fail(task, WorkerLostError(
-                    f"a batch of {task.ntasks} task(s) was lost: {where}; it ran "
-                    f"{task.attempts} time(s), more than max_retries={self.max_retries} allows"))
+        for batch in sorted(worker.inflight.values(), key=lambda t: t.key, reverse=True):
+            batch.attempts += 1
+            batch.worker = None
+            if batch.attempts > self.max_retries:
+                self._fail(batch, WorkerLostError(
+                    f"a batch of {batch.ntasks} task(s) was lost: {where}; it ran "
+                    f"{batch.attempts} time(s), more than max_retries={self.max_retries} allows"))
             else:
-                self._queue.appendleft(task)
+                self._queue.appendleft(batch)
                 self.batches_requeued += 1
-        for task in self._tasks.values():
-            if task.client == identity:  # nested work of a dead worker: nobody waits for it
-                task.cancelled = True
+        for batch in self._batches.values():
+            if batch.client == identity:  # nested work of a dead worker: nobody waits for it
+                batch.cancelled = True
         self._info()
         self._check_broken(where)
 

@@ -18,6 +18,7 @@ both ways between the broker and every agent and worker watchdog.
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 
@@ -76,6 +77,28 @@ WATCHDOG_SUFFIX = b"/hb"
 AUTH_USER = b"dockkit"
 
 
+# --- messages built in more than one place ---------------------------------------------
+def hello_worker(name: str, host: str, pid: int) -> list:
+    """A worker's HELLO: it joins the run."""
+    return [HELLO, pack_info({"version": VERSION, "role": "worker", "name": name, "host": host,
+                              "pid": pid})]
+
+
+def hello_agent(host: str, workers) -> list:
+    """A host agent's HELLO (or the root's, for its own workers): these workers are starting."""
+    return [HELLO, pack_info({"version": VERSION, "role": "agent", "host": host,
+                              "workers": [_as_bytes(w) for w in workers]})]
+
+
+def exited(identity, reason: str) -> list:
+    """EXITED: a supervised worker ended (``reason`` says how, e.g. 'was killed by SIGKILL')."""
+    return [EXITED, pack_info({"identity": _as_bytes(identity), "reason": reason})]
+
+
+def _as_bytes(identity) -> bytes:
+    return identity.encode() if isinstance(identity, str) else bytes(identity)
+
+
 def pack_ids(ids) -> bytes:
     """Pack integer ids (batch ids, function keys) into one frame."""
     ids = list(ids)
@@ -114,3 +137,116 @@ def view(frame) -> memoryview:
 def name(kind: bytes) -> str:
     """The readable name of a message kind, for logs."""
     return NAMES.get(bytes(kind), repr(bytes(kind)))
+
+
+# --- the configuration a worker or host agent reads on its stdin ---------------------------
+class WorkerConfig:
+    """Everything a worker needs to join a run; one JSON line on its stdin (never argv: secrets).
+
+    One class for every hop (executor → launcher → agent → supervisor → worker), so a new
+    setting is one new field here. Plain slots, not a dataclass: this module is imported
+    by every worker, and start-up time counts.
+
+    Attributes:
+        address: the broker's ``tcp://host:port`` as this worker reaches it.
+        secret: the run's PLAIN password; curve: the peers' CurveZMQ keys, or None.
+        workers: the run's worker count (sizes nested maps' windows).
+        heartbeat_timeout: seconds of silence after which the broker gives a worker up.
+        debug: broker and worker traces. main, argv: the user's script and its arguments,
+            imported on the worker under a non-main name. cwd: the working directory.
+        sys_path: extra import paths (local workers see the root's).
+        host: the host name workers report. name, identity: this worker's (set per worker).
+    """
+
+    DEFAULTS = {"address": "", "secret": "", "curve": None, "workers": 1, "heartbeat_timeout": 10.0,
+                "debug": False, "main": None, "argv": [], "cwd": None, "sys_path": [], "host": None,
+                "name": "", "identity": ""}
+    __slots__ = tuple(DEFAULTS)
+
+    def __init__(self, **values):
+        unknown = sorted(set(values) - set(self.DEFAULTS))
+        if unknown:
+            raise TypeError(f"WorkerConfig has no field(s) {', '.join(unknown)}")
+        for key, default in self.DEFAULTS.items():
+            value = values.get(key, default)
+            setattr(self, key, list(value) if isinstance(default, list) else value)
+
+    def replace(self, **changes) -> "WorkerConfig":
+        """A copy with some fields changed."""
+        return WorkerConfig(**{**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict:
+        return {key: getattr(self, key) for key in self.DEFAULTS}
+
+    def to_json(self) -> bytes:
+        """One line of JSON, newline included."""
+        return (json.dumps(self.as_dict()) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> "WorkerConfig":
+        """Read what :meth:`to_json` wrote.
+
+        Raises:
+            ProtocolError: not a JSON object of known fields with an address (a peer of
+                another dockkit version, or a supervisor that died before writing it).
+        """
+        values = _json_object(line, "worker configuration")
+        try:
+            config = cls(**values)
+        except TypeError as exc:
+            raise _protocol_error(f"worker configuration: {exc}; install the same dockkit "
+                                  "version on every host") from None
+        if not config.address:
+            raise _protocol_error("worker configuration without a broker address")
+        return config
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"WorkerConfig(address={self.address!r}, identity={self.identity!r}, host={self.host!r})"
+
+
+class AgentConfig:
+    """A host agent's configuration: the run's :class:`WorkerConfig` plus the workers to start.
+
+    Attributes:
+        worker: what each of its workers gets (name and identity are filled in per worker).
+        identity: the agent's own identity at the broker.
+        workers: ``(name, identity)`` of each worker to start on this host.
+        env: extra environment variables for the workers.
+    """
+
+    __slots__ = ("worker", "identity", "workers", "env")
+
+    def __init__(self, worker: WorkerConfig, identity: str, workers, env: dict | None = None):
+        self.worker, self.identity = worker, identity
+        self.workers = [tuple(w) for w in workers]
+        self.env = dict(env or {})
+
+    def to_json(self) -> bytes:
+        return (json.dumps({"worker": self.worker.as_dict(), "identity": self.identity,
+                            "workers": self.workers, "env": self.env}) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> "AgentConfig":
+        """Raises: ProtocolError: not what :meth:`to_json` writes."""
+        values = _json_object(line, "agent configuration")
+        try:
+            worker = WorkerConfig.from_json(json.dumps(values["worker"]))
+            return cls(worker, str(values["identity"]), values["workers"], values.get("env"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _protocol_error(f"agent configuration: {exc!r}") from None
+
+
+def _json_object(line, what: str) -> dict:
+    try:
+        values = json.loads(line)
+    except ValueError as exc:
+        raise _protocol_error(f"{what} is not JSON ({exc}); was the process started by dockkit?") from None
+    if not isinstance(values, dict):
+        raise _protocol_error(f"{what} is not a JSON object")
+    return values
+
+
+def _protocol_error(message: str):
+    from dockkit.errors import ProtocolError
+
+    return ProtocolError(message)

@@ -22,7 +22,6 @@ empties, and their own waits block on a condition the main thread notifies.
 from __future__ import annotations
 
 import collections
-import json
 import faulthandler
 import logging
 import os
@@ -56,15 +55,15 @@ SILENCE_SHARE = 0.7
 MAX_HELPERS = 64
 
 
-def broker_socket(context: zmq.Context, config: dict) -> zmq.Socket:
+def broker_socket(context: zmq.Context, config: P.WorkerConfig, identity: str) -> zmq.Socket:
     """A DEALER connected to the broker with the run's credentials (workers, agents)."""
     socket = context.socket(zmq.DEALER)
-    socket.identity = config["identity"].encode()
+    socket.identity = identity.encode()
     socket.ipv6 = True  # IPv4 as well
-    join_as_peer(socket, config)
+    join_as_peer(socket, secret=config.secret, curve=config.curve)
     socket.linger = 1000
     socket.sndhwm = socket.rcvhwm = 0  # credit bounds what is queued, not the socket
-    socket.connect(config["address"])
+    socket.connect(config.address)
     return socket
 
 
@@ -73,12 +72,12 @@ class WorkerLoop:
 
     pumps = True
 
-    def __init__(self, config: dict):
-        self.name = config["name"]
-        self.host = config.get("host") or os.uname().nodename
+    def __init__(self, config: P.WorkerConfig):
+        self.name = config.name
+        self.host = config.host or os.uname().nodename
         self.where = f"worker {self.name} (pid {os.getpid()}) on {self.host}"
         self._context = zmq.Context()
-        self._socket = broker_socket(self._context, config)
+        self._socket = broker_socket(self._context, config, config.identity)
         self._owner = threading.get_ident()  # the one thread that uses the socket
         self._functions: dict[int, object] = {}
         # A function's code comes with the first batch that uses it; batches may then run
@@ -99,17 +98,16 @@ class WorkerLoop:
         self._helpers = 0
         self._idle_helpers = 0
         self._running_elsewhere = 0  # batches on helper threads, not blocked in a wait
-        self.client = Client(self._send, workers=int(config.get("workers", 1)), waiter=self)
+        self.client = Client(self._send, workers=int(config.workers), waiter=self)
         self.context = become_worker(host=self.host, worker=self.name, client=self.client,
                                      wait_for_constants=self.wait)
-        silence = SILENCE_SHARE * float(config.get("heartbeat_timeout", 10.0))
+        silence = SILENCE_SHARE * float(config.heartbeat_timeout)
         threading.Thread(target=self._watch_broker, args=(config, silence),
                          name="dockkit-watchdog", daemon=True).start()
 
-    def _watch_broker(self, config: dict, silence: float) -> None:
+    def _watch_broker(self, config: P.WorkerConfig, silence: float) -> None:
         """Heartbeats on a socket of its own; ends the process when the broker goes silent."""
-        socket = broker_socket(self._context, {**config, "identity": config["identity"]
-                                               + P.WATCHDOG_SUFFIX.decode()})
+        socket = broker_socket(self._context, config, config.identity + P.WATCHDOG_SUFFIX.decode())
         last_heard = next_ping = time.monotonic()
         while True:
             now = time.monotonic()
@@ -124,7 +122,7 @@ class WorkerLoop:
                         _leave(0)
                 last_heard = time.monotonic()
             elif time.monotonic() - last_heard > silence:
-                print(f"dockkit {self.where}: the broker at {config['address']} has been silent "
+                print(f"dockkit {self.where}: the broker at {config.address} has been silent "
                       f"for {silence:.0f} s; exiting", file=sys.stderr)
                 _leave(1)
 
@@ -147,9 +145,7 @@ class WorkerLoop:
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> None:
-        hello = {"version": P.VERSION, "role": "worker", "name": self.name, "host": self.host,
-                 "pid": os.getpid(), "python": sys.version.split()[0]}
-        self._send([P.HELLO, P.pack_info(hello)])
+        self._send(P.hello_worker(self.name, self.host, os.getpid()))
         self._send([P.CREDIT, P.CREDIT_HEADER.pack(INITIAL_CREDIT)])
         while not self.stopped:
             self._step(1000)
@@ -161,7 +157,7 @@ class WorkerLoop:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not predicate():
             if self.stopped:
-                os._exit(0)  # STOP arrived while a task waited: the run is over
+                _leave(0)  # STOP arrived while a task waited: the run is over (output flushed)
             left = 1000 if deadline is None else (deadline - time.monotonic()) * 1000
             if left <= 0:
                 return False
@@ -379,17 +375,17 @@ def _exit_when_orphaned(stream) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the root's to handle
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    config = json.loads(sys.stdin.buffer.readline())
+    config = P.WorkerConfig.from_json(sys.stdin.buffer.readline())
     threading.Thread(target=_exit_when_orphaned, args=(sys.stdin.buffer,), daemon=True).start()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))  # nested waits recurse
-    if config.get("cwd"):
-        os.chdir(config["cwd"])
-    sys.path.extend(p for p in config.get("sys_path", ()) if p not in sys.path)
-    if config.get("debug"):
+    if config.cwd:
+        os.chdir(config.cwd)
+    sys.path.extend(p for p in config.sys_path if p not in sys.path)
+    if config.debug:
         logging.basicConfig(level=logging.DEBUG)
     loop = WorkerLoop(config)
-    if config.get("main"):
-        import_main(config["main"], config.get("argv", []))
+    if config.main:
+        import_main(config.main, config.argv)
     loop.run()
     _leave(0)  # skip interpreter teardown: it is slow, and a watchdog thread still runs
 

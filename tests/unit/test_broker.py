@@ -47,7 +47,7 @@ def broker_and_peers():
     sockets = []
 
     def peer(identity: str, info: dict) -> zmq.Socket:
-        socket = broker_socket(context, {"identity": identity, "secret": SECRET, "address": broker.address})
+        socket = broker_socket(context, P.WorkerConfig(secret=SECRET, address=broker.address), identity)
         sockets.append(socket)
         socket.send_multipart([P.HELLO, P.pack_info({"version": P.VERSION, **info})])
         return socket

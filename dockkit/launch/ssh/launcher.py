@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 
 from dockkit.errors import LaunchError
+from dockkit.launch.base import new_run_id
+from dockkit.runtime.protocol import AgentConfig, WorkerConfig
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
          "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'executable': sys.executable, "
@@ -100,6 +102,9 @@ class HostStatus:
 class SSHLauncher:
     """Starts one agent per SSH host over one connection each; stops them all.
 
+    A launcher in the shape of :mod:`dockkit.launch.base`; the executor waits for
+    its workers at start (``wait_at_start``).
+
     Args:
         hosts: host specs (strings ``[user@]host[:N][*count]``, see :mod:`dockkit.launch.hosts`, or HostSpec).
         hostfile: a file of ``host [count]`` lines.
@@ -129,6 +134,7 @@ class SSHLauncher:
         self.rows = [HostStatus(spec, count, index)
                      for index, (spec, count) in enumerate(distribute(specs, workers))]
         self.total_workers = sum(row.workers for row in self.rows)
+        self.wait_at_start = True
         self.tunnel = tunnel
         self.external_hostname = external_hostname
         self.bind_address = bind_address(external_hostname, tunnel)
@@ -144,9 +150,13 @@ class SSHLauncher:
         self._console = console
         self._versions = local_versions()
         self._stopping = False
+        self._run_id = new_run_id()
 
     # --- start ---------------------------------------------------------------------------
-    def start(self, broker, config: dict, *, run_id: str) -> None:
+    def prepare(self) -> None:
+        """Nothing to begin before the broker exists: hosts are checked in :meth:`start`."""
+
+    def start(self, broker, config: WorkerConfig) -> None:
         """Connect to every host, check it, start its agent and wait for it to connect back.
 
         Raises:
@@ -156,15 +166,15 @@ class SSHLauncher:
 
         self._print_plan()
         with ThreadPoolExecutor(max_workers=min(32, len(self.rows))) as pool:
-            list(pool.map(lambda row: self._connect(row, config.get("main")), self.rows))
+            list(pool.map(lambda row: self._connect(row, config.main), self.rows))
         self._check("could not start workers")
         for row in self.rows:
             if row.state == "ready":
-                self._start_agent(row, broker, config, run_id)
-        self._await_connect_back(broker, run_id)
-        self._check("could not connect back to this machine", broker=broker, run_id=run_id)
+                self._start_agent(row, broker, config)
+        self._await_connect_back(broker)
+        self._check("could not connect back to this machine", broker=broker)
 
-    def _check(self, what: str, *, broker=None, run_id: str = "") -> None:
+    def _check(self, what: str, *, broker=None) -> None:
         """Show the table if a host failed; raise unless the run may go on without it."""
         failed = [row for row in self.rows if row.state == "failed"]
         if not failed:
@@ -181,7 +191,7 @@ class SSHLauncher:
         for row in failed:  # going on without them: the broker must stop waiting for their workers
             row.state = "dropped"
             if broker is not None:
-                for _, identity in row.identities(run_id):
+                for _, identity in row.identities(self._run_id):
                     broker.report_exit(identity, f"not started: {row.detail}")
             self._close(row)
 
@@ -217,36 +227,35 @@ class SSHLauncher:
         except Exception as exc:  # a probe answer we cannot read is a failed host, not a crash
             row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"
 
-    def _start_agent(self, row: HostStatus, broker, config: dict, run_id: str) -> None:
+    def _start_agent(self, row: HostStatus, broker, config: WorkerConfig) -> None:
         from dockkit.launch.commands import remote_command
 
         if self.tunnel:
             row.address = tcp_url("127.0.0.1", row.connection.forward_remote_port(0, local_port=broker.port))
         else:
             row.address = tcp_url(self.external_hostname or row.connection.local_address(), broker.port)
-        specs = row.identities(run_id)
-        agent_config = {**config, "address": row.address, "identity": f"{run_id}/{row.index}/agent",
-                        "host": row.spec.host, "worker_specs": specs, "env": self.env}
-        if self.path:
-            agent_config["cwd"] = self.path
+        specs = row.identities(self._run_id)
+        agent_config = AgentConfig(
+            config.replace(address=row.address, host=row.spec.host, cwd=self.path or config.cwd),
+            identity=f"{self._run_id}/{row.index}/agent", workers=specs, env=self.env)
         command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
         broker.expect(row.spec.host, [identity for _, identity in specs])
         row.process = row.connection.start(
-            command, stdin_data=(json.dumps(agent_config) + "\n").encode(),
+            command, stdin_data=agent_config.to_json(),
             on_stdout=_echo(sys.stdout), on_stderr=_echo(sys.stderr))
         row.state = "running"
         threading.Thread(target=self._watch_agent, args=(row, broker, specs), daemon=True,
                          name=f"dockkit-agent-{row.spec.host}").start()
 
-    def _await_connect_back(self, broker, run_id: str) -> None:
+    def _await_connect_back(self, broker) -> None:
         """Wait until each host's agent and workers reached the broker, or it can't.
 
         A host whose agent never said hello within ``connect_timeout`` (or ended
         first) cannot reach the broker's address: it is marked failed, with the fix.
         """
         rows = [row for row in self.rows if row.state == "running"]
-        agents = {row.index: f"{run_id}/{row.index}/agent".encode() for row in rows}
-        workers = {row.index: [i.encode() for _, i in row.identities(run_id)] for row in rows}
+        agents = {row.index: f"{self._run_id}/{row.index}/agent".encode() for row in rows}
+        workers = {row.index: [i.encode() for _, i in row.identities(self._run_id)] for row in rows}
         deadline = time.monotonic() + self.connect_timeout
         while True:
             done = [row for row in rows if row.process.exit_status is not None
