@@ -42,7 +42,7 @@ def _executor(ssh_nodes, hosts, **options):
 
 
 def _worker_pids(ssh_nodes, node, which: str = "worker|agent") -> list[int]:
-    out = ssh_nodes.exec(node, f"pgrep -f 'dockkit.({which})' || true").output
+    out = ssh_nodes.exec(node, f"pgrep -f 'dockkit[.](runtime|launch)[.]({which})' || true").output
     return [int(p) for p in out.split()]
 
 
