@@ -51,7 +51,7 @@ import zmq
 
 from dockkit.runtime import protocol as P
 from dockkit.runtime.auth import Gatekeeper
-from dockkit.errors import BrokenExecutor, ProtocolError, WorkerLostError
+from dockkit.errors import BrokenExecutor, ConfigError, ProtocolError, WorkerLostError
 from dockkit.runtime.interrupts import interrupts_deferred
 from dockkit.runtime.serialize import dumps
 from dockkit.runtime.wakeup import WakePipe
@@ -143,11 +143,16 @@ class Broker:
         self._router.ipv6 = True  # IPv4 as well; lets the launcher advertise an IPv6 address
         self._router.linger = 0
         self._router.sndhwm = self._router.rcvhwm = 0
-        if port:
-            self._router.bind(f"tcp://{_bracket(host)}:{port}")
-            self.port = port
-        else:
-            self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
+        try:
+            if port:
+                self._router.bind(f"tcp://{_bracket(host)}:{port}")
+                self.port = port
+            else:
+                self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
+        except zmq.ZMQError as exc:
+            self._context.destroy(linger=0)
+            raise ConfigError(f"the broker cannot listen on {host}:{port or 'any port'} ({exc}): "
+                              "give an address of this machine, or a free port") from None
         self.host = host
         self._inbox: collections.deque[list] = collections.deque()  # from the root's threads
         self._asleep = False  # the broker thread is in (or about to enter) its poll

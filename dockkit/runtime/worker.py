@@ -364,12 +364,12 @@ def _leave(status: int) -> None:
 
 
 def _exit_when_orphaned(stream) -> None:
-    """Block on the supervisor's pipe; EOF means it is gone, so this worker goes too."""
+    """Block on the supervisor's pipe; EOF means it is gone (or stops us), so this worker goes too."""
     try:
         while stream.read(65536):
             pass
     finally:
-        os._exit(0)
+        _leave(0)
 
 
 def main() -> None:

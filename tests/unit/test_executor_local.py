@@ -479,3 +479,51 @@ def test_futures_shutdown_stops_the_default_executor_and_a_new_one_follows(proce
     assert not processes.wait_gone(old.worker_pids, 10)
     assert futures.submit(abs, -3).result(timeout=60) == 3
     assert default_executor() is not old
+
+
+# --- start-up failures and the last output ---------------------------------------------------------------------------
+def _children() -> list[int]:
+    """Live child processes of this test process (forked and spawned workers alike)."""
+    me, found = str(os.getpid()), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] not in "ZX":
+                found.append(int(entry))
+    return found
+
+
+def test_a_broker_that_cannot_bind_fails_the_executor_and_leaves_no_worker(processes):
+    before = set(_children())
+    # TEST-NET-1 is never an address of this machine: the broker's bind must fail
+    with pytest.raises(dockkit.DockkitError, match="192.0.2.1") as failure:
+        dockkit.Executor(workers=2, bind="192.0.2.1")
+    assert "cannot listen" in str(failure.value)
+    assert not processes.wait_gone(set(_children()) - before, 10)
+
+
+PARTIAL_OUTPUT_SCRIPT = """
+import time
+import dockkit
+from dockkit import futures
+
+def writes_then_waits():
+    print("the last words", end="")  # no newline: sits in the worker's buffer
+    futures.submit(time.sleep, 30).result()  # a nested wait, interrupted by shutdown
+
+with dockkit.Executor(workers=1) as ex:
+    ex.submit(writes_then_waits)
+    time.sleep(1.5)
+    ex.shutdown(wait=False, cancel_futures=True)
+"""
+
+
+def test_a_worker_stopped_during_a_nested_wait_keeps_its_last_output(tmp_path):
+    script = tmp_path / "partial.py"
+    script.write_text(PARTIAL_OUTPUT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "[w0] the last words" in done.stdout, (done.stdout, done.stderr)
