@@ -234,6 +234,7 @@ def _with_progress(results, iterables):
 _default_lock = threading.Lock()
 _default: Executor | None = None
 _default_options: dict = {}
+_starting: tuple[threading.Thread, list] | None = None  # a start begun by start_default_early
 
 
 def configure_default(**options) -> None:
@@ -243,9 +244,44 @@ def configure_default(**options) -> None:
     _default_options = dict(options)
 
 
+def start_default_early() -> None:
+    """Begin starting the default executor on a thread of its own, and return at once.
+
+    ``dockkit run`` calls it before it runs the script, so the workers start while the
+    script imports, and the first ``futures`` call finds them up (or waits for the rest
+    of the start, and gets its error if it failed).
+    """
+    global _starting
+    outcome: list = []
+
+    def start() -> None:
+        try:
+            default_executor()
+        except BaseException as exc:  # handed to the first caller, which raises it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=start, name="dockkit-start", daemon=True)
+    _starting = (thread, outcome)
+    thread.start()
+
+
+def _finish_early_start() -> BaseException | None:
+    """Wait for a start begun early (from any thread but its own); returns its error."""
+    global _starting
+    starting = _starting
+    if starting is None or starting[0] is threading.current_thread():
+        return None
+    starting[0].join()
+    _starting = None
+    return starting[1][0] if starting[1] else None
+
+
 def default_executor() -> Executor:
     """The executor behind ``dockkit.futures``: created on first use, replaced when broken."""
     global _default
+    error = _finish_early_start()
+    if error is not None:
+        raise error
     with _default_lock:
         if _default is None or _default._closed or _default._client.broken is not None:
             if _default is not None:
@@ -261,8 +297,9 @@ def default_executor() -> Executor:
 
 
 def shutdown_default(wait: bool = True) -> None:
-    """Shut the default executor down, if one is running."""
+    """Shut the default executor down, if one is running (or still starting)."""
     global _default
+    _finish_early_start()
     with _default_lock:
         executor, _default = _default, None
     if executor is not None:

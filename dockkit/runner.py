@@ -19,7 +19,7 @@ import traceback
 
 from dockkit.runtime.context import current
 from dockkit.errors import ConfigError
-from dockkit.executor import configure_default, shutdown_default
+from dockkit.executor import configure_default, shutdown_default, start_default_early
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
@@ -43,6 +43,7 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     # every worker takes part from the first task on, as `-n N` promises
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)
+    start_default_early()  # the workers start while the script imports, as SCOOP's do
     current().progress = progress
     _whole_lines(sys.stdout, sys.stderr)
     saved_argv, saved_path = sys.argv, list(sys.path)

@@ -11,10 +11,14 @@ Hosts are resolved the way OpenSSH resolves them (``ssh_config`` Host aliases,
 HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile,
 HostKeyAlias, StrictHostKeyChecking; see :mod:`dockkit.launch.ssh.target`) and host keys
 are pinned: an unknown key is rejected unless the caller opts in to accepting NEW
-keys, and a CHANGED key is always rejected. Only this module and the three it
-builds on (ssh_target, remote, tunnel) use paramiko for connections; every
-paramiko/socket error becomes a dockkit error in one place,
-:func:`dockkit.launch.ssh.target.translate`.
+keys, and a CHANGED key is always rejected. Only this module and the four it
+builds on use paramiko for connections; they import in one direction only::
+
+    target (resolve, translate) ◄── channels (channel I/O) ◄── process, tunnel ◄── connection
+
+A remote process signals its process group through a function the connection hands
+it, not through the connection itself. Every paramiko/socket error becomes a dockkit
+error in one place, :func:`dockkit.launch.ssh.target.translate`.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from collections.abc import Callable, Mapping
 
 import paramiko
 
-from dockkit.errors import HostKeyError, SSHError
+from dockkit.errors import DockkitError, HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
 from dockkit.launch.hosts import HostSpec
-from dockkit.launch.ssh.process import CHUNK, RemoteProcess, drain_stderr, feed, pgid_reporting_command
+from dockkit.launch.ssh.channels import CHUNK, drain_stderr, feed
+from dockkit.launch.ssh.process import RemoteProcess, pgid_reporting_command
 from dockkit.launch.ssh.target import SSHTarget, resolve, translate
 from dockkit.launch.ssh.tunnel import ReverseTunnels
 
@@ -247,6 +252,10 @@ class SSHConnection:
         except Exception as exc:
             raise translate(exc, self.target, f"running {cmd!r}") from exc
         finally:
+            if channel.status_event.is_set():
+                # It ended: its stderr is at EOF or nearly, and closing the channel before
+                # the reader got there loses it (a probe's error message, under load)
+                helpers[0].join(5)
             channel.close()
             for helper in helpers:
                 helper.join(5)
@@ -280,12 +289,24 @@ class SSHConnection:
             ConfigError: An environment variable name is invalid.
         """
         wrapped = pgid_reporting_command(cmd, env)
-        process = RemoteProcess(self, self._exec(wrapped, f"starting {cmd!r}"), on_stdout, on_stderr, self._forget)
+        process = RemoteProcess(self.target, self._exec(wrapped, f"starting {cmd!r}"), on_stdout, on_stderr,
+                                self._forget, self._signal_group)
         with self._lock:
             self._processes.add(process)
         if stdin_data:
             process.stdin.write(stdin_data)
         return process
+
+    def _signal_group(self, signal: str, pgid: int) -> bool:
+        """Send ``signal`` to process group ``pgid`` on the host; False if that failed."""
+        if not self.is_active:
+            return False
+        try:
+            self.run(f"kill -s {signal} -- -{pgid} 2>/dev/null", timeout=self.connect_timeout)
+        except DockkitError as exc:
+            log.debug("kill -%s -%s failed: %s", signal, pgid, exc)
+            return False
+        return True
 
     def _forget(self, process: RemoteProcess) -> None:
         with self._lock:  # ended: close() need not kill it

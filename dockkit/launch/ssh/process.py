@@ -1,4 +1,4 @@
-"""Commands running on a host: :class:`RemoteProcess`, its stdin, and the channel I/O they share.
+"""Commands running on a host: :class:`RemoteProcess` and its stdin.
 
 Stopping a remote process: sshd starts each command in its own session
 (``setsid``), so the command's shell PID is also its process group id.
@@ -12,27 +12,20 @@ Remote login shells are assumed to be POSIX shells (sh, dash, bash, zsh).
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
 
 import paramiko
 
-from dockkit.launch.commands import exports as _exports
-from dockkit.errors import DockkitError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
+from dockkit.launch.commands import exports as _exports
+from dockkit.launch.ssh.channels import sendall
 from dockkit.launch.ssh.target import SSHTarget, translate
 
-if TYPE_CHECKING:
-    from dockkit.launch.ssh.connection import SSHConnection
+__all__ = ["RemoteProcess", "pgid_reporting_command"]
 
-__all__ = ["RemoteProcess", "pgid_reporting_command", "CHUNK", "feed", "drain_stderr"]
 
-log = logging.getLogger(__name__)
-
-CHUNK = 256 * 1024  # bytes per read from, or write to, a channel or a relayed socket
 _PGID_MARKER = "__dockkit_pgid__"
 
 
@@ -48,40 +41,14 @@ def pgid_reporting_command(cmd: str, env: Mapping[str, str] | None = None) -> st
     return f"echo {_PGID_MARKER} $$; " + (f"export {exports}; " if exports else "") + cmd
 
 
-def _sendall(channel: paramiko.Channel, data: bytes) -> None:
-    # In slices: paramiko's sendall re-slices the whole remainder per 32 KiB packet (quadratic).
-    for start in range(0, len(data), CHUNK):
-        channel.sendall(data[start : start + CHUNK])
-
-
-def feed(channel: paramiko.Channel, data: bytes) -> None:
-    """Send ``data`` to a channel's stdin, then EOF."""
-    try:
-        _sendall(channel, data)
-        channel.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException):
-        pass  # the command ended or the channel closed: run() reports what matters
-
-
-def drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
-    """Collect a channel's stderr until EOF or close (run's timeout is enforced on stdout)."""
-    while not channel.closed:
-        try:
-            if not (data := channel.recv_stderr(CHUNK)):
-                return
-            chunks.append(data)
-        except TimeoutError:
-            continue
-        except (OSError, EOFError, paramiko.SSHException):
-            return
-
-
 class RemoteProcess:
     """A command started by :meth:`dockkit.launch.ssh.connection.SSHConnection.start`.
 
     Args:
-        connection: The connection it runs over (used to signal it).
+        target: The host it runs on, for messages.
         channel: Its session channel, the command already executed.
+        signal_group: Sends a signal (``"TERM"``, ``"KILL"``) to a process group on the
+            host, over the same connection; False when it could not.
         on_stdout: Called with each stdout line, or None to queue lines for :meth:`lines`.
         on_stderr: The same for stderr.
         on_end: Called with the process once it has ended or been killed.
@@ -93,14 +60,16 @@ class RemoteProcess:
 
     def __init__(
         self,
-        connection: SSHConnection,
+        target: SSHTarget,
         channel: paramiko.Channel,
         on_stdout: Callable[[str], None] | None,
         on_stderr: Callable[[str], None] | None,
         on_end: Callable[[RemoteProcess], None],
+        signal_group: Callable[[str, int], bool],
     ):
-        self._connection, self._channel, self._on_end = connection, channel, on_end
-        self.stdin = _Stdin(channel, connection.target)
+        self._target, self._channel, self._on_end = target, channel, on_end
+        self._signal_group = signal_group
+        self.stdin = _Stdin(channel, target)
         self.pgid: int | None = None
         self._pgid_known = threading.Event()
         self._queues = {"stdout": queue.SimpleQueue(), "stderr": queue.SimpleQueue()}
@@ -156,7 +125,7 @@ class RemoteProcess:
             dockkit.errors.TimeoutError: Still running after ``timeout`` seconds.
         """
         if not self._channel.status_event.wait(timeout):
-            raise DockkitTimeoutError(f"{self._connection.target.where}: remote process still running after {timeout} s")
+            raise DockkitTimeoutError(f"{self._target.where}: remote process still running after {timeout} s")
         for reader in self._readers:
             reader.join(timeout)
         self._on_end(self)
@@ -169,12 +138,9 @@ class RemoteProcess:
         """
         self._pgid_known.wait(grace)
         for signal in ("TERM", "KILL"):
-            if self.exit_status is not None or self.pgid is None or not self._connection.is_active:
+            if self.exit_status is not None or self.pgid is None:
                 break
-            try:
-                self._connection.run(f"kill -s {signal} -- -{self.pgid} 2>/dev/null", timeout=grace)
-            except DockkitError as exc:
-                log.debug("kill -%s -%s failed: %s", signal, self.pgid, exc)
+            if not self._signal_group(signal, self.pgid):
                 break
             self._channel.status_event.wait(grace)
         self._channel.close()
@@ -196,7 +162,7 @@ class _Stdin:
             SSHError: The process ended, stdin was closed, or the connection dropped.
         """
         try:
-            _sendall(self._channel, data)
+            sendall(self._channel, data)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise translate(exc, self._target, "writing to a remote process's stdin") from exc
         return len(data)

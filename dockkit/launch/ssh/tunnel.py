@@ -19,7 +19,7 @@ import threading
 import paramiko
 
 from dockkit.errors import SSHError
-from dockkit.launch.ssh.process import CHUNK
+from dockkit.launch.ssh.channels import CHUNK
 from dockkit.launch.ssh.target import SSHTarget
 
 __all__ = ["ReverseTunnels"]
