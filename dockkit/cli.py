@@ -78,6 +78,13 @@ def run_options(function):
         click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file to use."),
         click.option("--accept-new-host-keys", is_flag=True, help="Accept and record unknown host keys."),
         click.option("--allow-missing-hosts", is_flag=True, help="Go on with the hosts that came up."),
+        click.option("--host-check/--no-host-check", default=True, show_default=True,
+                     help="Check every host's Python, dockkit and the script before the run; skip it "
+                          "only for hosts known to be identical to this one (a cluster's nodes)."),
+        click.option("--encrypt/--no-encrypt", default=None,
+                     help="CurveZMQ for the run's traffic (default: only where the broker listens "
+                          "beyond loopback without --tunnel). --no-encrypt keeps the run's "
+                          "authentication: only for a private network no one else reaches."),
         click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Re-runs of a batch whose worker died (0: never run twice)."),
         click.option("--progress", is_flag=True, help="Show progress bars for futures.map."),
@@ -91,19 +98,19 @@ def run_options(function):
 
 
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
-         ssh_config, accept_new_host_keys, allow_missing_hosts, max_retries, progress, debug,
-         script, script_args) -> int:
+         ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
+         progress, debug, script, script_args) -> int:
     from dockkit.runner import run_script
 
     if debug:
         os.environ["DOCKKIT_DEBUG"] = "1"
-    options = {"max_retries": max_retries}
+    options = {"max_retries": max_retries, "encrypt": encrypt}
     if hosts or hostfile:
         options.update(hosts=list(hosts) or None, hostfile=hostfile, tunnel=tunnel,
                        external_hostname=external_hostname, python=python, path=remote_path,
                        env=_parse_env(env), prolog=prolog, ssh_config=ssh_config,
                        accept_new_host_keys=accept_new_host_keys,
-                       allow_missing_hosts=allow_missing_hosts)
+                       allow_missing_hosts=allow_missing_hosts, check_hosts=host_check)
     elif tunnel or external_hostname or ssh_config:
         raise click.UsageError("--tunnel, --ssh-config and --external-hostname need --hosts or --hostfile")
     else:
@@ -181,7 +188,8 @@ _FLAGS = {"remote_path": "--path"}
 
 
 def _run_on_cluster(name, max_upload, *, workers, env, prolog, allow_missing_hosts, max_retries,
-                    progress, debug, script, script_args, tunnel, hosts, hostfile, **others) -> int:
+                    progress, debug, script, script_args, tunnel, hosts, hostfile, host_check, encrypt,
+                    **others) -> int:
     """``dockkit run`` on a cluster that is up: the launcher options travel to the head node.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,

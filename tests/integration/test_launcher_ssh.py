@@ -214,6 +214,24 @@ def test_a_missing_interpreter_is_named(ssh_nodes):
         _executor(ssh_nodes, ["node2"], tunnel=True, python="/no/such/python")
 
 
+def test_without_the_host_check_a_broken_python_fails_at_the_agent_not_the_probe(ssh_nodes):
+    # The check is what names a missing module; skipped, the run still starts and works
+    # where hosts are sound, and a bad host is still named (its agent never connects).
+    with _executor(ssh_nodes, ["node1", "node2"], tunnel=True, check_hosts=False) as executor:
+        assert sorted(executor.map(abs, range(-20, 0))) == list(range(1, 21))
+    with pytest.raises(LaunchError, match="node2") as failure:
+        _executor(ssh_nodes, ["node2"], tunnel=True, check_hosts=False, python="/no/such/python",
+                  connect_timeout=5)
+    assert "Python check" not in str(failure.value)
+
+
+def test_direct_connections_without_encryption_still_need_the_runs_secret(ssh_nodes):
+    # --no-encrypt on a private network: traffic in the clear, still authenticated
+    with _executor(ssh_nodes, ["node1"], encrypt=False) as executor:
+        assert executor._curve is None and not executor.address.startswith("tcp://127.")
+        assert list(executor.map(abs, [-1, -2])) == [1, 2]
+
+
 def test_a_python_under_home_and_a_path_work_for_probe_and_agent(ssh_nodes):
     # '~/...' is the remote home for the probe as for the agent; --path is where both run
     assert ssh_nodes.exec("node2", "ln -sfn /opt/dockkit-venv ~/venv && mkdir -p /srv/dk-job").exit_code == 0

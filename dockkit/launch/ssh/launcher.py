@@ -28,8 +28,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dockkit.errors import LaunchError
+from dockkit.errors import DockkitError, LaunchError
 from dockkit.launch.base import new_run_id
+from dockkit.launch.commands import python_command, remote_command
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
@@ -118,6 +119,9 @@ class SSHLauncher:
         prolog: shell code run before the agent starts (e.g. activating a virtualenv).
         ssh_config, known_hosts, accept_new_host_keys: how hosts are reached and trusted.
         allow_missing_hosts: go on with the hosts that came up instead of failing.
+        check_hosts: run gate 2 (the probe); off for hosts known to be identical to
+            this one and to hold the script (a dockkit cluster's nodes: one image, the
+            directory copied to each), which saves a Python start per host and run.
         connect_timeout: seconds allowed to reach and probe each host, and again for
             its agent to connect back to the broker.
     """
@@ -125,7 +129,7 @@ class SSHLauncher:
     def __init__(self, *, hosts=None, hostfile=None, workers=None, tunnel=False,
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
-                 allow_missing_hosts=False, connect_timeout=10.0, console=None):
+                 allow_missing_hosts=False, connect_timeout=10.0, check_hosts=True, console=None):
         from dockkit.launch.hosts import distribute, parse_hostfile, parse_hosts
 
         specs = parse_hosts(hosts or [])
@@ -147,6 +151,7 @@ class SSHLauncher:
                             "connect_timeout": connect_timeout}
         self.allow_missing_hosts = allow_missing_hosts
         self.connect_timeout = connect_timeout
+        self.check_hosts = check_hosts
         self._console = console
         self._versions = local_versions()
         self._stopping = False
@@ -165,12 +170,12 @@ class SSHLauncher:
         from concurrent.futures import ThreadPoolExecutor
 
         self._print_plan()
+        # Every host at once: its connection, check and agent cost round trips, not CPU here.
         with ThreadPoolExecutor(max_workers=min(32, len(self.rows))) as pool:
             list(pool.map(lambda row: self._connect(row, config.main), self.rows))
-        self._check("could not start workers")
-        for row in self.rows:
-            if row.state == "ready":
-                self._start_agent(row, broker, config)
+            self._check("could not start workers")
+            ready = [row for row in self.rows if row.state == "ready"]
+            list(pool.map(lambda row: self._start_agent(row, broker, config), ready))
         self._await_connect_back(broker)
         self._check("could not connect back to this machine", broker=broker)
 
@@ -196,12 +201,13 @@ class SSHLauncher:
             self._close(row)
 
     def _connect(self, row: HostStatus, main: str | None) -> None:
-        from dockkit.launch.commands import python_command
-        from dockkit.errors import DockkitError
         from dockkit.launch.ssh.connection import SSHConnection
 
         try:
             row.connection = SSHConnection(row.spec, **self.ssh_options).connect()
+            if not self.check_hosts:  # hosts known to be identical (a dockkit cluster's)
+                row.state, row.detail = "ready", "not checked (--no-host-check)"
+                return
             probe = python_command(self.python, ["-c", PROBE, *([main] if main else [])],
                                    cwd=self.path, prolog=self.prolog)
             status, out, err = row.connection.run(probe, timeout=self.connect_timeout)
@@ -228,8 +234,12 @@ class SSHLauncher:
             row.state, row.detail = "failed", f"{type(exc).__name__}: {exc}"
 
     def _start_agent(self, row: HostStatus, broker, config: WorkerConfig) -> None:
-        from dockkit.launch.commands import remote_command
+        try:
+            self._spawn_agent(row, broker, config)
+        except DockkitError as exc:  # a connection that broke since the check: a failed host
+            row.state, row.detail = "failed", str(exc)
 
+    def _spawn_agent(self, row: HostStatus, broker, config: WorkerConfig) -> None:
         if self.tunnel:
             row.address = tcp_url("127.0.0.1", row.connection.forward_remote_port(0, local_port=broker.port))
         else:
