@@ -142,10 +142,10 @@ class Broker:
         self._router.linger = 0
         self._router.sndhwm = self._router.rcvhwm = 0
         if port:
-            self._router.bind(f"tcp://{_bracket(host)}:{port}")
+            self._router.bind(P.tcp_url(host, port))
             self.port = port
         else:
-            self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
+            self.port = self._router.bind_to_random_port(P.tcp_url(host))
         self.host = host
         self._inbox: collections.deque[list] = collections.deque()  # from the root's threads
         self._asleep = False  # the broker thread is in (or about to enter) its poll
@@ -178,7 +178,7 @@ class Broker:
     # --- life cycle ---------------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"tcp://{_bracket(self.host)}:{self.port}"
+        return P.tcp_url(self.host, self.port)
 
     def start(self) -> "Broker":
         self._thread.start()
@@ -584,7 +584,3 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from dockkit.errors import LaunchError
+from dockkit.runtime.protocol import tcp_url
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
          "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'executable': sys.executable, "
@@ -45,11 +46,6 @@ def local_versions() -> dict:
 
     return {"python": "%d.%d" % sys.version_info[:2], "dockkit": __version__,
             "cloudpickle": cloudpickle.__version__}
-
-
-def tcp_url(host: str, port: int) -> str:
-    """``tcp://host:port``, with an IPv6 address in brackets."""
-    return f"tcp://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"tcp://{host}:{port}"
 
 
 def bind_address(external_hostname: str | None, tunnel: bool) -> str:
