@@ -31,6 +31,7 @@ import paramiko
 from dockkit.errors import HostKeyError, SSHError
 from dockkit.errors import TimeoutError as DockkitTimeoutError
 from dockkit.launch.hosts import HostSpec
+from dockkit.launch.ssh.keys import known_hosts_name
 from dockkit.launch.ssh.process import CHUNK, RemoteProcess, drain_stderr, feed, pgid_reporting_command
 from dockkit.launch.ssh.target import SSHTarget, resolve, translate
 from dockkit.launch.ssh.tunnel import ReverseTunnels
@@ -161,7 +162,7 @@ class SSHConnection:
                 if os.path.isfile(path):
                     keys.load(path)
             if t.host_key_alias:  # paramiko knows no HostKeyAlias: copy the alias's keys to the real name
-                real = t.hostname if t.port == 22 else f"[{t.hostname}]:{t.port}"
+                real = known_hosts_name(t.hostname, t.port)
                 for keytype, key in (keys.lookup(t.host_key_alias) or {}).items():
                     keys.add(real, keytype, key)
             client.set_missing_host_key_policy(_HostKeyPolicy(t))
