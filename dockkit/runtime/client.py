@@ -201,7 +201,7 @@ class Client:
                     self.cancel_batches([batch_id])  # cancelled just before: drop its result
             return
         if kind == P.RESULT:
-            batch_id, elapsed, ntasks = P.RESULT_HEADER.unpack(P.view(frames[0]))
+            batch_id, elapsed, _ = P.RESULT_HEADER.unpack(P.view(frames[0]))  # ntasks: the slot knows
             outcome = ("ok", frames[1:], elapsed)
         elif kind == P.FAILED:
             (batch_id,) = P.FAILED_HEADER.unpack(P.view(frames[0]))
