@@ -11,7 +11,6 @@ Docker Engine, or in a ``--quick`` run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.env import ROOT, child_env
+
 NODES = 3
 RUNS = {"W1": 6, "W2": 16, "W4": 6}  # workers (-n) per workload
 
@@ -63,43 +63,14 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
             "figures": figures}
 
 
-def markdown(cluster: dict) -> str:
-    """The section's table for docs/benchmarks.md (or the reason it was skipped)."""
-    head = ("## Cluster (Docker)\n\nMeasured apart from the local table (three containers on "
-            "this same machine, workers reached through SSH tunnels). ")
-    figures = cluster.get("figures")
-    if not figures:
-        return head + f"This run: **{cluster['status']}**: {cluster['reason']}.\n"
-    w1, w2, w4 = (figures.get(k, {}) for k in ("W1", "W2", "W4"))
-
-    def cell(value, fmt):
-        return fmt.format(value) if isinstance(value, (int, float)) else "error"
-
-    rows = [
-        ("`dockkit up --nodes 3` (image built) · s", cell(figures.get("up_s"), "{:.2f}"), "≤ 5 s"),
-        ("`dockkit down` · s", cell(figures.get("down_s"), "{:.2f}"), ""),
-        ("W1 tiny, 20,000 tasks, 6 workers · tasks/s", cell(w1.get("tasks_per_s"), "{:,.0f}"), "≥ 1M"),
-        ("W2 sleep 10 ms, 1,000 tasks, 16 workers · s", cell(w2.get("seconds"), "{:.3f}"), ""),
-        ("W2 · efficiency", cell(w2.get("efficiency"), "{:.3f}"), "≥ 0.90"),
-        ("W4 64 × 1 MiB, 6 workers · MB/s", cell(w4.get("mb_per_s"), "{:,.0f}"), ""),
-    ]
-    table = "| figure | dockkit | target |\n| --- | ---: | --- |\n" + "".join(
-        f"| {a} | {b} | {c} |\n" for a, b, c in rows)
-    return head + f"This run: {cluster['reason']}.\n\n" + table
-
-
 def main() -> None:
     """``python -m benchmarks.cluster [docs/benchmarks.json]``: measure the cluster section
     alone and store it into a saved run (then redraw with ``--from-json``)."""
-    import json as _json
-
-    from benchmarks.run import child_env
-
     path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "benchmarks.json")
-    data = _json.loads(path.read_text())
+    data = json.loads(path.read_text())
     data["cluster"] = section(child_env())
-    path.write_text(_json.dumps(data, indent=1))
-    print(_json.dumps(data["cluster"], indent=1))
+    path.write_text(json.dumps(data, indent=1))
+    print(json.dumps(data["cluster"], indent=1))
 
 
 if __name__ == "__main__":

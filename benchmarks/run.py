@@ -35,10 +35,10 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks import cluster, report, results
 from benchmarks.child import RESULT_MARK, T0_ENV
+from benchmarks.env import ROOT, child_env
 from benchmarks.systems import SYSTEMS
 from benchmarks.workloads import WORKLOADS, Case, build_cases
 
-ROOT = Path(__file__).resolve().parent.parent
 CHILD = ROOT / "benchmarks" / "child.py"
 DOCS = ROOT / "docs"
 SCRATCH = ROOT / "benchmarks" / "results"
@@ -88,14 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.reps = 1
     return args
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a benchmark
-    return env
 
 
 def child_command(system: str, case: Case, quick: bool) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from dockkit.runtime.batching import known_length
+
 
 def track(results, iterables, description: str = "dockkit map"):
     """Yield from ``results`` while advancing a progress bar on stderr, if it is a terminal.
@@ -16,10 +18,7 @@ def track(results, iterables, description: str = "dockkit map"):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    try:
-        total = min(len(it) for it in iterables)
-    except TypeError:
-        total = None
+    total = known_length(iterables)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True,
                   console=Console(stderr=True)) as progress:  # stderr: stdout is the script's

@@ -12,20 +12,19 @@ into it, so an unchanged tree never rebuilds and a changed one never runs stale 
     images/worker┘ Dockerfile, sshd.conf, entrypoint.sh
          └─► docker build (classic builder, never pull) ─► dockkit-worker:<hash>
 
-The entrypoint installs keys at start (see ``install_node_keys``); none are baked in.
+The entrypoint installs keys at start (see :func:`dockkit.cluster.nodes.install_node_keys`);
+none are baked in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,13 +35,11 @@ import docker
 
 from dockkit.cluster.base_image import VENV, ensure_base_image, image_exists
 from dockkit.cluster.engine import LABEL, docker_errors
-from dockkit.errors import DockerError, ImageError
-from dockkit.launch.ssh.keys import KeyPair
+from dockkit.errors import ImageError
 
 __all__ = [
     "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
-    "ensure_worker_image", "copy_image", "list_images", "private_archive", "node_keys_archive",
-    "install_node_keys",
+    "ensure_worker_image", "copy_image", "list_images",
 ]
 
 WORKER_REPOSITORY = "dockkit-worker"
@@ -161,58 +158,6 @@ def copy_image(source: docker.DockerClient, target: docker.DockerClient, tag: st
         target.api.load_image(source.api.get_image(tag))
     if not image_exists(target, tag):
         raise ImageError(f"copying image {tag} between Docker Engines failed: it is not there")
-
-
-def private_archive(files: dict[str, bytes], folder: str | None = None) -> bytes:
-    """A tar of ``files`` (name → content), each mode 0600, for ``put_archive``.
-
-    Args:
-        files: File names (relative to the extraction folder) and their bytes.
-        folder: If given, a 0700 directory entry that holds them (``etc/dockkit``).
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        if folder:
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode = tarfile.DIRTYPE, 0o700
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
-            info.size, info.mode = len(data), 0o600
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def node_keys_archive(host_key: KeyPair, authorized_keys: str | Iterable[str]) -> bytes:
-    """A tar of the files the worker entrypoint installs at start, for ``put_archive("/")``.
-
-    Args:
-        host_key: The node's host keypair (its public line goes in known_hosts).
-        authorized_keys: Public key lines allowed to log in as root.
-
-    Returns:
-        Tar bytes holding ``etc/dockkit/ssh_host_ed25519_key`` and ``etc/dockkit/authorized_keys``.
-    """
-    lines = [authorized_keys] if isinstance(authorized_keys, str) else list(authorized_keys)
-    text = "".join(f"{line.strip()}\n" for line in lines if line.strip())
-    return private_archive({"ssh_host_ed25519_key": host_key.private_openssh,
-                            "authorized_keys": text.encode()}, NODE_KEY_DIR.lstrip("/"))
-
-
-def install_node_keys(container, host_key: KeyPair, authorized_keys: str | Iterable[str]) -> None:
-    """Copy a node's keys into a created (not yet started) worker container.
-
-    Args:
-        container: A docker-py ``Container`` made from the worker image.
-        host_key: The node's host keypair.
-        authorized_keys: Public key lines allowed to log in as root.
-
-    Raises:
-        DockerError: The copy failed.
-    """
-    with docker_errors(f"copying keys into container {container.name}"):
-        if not container.put_archive("/", node_keys_archive(host_key, authorized_keys)):
-            raise DockerError(f"copying keys into container {container.name} failed")
 
 
 # --- build steps ---------------------------------------------------------------------

@@ -10,19 +10,23 @@ state alone.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import socket as pysocket
 import sys
+import tarfile
 import threading
 import time
+from collections.abc import Iterable
 
 from dockkit.cluster.engine import LABEL, docker_errors, engine_cpus, find_container, remove_container, remove_network
-from dockkit.errors import ClusterError, DockkitError
-from dockkit.cluster.image import install_node_keys, private_archive
-from dockkit.launch.ssh.keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from dockkit.errors import ClusterError, DockerError, DockkitError
+from dockkit.cluster.image import NODE_KEY_DIR
+from dockkit.launch.ssh.keys import KeyPair, NodeRow, generate_keypair, node_ssh_texts
 from dockkit.cluster.state import ClusterState, NodeInfo
 
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
-           "remove_networks", "create_node", "wait_ready", "node_ssh_files", "install_ssh_files",
+           "remove_networks", "create_node", "wait_ready", "private_archive", "node_keys_archive",
+           "install_node_keys", "node_ssh_files", "install_ssh_files",
            "exec_streaming", "extract", "container_logs", "gone_message"]
 
 CLUSTER_LABEL = "dockkit.cluster"
@@ -165,14 +169,65 @@ def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes, same_engine)
     Nodes on the same engine are reached by name on the private network; the others
     on their Docker host's published port. ``same_engine(a, b)`` compares two nodes.
     """
-    entries, known = [], []
+    rows = []
     for other in state.nodes:
         hostname, port = (other.name, 22) if same_engine(node, other) else (other.address, other.port)
-        entries.append(SSHHostEntry(other.name, hostname, port, "root", "/root/.ssh/id_ed25519",
-                                    "/root/.ssh/known_hosts"))
-        known.append(known_hosts_line(hostname, port, other.host_key) + "\n")
-    return {"config": ssh_config_text(entries).encode(), "known_hosts": "".join(known).encode(),
-            "id_ed25519": key}
+        rows.append(NodeRow(other.name, hostname, port, other.host_key))
+    config, known = node_ssh_texts(rows, user="root", identity_file="/root/.ssh/id_ed25519",
+                                   known_hosts_file="/root/.ssh/known_hosts")
+    return {"config": config.encode(), "known_hosts": known.encode(), "id_ed25519": key}
+
+
+def private_archive(files: dict[str, bytes], folder: str | None = None) -> bytes:
+    """A tar of ``files`` (name → content), each mode 0600, for ``put_archive``.
+
+    Args:
+        files: File names (relative to the extraction folder) and their bytes.
+        folder: If given, a 0700 directory entry that holds them (``etc/dockkit``).
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        if folder:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def node_keys_archive(host_key: KeyPair, authorized_keys: str | Iterable[str]) -> bytes:
+    """A tar of the files the worker entrypoint installs at start, for ``put_archive("/")``.
+
+    Args:
+        host_key: The node's host keypair (its public line goes in known_hosts).
+        authorized_keys: Public key lines allowed to log in as root.
+
+    Returns:
+        Tar bytes holding ``etc/dockkit/ssh_host_ed25519_key`` and ``etc/dockkit/authorized_keys``.
+    """
+    lines = [authorized_keys] if isinstance(authorized_keys, str) else list(authorized_keys)
+    text = "".join(f"{line.strip()}\n" for line in lines if line.strip())
+    return private_archive({"ssh_host_ed25519_key": host_key.private_openssh,
+                            "authorized_keys": text.encode()}, NODE_KEY_DIR.lstrip("/"))
+
+
+def install_node_keys(container, host_key: KeyPair, authorized_keys: str | Iterable[str]) -> None:
+    """Copy a node's keys into a created (not yet started) worker container.
+
+    Args:
+        container: A docker-py ``Container`` made from the worker image.
+        host_key: The node's host keypair.
+        authorized_keys: Public key lines allowed to log in as root.
+
+    Raises:
+        DockerError: The copy failed.
+    """
+    with docker_errors(f"copying keys into container {container.name}"):
+        if not container.put_archive("/", node_keys_archive(host_key, authorized_keys)):
+            raise DockerError(f"copying keys into container {container.name} failed")
 
 
 def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, bytes]) -> None:

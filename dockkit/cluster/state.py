@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dockkit.config import cluster_dir, write_private
 from dockkit.errors import ConfigError
-from dockkit.launch.ssh.keys import SSHHostEntry, known_hosts_line, ssh_config_text
+from dockkit.launch.ssh.keys import node_ssh_texts
 
 __all__ = ["NodeInfo", "ClusterState", "ClusterFiles", "load_state"]
 
@@ -102,11 +102,10 @@ class ClusterState:
 
     def write_ssh_files(self, files: ClusterFiles) -> None:
         """Write the ssh_config (Host node0…) and known_hosts that reach the nodes from here."""
-        entries = [SSHHostEntry(n.name, n.address, n.port, "root", files.key, files.known_hosts)
-                   for n in self.nodes]
-        write_private(files.ssh_config, ssh_config_text(entries))
-        write_private(files.known_hosts, "".join(
-            known_hosts_line(n.address, n.port, n.host_key) + "\n" for n in self.nodes))
+        config, known = node_ssh_texts(((n.name, n.address, n.port, n.host_key) for n in self.nodes),
+                                       user="root", identity_file=files.key, known_hosts_file=files.known_hosts)
+        write_private(files.ssh_config, config)
+        write_private(files.known_hosts, known)
 
 
 def load_state(name: str) -> ClusterState | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dockkit.errors import ConfigError
 
-DEFAULT_LIMIT = 200 * 1024 * 1024
+DEFAULT_LIMIT = 200_000_000  # 200 MB, as `dockkit run --max-upload` counts (10^6 bytes a MB)
 ALWAYS_SKIPPED = [".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".venv/", "venv/", "env/",
                   ".tox/", ".nox/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", "node_modules/",
                   "*.egg-info/", ".ipynb_checkpoints/"]

@@ -145,10 +145,10 @@ class Broker:
         self._router.sndhwm = self._router.rcvhwm = 0
         try:
             if port:
-                self._router.bind(f"tcp://{_bracket(host)}:{port}")
+                self._router.bind(P.tcp_url(host, port))
                 self.port = port
             else:
-                self.port = self._router.bind_to_random_port(f"tcp://{_bracket(host)}")
+                self.port = self._router.bind_to_random_port(P.tcp_url(host))
         except zmq.ZMQError as exc:
             self._context.destroy(linger=0)
             raise ConfigError(f"the broker cannot listen on {host}:{port or 'any port'} ({exc}): "
@@ -185,7 +185,7 @@ class Broker:
     # --- life cycle ---------------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"tcp://{_bracket(self.host)}:{self.port}"
+        return P.tcp_url(self.host, self.port)
 
     def start(self) -> "Broker":
         self._thread.start()
@@ -588,7 +588,3 @@ class Broker:
                                                  f"{self.heartbeat_timeout:.0f} s")
             else:
                 self._send(identity, [P.HEARTBEAT, b""])
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

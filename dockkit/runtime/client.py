@@ -11,16 +11,10 @@ waiting workers cannot deadlock.
 ``window`` batches are in flight, and while the items read but not yet consumed
 stay under ``MAX_AHEAD_ITEMS`` and their pickled arguments under
 ``MAX_AHEAD_BYTES`` (whatever the worker count), so a generator of ten million
-items is never materialised, and it yields results in order. Batch sizes adapt to measured task time: before
-any timing, an input of known length is cut as ``multiprocessing.Pool.map``
-cuts it (four batches per worker) and an endless one starts with single items
-that double per batch; once a worker reports how long an item takes, batches
-hold about ``TARGET_BATCH_SECONDS`` of work, or, for an input of known length,
-about four batches per worker of what is left if that is more (few messages
-while much remains, single items at the end), never more than that even split;
-when what is left is less than that much work per worker (tiny items), it goes
-out as one batch per worker. A batch never holds more than ``MAX_BATCH_BYTES``
-of pickled arguments (big payloads pipeline better in small batches).
+items is never materialised, and it yields results in order. How many batches
+may be in flight and how many items each holds is decided by a
+:class:`~dockkit.runtime.batching.BatchSizer` from measured task time and pickled
+size; :mod:`dockkit.runtime.batching` describes the rule.
 """
 
 from __future__ import annotations
@@ -28,21 +22,18 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-import math
 import threading
 import time
 
 import cloudpickle
 
 from dockkit.runtime import protocol as P
+from dockkit.runtime.batching import BatchSizer, known_length
 from dockkit.errors import BrokenExecutor, SerializationError, TimeoutError
 from dockkit.runtime.interrupts import interrupts_deferred
 from dockkit.runtime.serialize import (describe, dumps, find_unpicklable, load_exception, loads, out_of_band,
                         out_of_band_items, serialization_error)
 
-TARGET_BATCH_SECONDS = 0.01
-MAX_BATCH = 10_000
-MAX_BATCH_BYTES = 2 << 20
 MAX_AHEAD_ITEMS = 200_000
 MAX_AHEAD_BYTES = 256 << 20
 FUNCTION_CACHE = 128
@@ -210,7 +201,7 @@ class Client:
                     self.cancel_batches([batch_id])  # cancelled just before: drop its result
             return
         if kind == P.RESULT:
-            batch_id, elapsed, ntasks = P.RESULT_HEADER.unpack(P.view(frames[0]))
+            batch_id, elapsed, _ = P.RESULT_HEADER.unpack(P.view(frames[0]))  # ntasks: the slot knows
             outcome = ("ok", frames[1:], elapsed)
         elif kind == P.FAILED:
             (batch_id,) = P.FAILED_HEADER.unpack(P.view(frames[0]))
@@ -287,8 +278,7 @@ class _Slot:
         run.inflight -= 1
         run.completed.append(self)
         if outcome[0] == "ok" and self.count:
-            per_item = outcome[2] / self.count
-            run.item_ns = per_item if run.item_ns is None else 0.5 * run.item_ns + 0.5 * per_item
+            run.sizer.timed(outcome[2], self.count)
 
 
 class _MapRun:
@@ -306,62 +296,19 @@ class _MapRun:
         # travels as a range), several times cheaper than reading it through an iterator.
         self.sequence = (iterables[0] if not self.star and type(iterables[0]) in _SLICEABLE
                          else None)
-        length = _known_length(iterables)
-        self.chunksize = chunksize
+        self.sizer = BatchSizer(known_length(iterables), client.workers, chunksize)
         self.ordered = ordered
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.slots: collections.deque[_Slot] = collections.deque()
         self.completed: collections.deque[_Slot] = collections.deque()
         self.inflight = 0
-        self.item_ns: float | None = None
-        self._probe = 1
-        self.item_bytes = 0.0
-        # Never bigger than Pool.map's chunks, so every worker gets several batches.
-        self.length = length
-        self.even_split = (None if length is None else
-                           max(1, min(MAX_BATCH, math.ceil(length / (4 * client.workers)))))
         self.sent = 0
-        self.last_share = 0  # the batch size of a tiny-item map's rest, once chosen
         self.ahead_items = 0  # read from the input, not yet consumed by the caller
         self.ahead_bytes = 0
         self.exhausted = False
 
     def window(self) -> int:
-        if self.item_ns is None and self.even_split is not None and not self.chunksize:
-            # A first wave only, until a result says how long an item takes: then the
-            # rest goes out in batches of the right size, and the tail is fine-grained
-            # (sending the whole input in Pool.map's chunks leaves a whole chunk's tail).
-            return 2 * self.client.workers
-        return 4 * self.client.workers + 2
-
-    def next_size(self) -> int:
-        if self.chunksize:
-            return self.chunksize
-        if self.item_ns is not None:
-            size = int(TARGET_BATCH_SECONDS * 1e9 / max(self.item_ns, 1.0))
-            if self.length is None:
-                size = min(size, MAX_BATCH)
-            elif self.last_share or size * self.client.workers >= self.length - self.sent:
-                # Tiny items: what is left is under a batch's worth of work per worker, so it
-                # goes out as one batch each (fewer messages; the tail is one such batch).
-                self.last_share = self.last_share or min(
-                    math.ceil((self.length - self.sent) / self.client.workers), MAX_BATCH)
-                size = self.last_share
-            else:
-                # Guided: about four batches per worker of what is left, so long items travel
-                # in few messages while much remains and one at a time at the end (the tail).
-                size = max(size, math.ceil((self.length - self.sent) / (4 * self.client.workers)))
-                size = min(size, self.even_split)
-        elif self.even_split is not None:
-            # No timing yet: an input of known length starts with Pool.map's split (four
-            # batches per worker); an endless one with single items, doubling per batch,
-            # until the first result says how long an item takes.
-            size = self.even_split
-        else:
-            size, self._probe = self._probe, min(2 * self._probe, MAX_BATCH)
-        if self.item_bytes:
-            size = min(size, int(MAX_BATCH_BYTES // self.item_bytes))
-        return max(1, size)
+        return self.sizer.window(self.client.workers)
 
     def top_up(self) -> None:
         # Results not yet consumed count too, with room to spare: a slow head batch must
@@ -369,7 +316,7 @@ class _MapRun:
         while (not self.exhausted and self.inflight < self.window()
                and len(self.slots) < 8 * self.window()
                and self.ahead_items < MAX_AHEAD_ITEMS and self.ahead_bytes < MAX_AHEAD_BYTES):
-            size = self.next_size()
+            size = self.sizer.next_size(self.sent, self.client.workers)
             try:
                 if self.sequence is not None:
                     items = self.sequence[self.sent:self.sent + size]
@@ -400,10 +347,8 @@ class _MapRun:
             self.completed.append(slot)
             return
         nbytes = sum(len(P.view(frame)) for frame in payload)
-        self.item_bytes = nbytes / len(items)
-        if self.item_bytes * len(items) > MAX_BATCH_BYTES and len(items) > 1:
-            # big items: smaller batches keep pickling, transfer and work overlapping
-            step = max(1, int(MAX_BATCH_BYTES // self.item_bytes))
+        step = self.sizer.pickled(nbytes, len(items))
+        if step < len(items):  # big items: smaller batches keep pickling, transfer and work overlapping
             for start in range(0, len(items), step):
                 self._send(items[start:start + step])
             return
@@ -512,13 +457,6 @@ class MapIterator:
 
 
 _SLICEABLE = (list, tuple, range)
-
-
-def _known_length(iterables) -> int | None:
-    try:
-        return min(len(it) for it in iterables)
-    except TypeError:
-        return None
 
 
 def _fn_name(fn) -> str:

@@ -99,6 +99,21 @@ def _as_bytes(identity) -> bytes:
     return identity.encode() if isinstance(identity, str) else bytes(identity)
 
 
+def tcp_url(host: str, port: int | None = None) -> str:
+    """The ZeroMQ endpoint ``tcp://host:port``, with an IPv6 address in brackets.
+
+    Args:
+        host: A host name, an IPv4 address, or an IPv6 address with or without brackets.
+        port: The TCP port; None leaves it out (for ``bind_to_random_port``).
+
+    Returns:
+        ``tcp://10.0.0.5:5555``, ``tcp://[fe80::1]:5555``, or ``tcp://[fe80::1]`` without a port.
+    """
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
+
+
 def pack_ids(ids) -> bytes:
     """Pack integer ids (batch ids, function keys) into one frame."""
     ids = list(ids)

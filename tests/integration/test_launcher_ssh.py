@@ -41,8 +41,12 @@ def _executor(ssh_nodes, hosts, **options):
     return dockkit.Executor(hosts=hosts, ssh_config=str(ssh_nodes.ssh_config_path), **options)
 
 
+_MODULES = {"worker": r"runtime\.worker", "agent": r"launch\.agent"}  # as `python -m` names them
+
+
 def _worker_pids(ssh_nodes, node, which: str = "worker|agent") -> list[int]:
-    out = ssh_nodes.exec(node, f"pgrep -f 'dockkit[.](runtime|launch)[.]({which})' || true").output
+    pattern = "|".join(_MODULES[role] for role in which.split("|"))
+    out = ssh_nodes.exec(node, f"pgrep -f 'dockkit\\.({pattern})' || true").output
     return [int(p) for p in out.split()]
 
 

@@ -41,10 +41,9 @@ from docker.models.containers import Container
 
 import dockkit
 from dockkit.cluster import image
-from dockkit.cluster.nodes import CLUSTER_LABEL
+from dockkit.cluster.nodes import CLUSTER_LABEL, install_node_keys
 from dockkit.errors import DockerError
 from dockkit.cluster.engine import LABEL, docker_client as connect_docker, engine_url
-from dockkit.cluster.image import install_node_keys
 from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 from tests.names import TEST_RUN, unique_name
 

@@ -1,19 +1,87 @@
-"""A smoke run of the benchmark suite keeps it from rotting (speed is never asserted)."""
+"""A smoke run of the benchmark suite keeps it from rotting (speed is never asserted).
+
+What is checked is the shape of what ``make bench`` writes, and that its figures agree
+with each other: every case measured for every system asked for, each median the
+median of its runs, each target row reading the figure it judges.
+"""
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import dockkit
+
 ROOT = Path(__file__).resolve().parents[2]
+SYSTEMS = ["dockkit", "pool"]
 
 
-def test_quick_benchmark_run_measures_dockkit(tmp_path):
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--systems", "dockkit,pool", "--strict",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--systems", ",".join(SYSTEMS), "--strict",
+         "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "benchmarks.md").is_file()
-    data = json.loads((tmp_path / "benchmarks.json").read_text())
-    assert "dockkit" in json.dumps(data)
+    return json.loads((out / "benchmarks.json").read_text()), (out / "benchmarks.md").read_text()
+
+
+def test_the_run_describes_itself(smoke):
+    data, _ = smoke
+    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "targets"}
+    meta = data["meta"]
+    assert (meta["quick"], meta["complete"], meta["reps"], meta["cpus"]) == (True, False, 1, os.cpu_count())
+    assert meta["command"].startswith("python -m benchmarks --quick")
+    assert meta["wall_s"] > 0
+    assert list(data["systems"]) == SYSTEMS
+    assert all(s["available"] and s["reason"] is None for s in data["systems"].values())
+    assert data["systems"]["dockkit"]["version"] == dockkit.__version__
+    # a quick run skips the Docker section, and says so
+    assert data["cluster"] == {"status": "skipped", "reason": "not part of a --quick run"}
+
+
+def test_every_case_is_measured_for_every_system(smoke):
+    data, _ = smoke
+    cases = {case["id"]: case for case in data["cases"]}
+    assert {case["workload"] for case in cases.values()} == {f"W{i}" for i in range(1, 8)}
+    assert set(data["results"]) == set(cases)
+    for case_id, row in data["results"].items():
+        assert list(row) == SYSTEMS, case_id
+        # dockkit goes first in a --quick run, so its cells are never cut by the deadline
+        assert row["dockkit"]["status"] in ("ok", "too_slow"), (case_id, row["dockkit"])
+        assert row["pool"]["status"] in ("ok", "too_slow", "skipped"), (case_id, row["pool"])
+        for cell in row.values():
+            if cell["status"] != "skipped":
+                assert len(cell["runs"]) == 1 and cell["median"] == cell["runs"][0], (case_id, cell)
+
+
+def test_the_figures_agree_with_each_other(smoke):
+    data, _ = smoke
+    cases = {case["id"]: case for case in data["cases"]}
+    dk = {case_id: row["dockkit"]["median"] for case_id, row in data["results"].items()}
+    assert math.isclose(dk["W1"]["tasks_per_s"], cases["W1"]["size"] / dk["W1"]["seconds"])
+    assert 1 <= dk["W2"]["workers_seen"] <= cases["W2"]["workers"]  # all of them, unless one started late
+    assert 0 < dk["W2"]["efficiency"] <= 1.0 + 1e-9
+    assert dk["W6-lambda"]["supported"] is True and dk["W6-closure"]["supported"] is True
+    pool = data["results"]["W6-lambda"]["pool"]
+    assert pool["status"] == "skipped" or pool["median"]["supported"] is False  # Pool can't pickle it
+    for case_id in (c for c in cases if c.startswith("W7")):
+        assert dk[case_id]["items"] == cases[case_id]["size"] or dk[case_id]["too_slow"]
+    # each target row judges dockkit's own figure of the same run
+    rows = {target["row"]: target for target in data["targets"]}
+    assert rows["W1:tasks_per_s"]["value"] == dk["W1"]["tasks_per_s"]
+    assert rows["W5:seconds"]["value"] == dk["W5"]["seconds"]
+    for target in data["targets"]:
+        assert isinstance(target["met"], bool), target
+
+
+def test_the_page_shows_the_table_and_the_skipped_cluster(smoke):
+    _, page = smoke
+    assert "## Results" in page and "This is a partial run" in page
+    assert "| W1 tiny · 2,000 tasks · tasks/s |" in page
+    assert "## Cluster (Docker)" in page and "**skipped**: not part of a --quick run" in page

@@ -91,6 +91,16 @@ def submit(broker: Broker, batch_id: int) -> None:
     broker.send_local([P.SUBMIT, header, b"code" if batch_id == 1 else b"", b"args"])
 
 
+def wait_for_credit(broker: Broker, identity: bytes, credit: int, timeout: float = 5.0) -> None:
+    """Wait until the broker thread has booked ``credit`` for ``identity``; fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while broker.workers[identity].credit != credit:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the broker never booked a credit of {credit} for {identity!r} within "
+                                 f"{timeout:g} s (it has {broker.workers[identity].credit})")
+        time.sleep(0.01)
+
+
 def tasks_received(socket: zmq.Socket, timeout: float = 0.5) -> int:
     received = 0
     while socket.poll(timeout * 1000):
@@ -107,10 +117,7 @@ def test_an_idle_worker_gets_a_batch_before_a_busy_one_gets_a_second(broker_and_
     counts.wait_for((2, 0))
     for socket, identity in ((w0, b"run/0/w0"), (w1, b"run/0/w1")):
         socket.send_multipart([P.CREDIT, P.CREDIT_HEADER.pack(2)])
-        for _ in range(300):
-            if broker.workers[identity].credit == 2:
-                break
-            time.sleep(0.01)
+        wait_for_credit(broker, identity, 2)
     submit(broker, 1)
     submit(broker, 2)
     assert (tasks_received(w0), tasks_received(w1)) == (1, 1)
@@ -136,8 +143,5 @@ def test_one_batch_at_a_time_leaves_the_credit_queue_bounded(broker_and_peers):
         task_key = P.TASKS_HEADER.unpack(header)[0]
         worker.send_multipart([P.CREDIT, P.CREDIT_HEADER.pack(1)])
         worker.send_multipart([P.RESULT, P.RESULT_HEADER.pack(task_key, 1, 1), b"result"])
-    for _ in range(300):
-        if broker.workers[b"run/0/w0"].credit == 2:
-            break
-        time.sleep(0.01)
+    wait_for_credit(broker, b"run/0/w0", 2)
     assert len(broker._ready) <= 2

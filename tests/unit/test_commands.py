@@ -62,14 +62,6 @@ def test_python_command_needs_arguments():
         python_command("python3", [])
 
 
-def test_tcp_url_brackets_ipv6():
-    from dockkit.launch.ssh.launcher import tcp_url
-
-    assert tcp_url("10.0.0.5", 5555) == "tcp://10.0.0.5:5555"
-    assert tcp_url("node1", 5555) == "tcp://node1:5555"
-    assert tcp_url("fe80::1", 5555) == "tcp://[fe80::1]:5555"
-
-
 def test_broker_binds_the_advertised_address_when_it_is_ours():
     from dockkit.launch.ssh.launcher import bind_address
 

@@ -20,7 +20,8 @@ import pytest
 
 import dockkit
 from dockkit import futures, shared
-from dockkit.runtime.client import MAX_AHEAD_ITEMS, MAX_BATCH
+from dockkit.runtime.batching import MAX_BATCH
+from dockkit.runtime.client import MAX_AHEAD_ITEMS
 from dockkit.errors import BrokenExecutor, WorkerLostError
 from dockkit.executor import default_executor
 from tests.contract import (CountingIterable, DefaultExecutorContract, ExecutorContract, constant, fib,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import stat
 
@@ -9,7 +10,10 @@ import paramiko
 import pytest
 
 from dockkit.errors import ConfigError
-from dockkit.launch.ssh.keys import SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text
+from dockkit.launch.hosts import HostSpec
+from dockkit.launch.ssh.keys import (SSHHostEntry, generate_keypair, known_hosts_line, known_hosts_name,
+                                     ssh_config_text)
+from dockkit.launch.ssh.target import SSHTarget
 
 
 def test_generated_key_parses_back_with_paramiko(tmp_path):
@@ -38,7 +42,7 @@ def test_keys_differ_and_repr_hides_the_private_key():
     a, b = generate_keypair(), generate_keypair()
     assert a.public_line != b.public_line
     assert "PRIVATE" not in repr(a)
-    assert a.key_type == "ssh-ed25519" and a.public_base64 == a.public_line.split()[1]
+    assert a.public_line.split()[0] == "ssh-ed25519"
 
 
 def test_comment_with_newline_is_refused():
@@ -51,16 +55,32 @@ def test_comment_with_newline_is_refused():
 )
 def test_known_hosts_line_forms(port, prefix):
     pair = generate_keypair()
+    blob = pair.public_line.split()[1]
     line = known_hosts_line("10.0.0.5", port, pair.public_line)
     assert line.startswith(prefix)
-    assert line.endswith(pair.public_base64)  # comment dropped
+    assert line.endswith(blob)  # comment dropped
 
     entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
     assert entry is not None
     assert entry.key.get_name() == "ssh-ed25519"
-    assert entry.key.get_base64() == pair.public_base64
+    assert entry.key.get_base64() == blob
     lookup = "10.0.0.5" if port == 22 else "[10.0.0.5]:2222"
     assert lookup in entry.hostnames
+
+
+@pytest.mark.parametrize(("host", "port", "name"), [
+    ("node1", 22, "node1"),
+    ("node1", 2222, "[node1]:2222"),
+    ("10.0.0.5", "2222", "[10.0.0.5]:2222"),
+    ("fe80::1", 22, "fe80::1"),
+    ("fe80::1", 2200, "[fe80::1]:2200"),
+])
+def test_one_known_hosts_name_for_lines_targets_and_lookups(host, port, name):
+    assert known_hosts_name(host, port) == name
+    assert known_hosts_line(host, port, generate_keypair().public_line).split()[0] == name
+    target = SSHTarget(HostSpec("alias"), host, int(port), "root")
+    assert target.key_name == name
+    assert dataclasses.replace(target, host_key_alias="pinned").key_name == "pinned"
 
 
 @pytest.mark.parametrize("bad", ["", "ssh-ed25519", "ssh-ed25519 not*base64"])
@@ -110,3 +130,4 @@ def test_ssh_config_parses_back_with_paramiko(tmp_path):
 def test_ssh_config_rejects_injection(entry):
     with pytest.raises(ConfigError):
         ssh_config_text([entry])
+

@@ -73,3 +73,25 @@ def test_view_of_every_frame_type():
     frame = zmq.Frame(data)
     view = P.view(frame)
     assert isinstance(view, memoryview) and bytes(view) == data
+
+
+@pytest.mark.parametrize(("host", "port", "url"), [
+    ("10.0.0.5", 5555, "tcp://10.0.0.5:5555"),
+    ("node1", 5555, "tcp://node1:5555"),
+    ("fe80::1", 5555, "tcp://[fe80::1]:5555"),
+    ("[fe80::1]", 5555, "tcp://[fe80::1]:5555"),   # already bracketed: not twice
+    ("::1", None, "tcp://[::1]"),                    # no port: for bind_to_random_port
+    ("127.0.0.1", None, "tcp://127.0.0.1"),
+])
+def test_tcp_url_brackets_ipv6(host, port, url):
+    assert P.tcp_url(host, port) == url
+
+
+def test_a_broker_on_ipv6_loopback_advertises_a_bracketed_url():
+    from dockkit.runtime.broker import Broker
+
+    broker = Broker(secret=b"s" * 32, host="::1")
+    try:
+        assert broker.address == f"tcp://[::1]:{broker.port}"
+    finally:
+        broker.stop()

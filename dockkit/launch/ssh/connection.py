@@ -37,6 +37,7 @@ from dockkit.errors import TimeoutError as DockkitTimeoutError
 from dockkit.launch.hosts import HostSpec
 from dockkit.launch.ssh.channels import CHUNK, drain_stderr, feed
 from dockkit.launch.ssh.process import RemoteProcess, pgid_reporting_command
+from dockkit.launch.ssh.keys import known_hosts_name
 from dockkit.launch.ssh.target import SSHTarget, resolve, translate
 from dockkit.launch.ssh.tunnel import ReverseTunnels
 
@@ -166,7 +167,7 @@ class SSHConnection:
                 if os.path.isfile(path):
                     keys.load(path)
             if t.host_key_alias:  # paramiko knows no HostKeyAlias: copy the alias's keys to the real name
-                real = t.hostname if t.port == 22 else f"[{t.hostname}]:{t.port}"
+                real = known_hosts_name(t.hostname, t.port)
                 for keytype, key in (keys.lookup(t.host_key_alias) or {}).items():
                     keys.add(real, keytype, key)
             client.set_missing_host_key_policy(_HostKeyPolicy(t))

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dockkit.config import write_private
 from dockkit.errors import ConfigError
 
-__all__ = ["KeyPair", "SSHHostEntry", "generate_keypair", "known_hosts_line", "ssh_config_text"]
+__all__ = ["KeyPair", "SSHHostEntry", "NodeRow", "generate_keypair", "known_hosts_name", "known_hosts_line",
+           "ssh_config_text", "node_ssh_texts"]
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,6 @@ class KeyPair:
 
     def __repr__(self) -> str:  # never print the private key by accident
         return f"KeyPair(public_line={self.public_line!r})"
-
-    @property
-    def key_type(self) -> str:
-        """The key type name, e.g. ``"ssh-ed25519"``."""
-        return self.public_line.split()[0]
-
-    @property
-    def public_base64(self) -> str:
-        """The base64 blob of the public key, without type or comment."""
-        return self.public_line.split()[1]
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the private key to ``path`` (mode 0600) and the public line to ``path.pub``.
@@ -99,6 +90,19 @@ def generate_keypair(comment: str = "dockkit") -> KeyPair:
     return KeyPair(private_openssh=private, public_line=line)
 
 
+def known_hosts_name(host: str, port: int) -> str:
+    """The name under which known_hosts holds the key of ``host:port``, as OpenSSH writes it.
+
+    Args:
+        host: Host name or IP address the client connects to.
+        port: TCP port.
+
+    Returns:
+        ``host`` for port 22, ``[host]:port`` for any other port.
+    """
+    return host if int(port) == 22 else f"[{host}]:{int(port)}"
+
+
 def known_hosts_line(host: str, port: int, public_line: str) -> str:
     """Build a known_hosts line that pins ``public_line`` for ``host:port``.
 
@@ -123,8 +127,7 @@ def known_hosts_line(host: str, port: int, public_line: str) -> str:
         base64.b64decode(blob, validate=True)
     except ValueError as exc:
         raise ConfigError(f"public key is not valid base64: {public_line!r}") from exc
-    name = host if int(port) == 22 else f"[{host}]:{int(port)}"
-    return f"{name} {key_type} {blob}"
+    return f"{known_hosts_name(host, port)} {key_type} {blob}"
 
 
 class SSHHostEntry(NamedTuple):
@@ -174,6 +177,47 @@ def ssh_config_text(entries: Iterable[SSHHostEntry | tuple]) -> str:
             lines.append(f"    {key} {_config_value(key, value)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+class NodeRow(NamedTuple):
+    """One node as its ssh_config and known_hosts name it; a plain tuple works as well."""
+
+    alias: str
+    hostname: str
+    port: int
+    host_key: str  # the node's public key line
+
+
+def node_ssh_texts(
+    rows: Iterable[NodeRow | tuple],
+    *,
+    user: str,
+    identity_file: str | os.PathLike[str],
+    known_hosts_file: str | os.PathLike[str],
+) -> tuple[str, str]:
+    """Render the ssh_config and the known_hosts that reach a set of nodes.
+
+    Each node gets a strict ``Host <alias>`` block (see :func:`ssh_config_text`) and its
+    host key pinned under the name the client looks it up by (``hostname`` or
+    ``[hostname]:port``).
+
+    Args:
+        rows: :class:`NodeRow` values or ``(alias, hostname, port, host_key)`` tuples.
+        user: The login user on every node.
+        identity_file: The client key every block offers.
+        known_hosts_file: Where the returned known_hosts text will be written.
+
+    Returns:
+        ``(ssh_config text, known_hosts text)``, each ending with a newline.
+
+    Raises:
+        ConfigError: A name, value or host key is malformed.
+    """
+    rows = [NodeRow(*row) for row in rows]
+    config = ssh_config_text(SSHHostEntry(row.alias, row.hostname, row.port, user, identity_file, known_hosts_file)
+                             for row in rows)
+    known = "".join(known_hosts_line(row.hostname, row.port, row.host_key) + "\n" for row in rows)
+    return config, known
 
 
 def _config_value(key: str, value: str) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from dockkit.errors import DockkitError, LaunchError
 from dockkit.launch.base import new_run_id
 from dockkit.launch.commands import python_command, remote_command
-from dockkit.runtime.protocol import AgentConfig, WorkerConfig
+from dockkit.runtime.protocol import AgentConfig, WorkerConfig, tcp_url
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
          "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'executable': sys.executable, "
@@ -48,11 +48,6 @@ def local_versions() -> dict:
 
     return {"python": "%d.%d" % sys.version_info[:2], "dockkit": __version__,
             "cloudpickle": cloudpickle.__version__}
-
-
-def tcp_url(host: str, port: int) -> str:
-    """``tcp://host:port``, with an IPv6 address in brackets."""
-    return f"tcp://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"tcp://{host}:{port}"
 
 
 def bind_address(external_hostname: str | None, tunnel: bool) -> str:

@@ -18,6 +18,7 @@ import paramiko
 
 from dockkit.errors import ConfigError, HostKeyError, SSHError
 from dockkit.launch.hosts import HostSpec
+from dockkit.launch.ssh.keys import known_hosts_name
 
 __all__ = ["SSHTarget", "resolve", "translate"]
 
@@ -47,7 +48,7 @@ class SSHTarget:
         """The name of this host's entries in known_hosts, as OpenSSH writes them."""
         if self.host_key_alias:
             return self.host_key_alias
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+        return known_hosts_name(self.hostname, self.port)
 
 
 def resolve(

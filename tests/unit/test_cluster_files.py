@@ -1,0 +1,73 @@
+"""The ssh_config and known_hosts that reach a set of nodes: on this machine, and in each node's /root/.ssh."""
+
+from __future__ import annotations
+
+import io
+import stat
+
+import paramiko
+
+from dockkit.cluster.nodes import node_ssh_files
+from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
+from dockkit.launch.ssh.keys import NodeRow, generate_keypair, known_hosts_name, node_ssh_texts
+
+KEYS = [generate_keypair(f"node{i}") for i in range(3)]
+
+
+def _lookup(config_text: str, known_text: str, alias: str):
+    """What a client reaching ``alias`` sees: (hostname, port, pinned key blob)."""
+    config = paramiko.SSHConfig()
+    config.parse(io.StringIO(config_text))
+    found = config.lookup(alias)
+    keys = paramiko.HostKeys()
+    for line in known_text.splitlines():
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        for name in entry.hostnames:
+            keys.add(name, entry.key.get_name(), entry.key)
+    pinned = keys.lookup(known_hosts_name(found["hostname"], int(found["port"])))
+    return found["hostname"], int(found["port"]), pinned["ssh-ed25519"].get_base64() if pinned else None
+
+
+def test_node_ssh_texts_pin_each_node_under_the_name_its_client_looks_up(tmp_path):
+    rows = [NodeRow("node0", "node0", 22, KEYS[0].public_line),
+            ("node1", "127.0.0.1", 40022, KEYS[1].public_line),
+            ("node2", "fe80::2", 2200, KEYS[2].public_line)]
+    config, known = node_ssh_texts(rows, user="root", identity_file=tmp_path / "id",
+                                   known_hosts_file=tmp_path / "known_hosts")
+    assert config.endswith("\n") and known.endswith("\n") and len(known.splitlines()) == 3
+    for (alias, hostname, port, public), key in zip(rows, KEYS):
+        assert _lookup(config, known, alias) == (hostname, port, key.public_line.split()[1])
+        block = paramiko.SSHConfig.from_text(config).lookup(alias)
+        assert (block["user"], block["userknownhostsfile"]) == ("root", str(tmp_path / "known_hosts"))
+
+
+def _state() -> ClusterState:
+    hosts = ["unix:///var/run/docker.sock", "unix:///var/run/docker.sock", "ssh://other"]
+    addresses = ["127.0.0.1", "127.0.0.1", "192.0.2.7"]
+    return ClusterState("c1", "dockkit-worker:x", [
+        NodeInfo(f"node{i}", f"dockkit-c1-node{i}", hosts[i], addresses[i], 40000 + i, KEYS[i].public_line, 2)
+        for i in range(3)])
+
+
+def test_this_machine_reaches_every_node_on_its_published_port(tmp_path):
+    files = ClusterFiles(tmp_path)
+    _state().write_ssh_files(files)
+    config, known = files.ssh_config.read_text(), files.known_hosts.read_text()
+    for path in (files.ssh_config, files.known_hosts):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [_lookup(config, known, f"node{i}") for i in range(3)] == [
+        ("127.0.0.1", 40000, KEYS[0].public_line.split()[1]),
+        ("127.0.0.1", 40001, KEYS[1].public_line.split()[1]),
+        ("192.0.2.7", 40002, KEYS[2].public_line.split()[1])]
+
+
+def test_a_node_reaches_its_engine_mates_by_name_and_the_others_by_port():
+    state = _state()
+    files = node_ssh_files(state, state.nodes[0], b"PRIVATE", lambda a, b: a.docker_host == b.docker_host)
+    assert files["id_ed25519"] == b"PRIVATE"
+    config, known = files["config"].decode(), files["known_hosts"].decode()
+    assert [_lookup(config, known, f"node{i}") for i in range(3)] == [
+        ("node0", 22, KEYS[0].public_line.split()[1]),
+        ("node1", 22, KEYS[1].public_line.split()[1]),
+        ("192.0.2.7", 40002, KEYS[2].public_line.split()[1])]
+    assert "IdentityFile /root/.ssh/id_ed25519" in config
