@@ -72,6 +72,17 @@ def load(project: Path, script: str) -> dict:
     return runpy.run_path(str(project / "examples" / script), run_name="example_under_test")
 
 
+def test_every_node_has_the_requirements(cluster, project):
+    # A node without them would only lose its workers (their tasks re-run elsewhere): ask each.
+    name, env = cluster
+    for node in NODES:
+        result = dockkit_cli("exec", "--name", name, node, "python", "-c",
+                             "import deap, numpy; print(deap.__version__, numpy.__version__)",
+                             cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert re.fullmatch(r"1\.\d+(\.\d+)? \d+\.\d+\.\d+\n", result.stdout), result.stdout
+
+
 def test_monte_carlo_pi_gives_the_same_count_as_here(cluster, project):
     out = run_on_cluster(cluster, project, "monte_carlo_pi.py", "--tasks", "8", "--points", "20000")
     hits = load(project, "monte_carlo_pi.py")["hits"]
