@@ -76,6 +76,12 @@ def test_ga_onemax_reaches_the_optimum(workdir):
     assert len(firsts) == 5 and firsts[0] < 40, out  # it evolved: generation 0 was not optimal
 
 
+def test_ga_onemax_is_the_same_run_on_any_number_of_workers(workdir):
+    small = ("--length", "30", "--population", "40", "--generations", "20", "--seed", "5")
+    one, three = (run_example(workdir, "ga_onemax.py", *small, workers=n).stdout for n in (1, 3))
+    assert one == three and one.count("generation ") == 3, one
+
+
 def test_param_sweep_writes_one_csv_row_per_grid_point(workdir):
     (workdir / "results.csv").unlink(missing_ok=True)
     out = run_example(workdir, "param_sweep.py", "--steps", "3000").stdout
