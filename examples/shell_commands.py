@@ -16,6 +16,8 @@ purpose; the demo exits 0).
 """
 
 import argparse
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,12 +34,17 @@ DEMO = (
 
 
 def run(command: str, timeout: float) -> dict:
-    """Run ``command`` in a shell here; its host, exit status and combined output."""
-    try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout)
-        status, output = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired:
-        status, output = None, f"killed after {timeout} s"
+    """Run ``command`` in a shell here; its host, exit status and output (stderr included)."""
+    # A session of its own, so a timeout kills the whole pipeline, not just the shell.
+    with subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, start_new_session=True) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+            status = process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            status, output = None, f"killed after {timeout} s"
     return dict(host=socket.gethostname(), command=command, status=status, output=output.strip())
 
 

@@ -110,13 +110,26 @@ def test_shell_commands_collects_exit_codes_and_output(workdir):
 
 
 def test_shell_commands_reports_timeouts_and_fails_when_a_command_does(workdir):
-    out = run_example(workdir, "shell_commands.py", "--timeout", "1", "--", "echo one", "sleep 30",
-                      "exit 7", status=1).stdout
+    out = run_example(workdir, "shell_commands.py", "--timeout", "1", "--", "echo one",
+                      "sleep 37.25; echo late", "echo oops >&2; exit 7", status=1).stdout
     lines = out.splitlines()
     assert lines[0].startswith("[exit 0] ") and lines[0].endswith("echo one -> one"), out
     assert lines[1].startswith("[timeout] ") and "killed after 1.0 s" in lines[1], out
-    assert lines[2].startswith("[exit 7] "), out
+    assert lines[2].startswith("[exit 7] ") and lines[2].endswith("-> oops"), out
     assert lines[3] == "3 commands, 2 failed", out
+    assert not running_with_args(b"sleep\x0037.25\x00"), "the timed-out command's children live on"
+
+
+def running_with_args(args: bytes) -> list[int]:
+    """PIDs of the processes whose command line contains ``args`` (NUL-separated)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if args in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # it ended meanwhile
+            pass
+    return pids
 
 
 def test_numpy_blocks_come_back_verified_with_a_rate(workdir):
