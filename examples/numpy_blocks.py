@@ -2,13 +2,10 @@
 
 Arrays travel with pickle protocol 5: an array's memory goes as its own message
 frame, sent without a copy and never re-pickled on the way, so moving blocks of
-megabytes costs little more than the network. The blocks are made lazily (a
-generator) and ``futures.map`` reads them only as workers free up, so the input
-is never all in memory at once. Each result is checked against the same
-computation done here.
-
-An array a task receives may be read-only (it can be a view of the received
-frame): compute into new arrays, or ``.copy()`` it before changing it in place.
+megabytes costs little more than the network. The blocks come from a generator,
+which ``futures.map`` reads as workers free up (up to a bounded read-ahead), so
+the input is made as the work goes rather than all up front. Each result is
+checked against the same computation done here.
 
     pip install numpy                                      # or: pip install -r examples/requirements.txt
     dockkit run examples/numpy_blocks.py -n 4
@@ -33,7 +30,7 @@ def make_block(index: int, values: int) -> np.ndarray:
 
 
 def transform(block: np.ndarray) -> np.ndarray:
-    """The task: a new array of the same size (the input may be read-only)."""
+    """The task: a new array of the same size and type."""
     return np.cumsum(block) * 0.5 + block
 
 
