@@ -3,6 +3,15 @@
 ``dockkit.futures`` has SCOOP's names (``map``, ``submit``, ``mapReduce`` …);
 ``dockkit.Executor`` is a standard ``concurrent.futures.Executor``. The Docker
 cluster (``dockkit.Cluster``) loads docker-py only when first used.
+
+SCOOP's module attributes, so that ``import dockkit as scoop`` serves its programs:
+
+- ``SIZE``: the number of workers of the current run (in the root, that of the
+  executor behind ``dockkit.futures``, which starts it if it is not running);
+- ``IS_RUNNING``: true under ``dockkit run`` or ``python -m dockkit``, and in tasks;
+- ``IS_ORIGIN``: true in the root process, false in tasks;
+- ``worker``: this process's worker name (``"root"`` in the root);
+- ``DEBUG``: true when debugging is on (``--debug`` or ``DOCKKIT_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -29,8 +38,36 @@ def __getattr__(name):  # lazy: workers import only what they use; no docker, pa
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in _SCOOP_ATTRIBUTES:
+        return _SCOOP_ATTRIBUTES[name]()
     if name == "logger":
         from dockkit.log import logger
 
         return logger
     raise AttributeError(f"module 'dockkit' has no attribute {name!r}")
+
+
+def _size() -> int:
+    from dockkit.runtime.context import current
+
+    context = current()
+    if context.size is not None:
+        return context.size
+    from dockkit.executor import default_executor
+
+    return default_executor().workers
+
+
+def _context():
+    from dockkit.runtime.context import current
+
+    return current()
+
+
+_SCOOP_ATTRIBUTES = {
+    "SIZE": _size,
+    "IS_RUNNING": lambda: _context().launched,
+    "IS_ORIGIN": lambda: _context().role == "root",
+    "worker": lambda: _context().worker,
+    "DEBUG": lambda: _context().debug,
+}

@@ -175,8 +175,9 @@ def run(name, local, max_upload, **options):
     cluster_up = not on_hosts and load_state(name) is not None
     if cluster_up and not local:
         sys.exit(_run_on_cluster(name, max_upload, **options))
-    if not on_hosts and os.path.isfile(options["script"]):
-        # (a missing script gets its one-line error from run_script, without this note)
+    if not on_hosts and (cluster_up or not local) and os.path.isfile(options["script"]):
+        # (a missing script gets its one-line error from run_script, without this note;
+        # --local with no cluster up is just what the user asked for: no note)
         note = (f"--local: running on local workers, not on cluster {name!r}" if cluster_up
                 else f"no cluster {name!r} is up; running on local workers")
         click.echo(f"dockkit: {note}", err=True)

@@ -20,6 +20,10 @@ class ConfigError(DockkitError, ValueError):
     """Bad input from the user: an option, a host spec, a hostfile line."""
 
 
+class ConstantRedefinedError(ConfigError, TypeError):
+    """A shared constant was set twice. A TypeError too, as SCOOP raises for it."""
+
+
 class HostSpecError(ConfigError):
     """A host spec or hostfile line that cannot be parsed."""
 

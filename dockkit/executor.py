@@ -28,7 +28,8 @@ from dockkit.errors import BrokenExecutor, ConfigError
 from dockkit.launch.base import make_launcher
 from dockkit.runtime import protocol as P
 from dockkit.runtime.client import Client
-from dockkit.runtime.context import current
+from dockkit.runtime.context import check_new_constants, current
+from dockkit.runtime.serialize import loads
 
 log = logging.getLogger("dockkit.executor")
 
@@ -121,6 +122,10 @@ class Executor(concurrent.futures.Executor):
     def _on_broker_message(self, kind, frames) -> None:
         if kind == P.STOP:
             self._client.fail_all(BrokenExecutor("the executor's broker has stopped"))
+        elif kind == P.SETCONST:  # set by a task: the root reads them too
+            values = loads(frames[1:])
+            self._constants.update(values)
+            current().constants.update(values)
         else:
             self._client.deliver(kind, frames)
             if kind == P.INFO and (reason := self._broker.broken_reason()) is not None:
@@ -185,13 +190,11 @@ class Executor(concurrent.futures.Executor):
         """Broadcast read-only values to every worker, now and later (``dockkit.shared``).
 
         Raises:
-            ConfigError: a name was already set on this executor (constants are read-only).
+            ConstantRedefinedError: a name was already set (constants are read-only).
         """
         self._check_open()
-        taken = sorted(set(values) & self._constants)
-        if taken:
-            raise ConfigError(f"shared constants are read-only; already set: {', '.join(taken)}")
-        self._send([P.SETCONST, b"", *_dumps(values)])
+        check_new_constants(values, self._constants)
+        self._client.set_constants(values)
         self._constants.update(values)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -216,12 +219,6 @@ class Executor(concurrent.futures.Executor):
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
         self._client._check_usable()
-
-
-def _dumps(values):
-    from dockkit.runtime.serialize import dumps
-
-    return dumps(values)
 
 
 def _with_progress(results, iterables):

@@ -15,6 +15,7 @@ import concurrent.futures
 import functools
 import itertools
 import time
+import warnings
 
 from dockkit.runtime.context import current
 from dockkit.errors import TimeoutError
@@ -24,6 +25,7 @@ FIRST_COMPLETED = concurrent.futures.FIRST_COMPLETED
 FIRST_EXCEPTION = concurrent.futures.FIRST_EXCEPTION
 ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
 _NOTHING = object()
+_warned_options: set[str] = set()
 
 __all__ = ["map", "map_as_completed", "submit", "as_completed", "wait", "mapReduce", "mapScan",
            "shutdown", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"]
@@ -33,17 +35,34 @@ def _worker_client():
     return current().client
 
 
-def map(func, *iterables, timeout=None, chunksize=None, progress=None):  # noqa: A001 - SCOOP's name
-    """Apply ``func`` to every item, on the workers; results in input order.
+def _ignore_options(options: dict) -> None:
+    """SCOOP ignores keywords it does not know (``parallelLevel=2``); so do we, saying so once."""
+    new = sorted(set(options) - _warned_options)
+    if new:
+        _warned_options.update(new)
+        warnings.warn(f"dockkit ignores these futures.map options: {', '.join(new)}",
+                      stacklevel=3)
+
+
+def _blocking(timeout):
+    """SCOOP's timeouts: a negative one (its default, -1) means wait as long as it takes."""
+    return None if timeout is not None and timeout < 0 else timeout
+
+
+def map(func, *iterables, timeout=None, chunksize=None, progress=None, **ignored):  # noqa: A001
+    """Apply ``func`` to every item, on the workers; results in input order (SCOOP's name).
 
     Inputs are read lazily as workers free up, so endless generators work; batching
     adapts to task time unless ``chunksize`` is given. ``progress=True`` shows a
-    progress bar on a terminal.
+    progress bar on a terminal. Other keywords (SCOOP's ``parallelLevel``, say) are
+    ignored with a warning, never passed to ``func``.
 
     Raises:
         The first failing task's exception (with the remote traceback as ``__cause__``),
         when iteration reaches it; the remaining tasks are cancelled.
     """
+    _ignore_options(ignored)
+    timeout = _blocking(timeout)
     client = _worker_client()
     if client is not None:
         return client.map(func, iterables, timeout=timeout, chunksize=chunksize)
@@ -53,8 +72,10 @@ def map(func, *iterables, timeout=None, chunksize=None, progress=None):  # noqa:
                                   progress=progress)
 
 
-def map_as_completed(func, *iterables, timeout=None, chunksize=None):
+def map_as_completed(func, *iterables, timeout=None, chunksize=None, **ignored):
     """Like :func:`map`, but yields results in completion order."""
+    _ignore_options(ignored)
+    timeout = _blocking(timeout)
     client = _worker_client()
     if client is not None:
         return client.map(func, iterables, timeout=timeout, chunksize=chunksize, ordered=False)
@@ -77,8 +98,12 @@ def _pump_until(predicate, timeout) -> None:
 
 
 def wait(fs, timeout=None, return_when=ALL_COMPLETED):
-    """Wait for futures; returns ``(done, not_done)`` sets, failed futures included in done."""
+    """Wait for futures; returns ``(done, not_done)`` sets, failed futures included in done.
+
+    A negative ``timeout`` (SCOOP's default is -1) waits as long as it takes, as None does.
+    """
     fs = set(fs)
+    timeout = _blocking(timeout)
 
     def finished():
         done = [f for f in fs if f.done()]
@@ -95,7 +120,8 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
 
 
 def as_completed(fs, timeout=None):
-    """Yield futures as they finish; TimeoutError if ``timeout`` passes first."""
+    """Yield futures as they finish; TimeoutError if ``timeout`` passes first (negative: never)."""
+    timeout = _blocking(timeout)
     if _worker_client() is None:
         yield from concurrent.futures.as_completed(fs, timeout=timeout)
         return

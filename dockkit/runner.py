@@ -45,26 +45,39 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
                       **executor_options)
     start_default_early()  # the workers start while the script imports, as SCOOP's do
     current().progress = progress
+    current().launched = True
     _whole_lines(sys.stdout, sys.stderr)
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [script, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     try:
-        runpy.run_path(script, run_name="__main__")
+        runpy.run_path(os.path.abspath(script), run_name="__main__")  # __file__ as python sets it
         return 0
     except SystemExit as exc:
         return _exit_status(exc.code)
     except KeyboardInterrupt:
         print("dockkit: interrupted; stopping every worker", file=sys.stderr)
         return 130
-    except BaseException:  # the script's own failure: show it as Python would, exit 1
-        traceback.print_exc()
+    except BaseException as exc:  # the script's own failure: show it as Python would, exit 1
+        print_script_error(exc, script)
         return 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+        current().launched = False
         sys.stdout.flush()
         shutdown_default(wait=False)
         configure_default()
+
+
+def print_script_error(exc: BaseException, script: str) -> None:
+    """Print ``exc`` as ``python script.py`` would: from the script's first frame on.
+
+    With no frame of the script (a SyntaxError found while compiling it), only the
+    error is printed, as Python does.
+    """
+    from dockkit.runtime.serialize import script_frames
+
+    traceback.print_exception(type(exc), exc, script_frames(exc.__traceback__, script))
 
 
 def _whole_lines(*streams) -> None:

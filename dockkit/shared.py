@@ -2,32 +2,32 @@
 
 ``setConst`` sends the values through the broker once; every worker, including
 those that join later, receives them before its next task, so tasks don't carry
-them. Constants are read-only: setting a name twice is an error.
+them. A task may set constants too, as in SCOOP: they reach every worker and the
+root. Constants are read-only: setting a name twice is an error.
 """
 
 from __future__ import annotations
 
-from dockkit.runtime.context import current
-from dockkit.errors import ConfigError
+from dockkit.runtime.context import check_new_constants, current
 
 __all__ = ["setConst", "getConst"]
 
 
 def setConst(**values) -> None:  # noqa: N802 - SCOOP's name
-    """Broadcast ``values`` to every worker. Call it from the root, before the tasks that use them.
+    """Broadcast ``values`` to every worker and the root; from the root or inside a task.
 
     Raises:
-        ConfigError: a name was already set, or this is called inside a task.
+        ConstantRedefinedError: a name was already set (a TypeError, as in SCOOP, and a
+            ConfigError).
     """
     context = current()
-    if context.role != "root":
-        raise ConfigError("setConst() is for the root process; tasks can only read constants")
-    taken = sorted(set(values) & set(context.constants))
-    if taken:
-        raise ConfigError(f"shared constants are read-only; already set: {', '.join(taken)}")
-    from dockkit.executor import default_executor
+    check_new_constants(values, context.constants)
+    if context.client is not None:  # inside a task: through this worker's own connection
+        context.client.set_constants(values)
+    else:
+        from dockkit.executor import default_executor
 
-    default_executor().set_constants(values)
+        default_executor().set_constants(values)
     context.constants.update(values)
 
 

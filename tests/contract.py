@@ -28,6 +28,7 @@ import concurrent.futures
 import functools
 import itertools
 import operator
+import os
 import re
 import threading
 import time
@@ -100,6 +101,18 @@ def return_lock(_=None):
 
 def constant(name):
     return shared.getConst(name, timeout=5)
+
+
+def set_constant_in_task(name, value):
+    shared.setConst(**{name: value})
+    return shared.getConst(name)
+
+
+def scoop_attributes(_=None):
+    import dockkit
+
+    return {"SIZE": dockkit.SIZE, "IS_RUNNING": dockkit.IS_RUNNING, "IS_ORIGIN": dockkit.IS_ORIGIN,
+            "worker": dockkit.worker, "DEBUG": dockkit.DEBUG}
 
 
 def wait_for_gate(name, value=None):
@@ -703,6 +716,28 @@ class ExecutorContract:
             executor.set_constants({name: "changed"})
         assert executor.submit(constant, name).result(timeout=60) == {"answer": 42}
 
+    def test_a_task_sets_a_constant_for_every_worker_and_the_root(self, executor):
+        name = f"in_task_{uuid.uuid4().hex}"
+        assert executor.submit(set_constant_in_task, name, [7]).result(timeout=60) == [7]
+        assert shared.getConst(name) == [7]  # the root has it once the task's result is back
+        assert list(executor.map(constant, [name] * 8)) == [[7]] * 8
+        with pytest.raises(TypeError, match="read-only"):  # SCOOP's error type, and a ConfigError
+            executor.set_constants({name: "root's"})
+        error = executor.submit(set_constant_in_task, name, "task's").exception(timeout=60)
+        assert isinstance(error, TypeError) and isinstance(error, ConfigError), error
+        assert "read-only" in str(error)
+        assert executor.submit(constant, name).result(timeout=60) == [7]
+
+    # --- SCOOP's module attributes ----------------------------------------------------------------------
+    def test_scoop_module_attributes_in_tasks(self, executor):
+        seen = list(executor.map(scoop_attributes, range(executor.workers * 4)))
+        for values in seen:
+            assert values["SIZE"] == executor.workers
+            assert values["IS_RUNNING"] is True and values["IS_ORIGIN"] is False
+            assert values["DEBUG"] is bool(os.environ.get("DOCKKIT_DEBUG"))
+        names = {values["worker"] for values in seen}
+        assert "root" not in names and 1 <= len(names) <= executor.workers, names
+
     def test_missing_constant_waits_its_timeout_then_gives_the_default(self, executor):
         value, waited = executor.submit(timed_get_const, "never_set_anywhere", 0.3).result(timeout=60)
         assert value is None and 0.3 <= waited < 0.3 + 10, waited
@@ -756,12 +791,20 @@ class DefaultExecutorContract:
             shared.setConst(**{name: "again"})
         assert futures.submit(constant, name).result(timeout=60) == [1, 2, 3]
 
-    def test_set_const_is_for_the_root_only(self):
-        def set_in_task():
-            shared.setConst(in_task=1)
+    def test_set_const_in_a_task_reaches_the_root(self):
+        name = f"default_in_task_{uuid.uuid4().hex}"
+        assert futures.submit(set_constant_in_task, name, 5).result(timeout=60) == 5
+        assert shared.getConst(name) == 5
+        assert list(futures.map(constant, [name] * 4)) == [5] * 4
 
-        with pytest.raises(ConfigError, match="root"):
-            futures.submit(set_in_task).result(timeout=60)
+    def test_scoop_module_attributes_in_the_root(self):
+        import dockkit
+        from dockkit.executor import default_executor
+
+        assert dockkit.IS_ORIGIN is True and dockkit.worker == "root"
+        assert dockkit.IS_RUNNING is False  # not under `dockkit run`
+        assert dockkit.SIZE == default_executor().workers
+        assert dockkit.DEBUG is bool(os.environ.get("DOCKKIT_DEBUG"))
 
     def test_nested_futures_on_the_default_executor(self):
         assert list(futures.map(nested_submit, range(4))) == [1, 2, 5, 10]

@@ -410,7 +410,8 @@ class Broker:
     def _on_setconst(self, peer, frames) -> None:
         blob = list(frames[1:])
         self._consts.append(blob)
-        for identity in self.workers:
+        # Everyone but the sender: the workers, and the root when a task set them
+        for identity in (*self.workers, LOCAL):
             if identity != peer:
                 self._send(identity, [P.SETCONST, b"", *blob])
 

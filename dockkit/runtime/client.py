@@ -177,6 +177,10 @@ class Client:
         run.top_up()  # start work now, like concurrent.futures, not at the first next()
         return MapIterator(run.batches())
 
+    def set_constants(self, values: dict) -> None:
+        """Send shared constants to the broker, which passes them to every worker and the root."""
+        self._send([P.SETCONST, b"", *dumps(values)])
+
     def cancel_batches(self, batch_ids) -> None:
         ids = [b for b in batch_ids if self._pending.pop(b, None) is not None]
         if ids:

@@ -8,14 +8,21 @@ worker sets it once at start, and ``dockkit.futures``, ``dockkit.shared`` and
 
 from __future__ import annotations
 
+import os
 import socket
+
+from dockkit.errors import ConstantRedefinedError
 
 
 class ProcessContext:
-    __slots__ = ("role", "host", "worker", "client", "constants", "wait_for_constants", "progress")
+    __slots__ = ("role", "host", "worker", "client", "constants", "wait_for_constants", "progress",
+                 "launched", "size", "debug")
 
     def __init__(self):
         self.role = "root"
+        self.launched = False           # under `dockkit run` or `python -m dockkit` (SCOOP's IS_RUNNING)
+        self.size = None                # a worker's run size; the root asks its executor
+        self.debug = bool(os.environ.get("DOCKKIT_DEBUG"))
         self.host = socket.gethostname()
         self.worker = "root"
         self.client = None              # the worker's Client for nested tasks; None in the root
@@ -32,11 +39,22 @@ def current() -> ProcessContext:
     return _current
 
 
-def become_worker(*, host: str, worker: str, client, wait_for_constants) -> ProcessContext:
+def become_worker(*, host: str, worker: str, client, wait_for_constants, size: int,
+                  debug: bool) -> ProcessContext:
     """Mark this process as a worker; called once by the worker's main."""
     _current.role = "worker"
+    _current.launched = True
+    _current.size = size
+    _current.debug = debug
     _current.host = host
     _current.worker = worker
     _current.client = client
     _current.wait_for_constants = wait_for_constants
     return _current
+
+
+def check_new_constants(values: dict, known) -> None:
+    """Constants are read-only: refuse any name already in ``known``."""
+    taken = sorted(set(values) & set(known))
+    if taken:
+        raise ConstantRedefinedError(f"shared constants are read-only; already set: {', '.join(taken)}")

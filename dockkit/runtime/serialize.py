@@ -16,6 +16,7 @@ carrying the text.
 
 from __future__ import annotations
 
+import os
 import pickle
 import traceback
 
@@ -117,6 +118,17 @@ def _rebuild_exception(exc, tb_text, summary=None):
             exc = RemoteError(f"{summary} (it could not be unpickled here: {err!r})", tb_text)
     exc.__cause__ = RemoteTraceback(tb_text)
     return exc
+
+
+def script_frames(tb, script: str):
+    """The part of traceback ``tb`` from the first frame of ``script`` on (None if it has none).
+
+    The frames above it (the runner's, runpy's) are dockkit's, not the user's.
+    """
+    script = os.path.realpath(script)
+    while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) != script:
+        tb = tb.tb_next
+    return tb
 
 
 class ExceptionWithTraceback:

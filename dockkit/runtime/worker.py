@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import types
 from itertools import starmap
 
@@ -40,8 +41,9 @@ from dockkit.runtime import protocol as P
 from dockkit.runtime.auth import join_as_peer
 from dockkit.runtime.client import Client
 from dockkit.runtime.context import become_worker
-from dockkit.errors import SerializationError
-from dockkit.runtime.serialize import ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items
+from dockkit.errors import RemoteError, SerializationError
+from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items,
+                                       script_frames)
 from dockkit.runtime.wakeup import WakePipe
 
 INITIAL_CREDIT = 2
@@ -86,6 +88,7 @@ class WorkerLoop:
         self._functions_lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self.stopped = False
+        self.import_error: RemoteError | None = None  # the script failed to import here
         # What helper threads need: a condition for their waits, an outbox for their
         # frames, and a pipe that wakes the main thread when either has news.
         self.lock = threading.Condition()
@@ -100,7 +103,8 @@ class WorkerLoop:
         self._running_elsewhere = 0  # batches on helper threads, not blocked in a wait
         self.client = Client(self._send, workers=int(config.workers), waiter=self)
         self.context = become_worker(host=self.host, worker=self.name, client=self.client,
-                                     wait_for_constants=self.wait)
+                                     wait_for_constants=self.wait, size=int(config.workers),
+                                     debug=bool(config.debug))
         silence = SILENCE_SHARE * float(config.heartbeat_timeout)
         threading.Thread(target=self._watch_broker, args=(config, silence),
                          name="dockkit-watchdog", daemon=True).start()
@@ -271,13 +275,16 @@ class WorkerLoop:
         self._send([P.CREDIT, P.CREDIT_HEADER.pack(1)])  # the next batch arrives while we work
         task_key, func_key, ntasks, flags = P.TASKS_HEADER.unpack(P.view(frames[0]))
         started = time.perf_counter_ns()
-        try:
-            fn = self._function(func_key)
-            items = loads(frames[2:])
-        except Exception as exc:
-            error = SerializationError(
-                f"{self.where} could not unpickle a batch of {ntasks} task(s): {exc!r}. "
-                "Is every module the task needs installed on this host?")
+        error = self.import_error
+        if error is None:
+            try:
+                fn = self._function(func_key)
+                items = loads(frames[2:])
+            except Exception as exc:
+                error = SerializationError(
+                    f"{self.where} could not unpickle a batch of {ntasks} task(s): {exc!r}. "
+                    "Is every module the task needs installed on this host?")
+        if error is not None:
             values, errors = [None] * ntasks, {i: ExceptionWithTraceback(error, self.where) for i in range(ntasks)}
         else:
             values, errors = run_batch(fn, items, flags, self.where)
@@ -356,6 +363,13 @@ def import_main(path: str, argv: list[str]) -> None:
     sys.modules["__main__"] = module
 
 
+def script_import_error(exc: BaseException, path: str, where: str) -> RemoteError:
+    """The error every task on this worker fails with when the script did not import."""
+    text = "".join(traceback.format_exception(type(exc), exc, script_frames(exc.__traceback__, path)))
+    return RemoteError(f"{where} could not import {os.path.basename(path)}: "
+                       f"{type(exc).__name__}: {exc}", text)
+
+
 def _leave(status: int) -> None:
     """Exit now, from any thread, without interpreter teardown (a task may be running)."""
     sys.stdout.flush()
@@ -385,7 +399,12 @@ def main() -> None:
         logging.basicConfig(level=logging.DEBUG)
     loop = WorkerLoop(config)
     if config.main:
-        import_main(config.main, config.argv)
+        try:
+            import_main(config.main, config.argv)
+        except BaseException as exc:
+            # Not printed here: the root imports the same script and shows the error as
+            # Python would; if only this host fails, its tasks fail with this error.
+            loop.import_error = script_import_error(exc, config.main, loop.where)
     loop.run()
     _leave(0)  # skip interpreter teardown: it is slow, and a watchdog thread still runs
 

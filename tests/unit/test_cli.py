@@ -377,3 +377,17 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     # not on a terminal: no bar, the output stays clean
     piped = dockkit(tmp_path, "-n", 2, "--progress", script)
     assert piped.returncode == 0 and "/300" not in piped.stderr, piped.stderr
+
+
+def test_run_local_with_no_cluster_up_adds_no_note(tmp_path):
+    write(tmp_path, "job.py", """
+        from dockkit import futures
+        if __name__ == "__main__":
+            print(sum(futures.map(abs, [-1, -2, -3])))
+    """)
+    result = dockkit(tmp_path, "--local", "job.py", "-n", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "6"
+    assert "cluster" not in result.stderr, result.stderr  # the user asked for local workers
+    result = dockkit(tmp_path, "job.py", "-n", "2")
+    assert "dockkit: no cluster 'dockkit' is up; running on local workers" in result.stderr
