@@ -88,7 +88,7 @@ def run_options(function):
         click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Re-runs of a batch whose worker died (0: never run twice)."),
         click.option("--progress", is_flag=True, help="Show progress bars for futures.map."),
-        click.option("--debug", is_flag=True, help="Show tracebacks and broker traces."),
+        _debug_option(),
         click.argument("script", type=click.Path(dir_okay=False)),
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -99,11 +99,9 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         progress, debug, script, script_args) -> int:
+         progress, script, script_args) -> int:
     from dockkit.runner import run_script
 
-    if debug:
-        os.environ["DOCKKIT_DEBUG"] = "1"
     options = {"max_retries": max_retries, "encrypt": encrypt}
     if hosts or hostfile:
         options.update(hosts=list(hosts) or None, hostfile=hostfile, tunnel=tunnel,
@@ -132,7 +130,6 @@ def _invoke(command: click.Command, argv, prog_name: str) -> None:
     """Run a click command; a DockkitError becomes one line and exit status 1."""
     # python -m dockkit passes everything after the script to it; dockkit run reads on
     argv = expand_hosts(list(sys.argv[1:] if argv is None else argv), interspersed=command is not module_run)
-    debug = "--debug" in argv or bool(os.environ.get("DOCKKIT_DEBUG"))
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
@@ -142,16 +139,31 @@ def _invoke(command: click.Command, argv, prog_name: str) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DockkitError as exc:
-        if debug:
+        if os.environ.get("DOCKKIT_DEBUG"):  # --debug, parsed by click: never a script's own
             raise
         click.echo(f"dockkit: error: {exc}", err=True)
         sys.exit(1)
 
 
+def _debug_on(ctx, param, value) -> bool:
+    if value:
+        os.environ["DOCKKIT_DEBUG"] = "1"  # read by the broker, the workers and the error handler
+    return value
+
+
+def _debug_option():
+    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_on,
+                        help="Show tracebacks and broker traces (also DOCKKIT_DEBUG=1).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dockkit")
+@_debug_option()
 def cli():
-    """Spread an ordinary Python map over many cores, SSH hosts and Docker containers."""
+    """Spread an ordinary Python map over many cores, SSH hosts and Docker containers.
+
+    `dockkit --debug COMMAND` shows tracebacks instead of one-line errors, for every command.
+    """
 
 
 @cli.command(context_settings={**RUN_CONTEXT, "allow_interspersed_args": True})
@@ -159,22 +171,28 @@ def cli():
 @click.option("--local", is_flag=True, help="Run on local workers even if a cluster is up.")
 @click.option("--max-upload", type=click.IntRange(min=1), default=200, show_default=True,
               help="MB of working directory a cluster run may copy to the nodes.")
+@click.option("--fetch/--no-fetch", default=True, show_default=True,
+              help="Bring back the files a cluster run created or changed in the head node.")
+@click.option("--max-fetch", type=click.IntRange(min=1), default=200, show_default=True,
+              help="MB of outputs a cluster run may bring back; past it, nothing is fetched.")
 @run_options
-def run(name, local, max_upload, **options):
+def run(name, local, max_upload, fetch, max_fetch, **options):
     """Run SCRIPT with its tasks on dockkit workers; exit with the script's status.
 
     dockkit's options may come before or after SCRIPT (`dockkit run job.py -n 16`);
     every other argument goes to the script, and so does everything after `--`.
     On a cluster that is up (`dockkit up`), the working directory is copied to every
-    node and the script runs from the head node over all nodes; otherwise the tasks
-    run on local workers, or on --hosts over SSH.
+    node, the script runs from the head node over all nodes, and the files it created
+    or changed there come back here (--no-fetch to skip); otherwise the tasks run on
+    local workers, or on --hosts over SSH.
     """
     from dockkit.cluster.state import load_state
 
     on_hosts = bool(options["hosts"] or options["hostfile"])
     cluster_up = not on_hosts and load_state(name) is not None
     if cluster_up and not local:
-        sys.exit(_run_on_cluster(name, max_upload, **options))
+        sys.exit(_run_on_cluster(name, upload_limit=max_upload * 1_000_000, fetch=fetch,
+                                 fetch_limit=max_fetch * 1_000_000, **options))
     if not on_hosts and (cluster_up or not local) and os.path.isfile(options["script"]):
         # (a missing script gets its one-line error from run_script, without this note;
         # --local with no cluster up is just what the user asked for: no note)
@@ -185,41 +203,33 @@ def run(name, local, max_upload, **options):
 
 
 # Spellings of the options whose parameter names differ from their flags.
-_FLAGS = {"remote_path": "--path"}
+_FLAGS = {"remote_path": "--path", "encrypt": "--encrypt/--no-encrypt"}
 
 
-def _run_on_cluster(name, max_upload, *, workers, env, prolog, allow_missing_hosts, max_retries,
-                    progress, debug, script, script_args, tunnel, hosts, hostfile, host_check, encrypt,
-                    **others) -> int:
-    """``dockkit run`` on a cluster that is up: the launcher options travel to the head node.
+def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, prolog,
+                    allow_missing_hosts, max_retries, progress, script, script_args, tunnel, hosts,
+                    hostfile, host_check, **others) -> int:
+    """``dockkit run`` on a cluster that is up: parse, check, and call :meth:`Cluster.run`.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,
-    --accept-new-host-keys, and any added later) is refused, never dropped: a cluster's
-    nodes have one interpreter, the script's own path, pinned keys and their own ssh_config.
+    --accept-new-host-keys, --encrypt, and any added later) is refused, never dropped: a
+    cluster's nodes have one interpreter, the script's own path, pinned keys, their own
+    ssh_config, and traffic between them that dockkit secures itself.
     """
     from dockkit.cluster.cluster import Cluster
 
-    given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items() if value]
+    given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items()
+             if value or (key == "encrypt" and value is not None)]  # --no-encrypt is False
     if given:
         raise ConfigError(f"{', '.join(given)}: not for a run on cluster {name!r} (its nodes run "
                           "the image's Python at the script's own path, with keys and an ssh_config "
                           "of their own); leave it out, or add --local")
-    # --tunnel needs no forwarding: a cluster run always tunnels.
-    extra = ["--max-retries", str(max_retries)]
-    for pair in env:
-        extra += ["--env", pair]
-    _parse_env(env)  # a bad K=V fails here, in one line, before anything is copied
-    if prolog:
-        extra += ["--prolog", prolog]
-    if allow_missing_hosts:
-        extra.append("--allow-missing-hosts")
-    if progress:
-        extra.append("--progress")
-    if debug:
-        os.environ["DOCKKIT_DEBUG"] = "1"
-        extra.append("--debug")
-    return Cluster(name=name).run(script, script_args, workers=workers,
-                                  upload_limit=max_upload * 1_000_000, launcher_options=extra)
+    # --tunnel and --no-host-check need no forwarding: the cluster chooses how its nodes connect.
+    return Cluster(name=name).run(
+        script, script_args, workers=workers, upload_limit=upload_limit, env=_parse_env(env),
+        prolog=prolog, max_retries=max_retries, allow_missing_hosts=allow_missing_hosts,
+        progress=progress, debug=bool(os.environ.get("DOCKKIT_DEBUG")), fetch=fetch,
+        fetch_limit=fetch_limit)
 
 
 def _console():
@@ -255,9 +265,11 @@ def _node_table(cluster) -> None:
               help="pip requirements baked into the worker image.")
 @click.option("--ready-timeout", type=click.FloatRange(min=0), default=60, show_default=True,
               help="Seconds a node may take until key login works.")
-@click.option("--debug", is_flag=True, hidden=True)
+@click.option("--volume", "volumes", multiple=True, metavar="HOST_PATH:NODE_PATH[:ro]",
+              help="Data for every node without copying: a bind mount on this machine's engine, "
+                   "a named volume (fill it with `dockkit cp`) on a remote one. Repeatable.")
 def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, ready_timeout,
-       debug):
+       volumes):
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
@@ -266,7 +278,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     started = time.perf_counter()
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
                       docker_hosts=docker_hosts or None, base_image=base_image,
-                      requirements=requirements, ready_timeout=ready_timeout).up()
+                      requirements=requirements, volumes=volumes, ready_timeout=ready_timeout).up()
     _node_table(cluster)
     click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
                f"ssh_config: {cluster.ssh_config_path}", err=True)
@@ -275,8 +287,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
 @cli.command()
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
 @click.option("--docker-host", "docker_hosts", multiple=True, help="Also clean this Docker Engine.")
-@click.option("--debug", is_flag=True, hidden=True)
-def down(name, docker_hosts, debug):
+def down(name, docker_hosts):
     """Remove the cluster's containers, network, keys and state (idempotent)."""
     from dockkit.cluster.cluster import Cluster
 
@@ -286,8 +297,7 @@ def down(name, docker_hosts, debug):
 
 @cli.command()
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
-@click.option("--debug", is_flag=True, hidden=True)
-def status(name, debug):
+def status(name):
     """Show the cluster's nodes."""
     from dockkit.cluster.cluster import Cluster
 
@@ -333,6 +343,32 @@ def logs(name, tail):
     for node, text in Cluster(name=name).logs(tail).items():
         click.echo(f"==> {node} <==")
         click.echo(text.rstrip())
+
+
+@cli.command()
+@click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
+@click.argument("source")
+@click.argument("destination")
+def cp(name, source, destination):
+    """Copy files between this machine and a cluster's nodes, either way.
+
+    A node's side is NODE:PATH (node1:/data); all:PATH copies to every node, or gathers
+    every node's copy under DESTINATION/<node>/. A relative PATH on a node is taken from
+    this directory, which cluster runs mirror at the same path. Directories are copied whole.
+    """
+    from dockkit.cluster.cluster import Cluster
+    from dockkit.cluster.copying import NodePath, parse_location
+
+    src, dest = parse_location(source), parse_location(destination)
+    cluster = Cluster(name=name)
+    if isinstance(src, NodePath) and not isinstance(dest, NodePath):
+        landed = [str(path) for path in cluster.copy_from(src.node, src.path, dest)]
+    elif isinstance(dest, NodePath) and not isinstance(src, NodePath):
+        landed = cluster.copy_to(src, dest.node, dest.path)
+    else:
+        raise click.UsageError("one side must be NODE:PATH and the other a path here "
+                               "(node to node: copy through this machine)")
+    click.echo(f"dockkit: copied {source} to {', '.join(landed)}", err=True)
 
 
 @cli.group()

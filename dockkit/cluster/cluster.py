@@ -28,15 +28,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from dockkit.cluster import nodes as _nodes
+from dockkit.cluster import copying, fetch, volumes
+from dockkit.cluster import nodes as node_containers
 from dockkit.cluster.base_image import image_exists
 from dockkit.config import check_cluster_name
 from dockkit.cluster.engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
 from dockkit.errors import ClusterError, ConfigError, DockkitError, ImageError
 from dockkit.cluster.image import copy_image, ensure_worker_image
 from dockkit.launch.ssh.keys import generate_keypair
+from dockkit.cluster.head import RunOptions, head_command
 from dockkit.cluster.nodes import CLUSTER_LABEL, gone_message
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
+from dockkit.cluster.volumes import VolumeSpec
 
 __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCAL_DOCKER"]
 
@@ -62,6 +65,8 @@ class Cluster:
             address, which every node must be able to reach (only that port is needed).
         base_image, requirements: see :func:`dockkit.cluster.image.ensure_worker_image`; they
             shape a new cluster's image (an existing cluster keeps its own).
+        volumes: ``HOST_PATH:NODE_PATH[:ro]`` strings (:mod:`dockkit.cluster.volumes`): bind
+            mounts on this machine's engine, named volumes filled by ``copy_to`` on remote ones.
         ready_timeout: seconds a node may take until key login works.
         log: receives one-line progress messages.
 
@@ -71,17 +76,18 @@ class Cluster:
     def __init__(self, nodes: int = 3, *, name: str = "dockkit", workers_per_node: int | None = None,
                  cpus: float | None = None, memory: str | None = None, docker_hosts=None,
                  base_image: str | None = None, requirements: str | None = None,
-                 ready_timeout: float = 60.0, log=None):
+                 volumes=(), ready_timeout: float = 60.0, log=None):
         if not isinstance(nodes, int) or nodes < 1:
             raise ConfigError(f"a cluster needs at least 1 node, got {nodes!r}")
         self.name = check_cluster_name(name)
-        self.nodes = nodes
+        self.node_count = nodes
         self.workers_per_node = workers_per_node
         self.cpus = cpus
         self.memory = memory
         self.docker_hosts = list(docker_hosts or [LOCAL_DOCKER])
         self.base_image = base_image
         self.requirements = requirements
+        self.volumes = [VolumeSpec.parse(v) if isinstance(v, str) else v for v in volumes]
         self.ready_timeout = ready_timeout
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.files = ClusterFiles.for_name(self.name)
@@ -142,22 +148,25 @@ class Cluster:
                 or a container name is taken by something that isn't this cluster.
         """
         state = self.state()
-        if state is None and any(_nodes.labelled_containers(self._client(h), self.name)
+        if state is None and any(node_containers.labelled_containers(self._client(h), self.name)
                                  for h in self.docker_hosts):
             raise ClusterError(
                 f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
                 f"state for them (it was deleted, or another user made them); run `dockkit down "
                 f"--name {self.name}` first, or pick another --name")
-        for node in (state.nodes if state else [])[:self.nodes]:
+        for node in (state.nodes if state else [])[:self.node_count]:
             node.state = self._live(node)
-        stale = [n for n in (state.nodes if state else [])[:self.nodes] if n.state != "running"]
-        if state is not None and len(state.nodes) == self.nodes and not stale:
-            self.log(f"dockkit: cluster {self.name!r} is already up with {self.nodes} nodes")
+        stale = [n for n in (state.nodes if state else [])[:self.node_count] if n.state != "running"]
+        if state is not None and len(state.nodes) == self.node_count and not stale:
+            self.log(f"dockkit: cluster {self.name!r} is already up with {self.node_count} nodes")
             return self
         image = self._worker_image(state)  # before anything is created: a failed build leaves nothing
         if state is None:
-            self._create(ClusterState(self.name, image))
+            self._create(ClusterState(self.name, image, volumes=[str(v) for v in self.volumes]))
         else:
+            if self.volumes and [str(v) for v in self.volumes] != state.volumes:
+                self.log(f"dockkit: cluster {self.name!r} keeps its volumes "
+                         f"({', '.join(state.volumes) or 'none'}); --volume shapes a new cluster")
             self._scale(state, stale)
         return self
 
@@ -186,7 +195,7 @@ class Cluster:
         """A new cluster; on any failure everything it made is removed again."""
         made_directory, had_key = not self.directory.exists(), self.key_path.exists()
         try:
-            self._add_nodes(state, [], self.nodes)
+            self._add_nodes(state, [], self.node_count)
         except BaseException:
             # by label: also what a half-made node left
             self._best_effort(self._remove_from_docker, self._hosts(state))
@@ -209,17 +218,17 @@ class Cluster:
 
     def _scale(self, state: ClusterState, stale: list[NodeInfo]) -> None:
         """Scale an existing cluster and recreate its dead nodes; keeps the state true on failure."""
-        if len(state.nodes) != self.nodes:
-            self.log(f"dockkit: scaling cluster {self.name!r} from {len(state.nodes)} to {self.nodes} nodes")
+        if len(state.nodes) != self.node_count:
+            self.log(f"dockkit: scaling cluster {self.name!r} from {len(state.nodes)} to {self.node_count} nodes")
         if stale:
             self.log(f"dockkit: recreating {', '.join(f'{n.name} ({n.state})' for n in stale)} "
                      f"of cluster {self.name!r}")
-        for node in state.nodes[self.nodes:]:
+        for node in state.nodes[self.node_count:]:
             self._remove_node(node)
-        state.nodes = [n for n in state.nodes[:self.nodes] if n not in stale]
+        state.nodes = [n for n in state.nodes[:self.node_count] if n not in stale]
         replace = [n.docker_host for n in stale]  # a dead node comes back on its own engine
         try:
-            self._add_nodes(state, replace, self.nodes - len(state.nodes))
+            self._add_nodes(state, replace, self.node_count - len(state.nodes))
         finally:
             state.save(self.files)
             state.write_ssh_files(self.files)
@@ -234,16 +243,17 @@ class Cluster:
             for k in range(count):
                 index = state.free_index()
                 host = hosts[k] if k < len(hosts) else self.docker_hosts[index % len(self.docker_hosts)]
-                node, container = _nodes.create_node(
+                address = engine_address(self._engine_url(host))
+                node, container = node_containers.create_node(
                     self._client(host), cluster=self.name, index=index, image=state.image,
-                    docker_host=host, address=engine_address(self._engine_url(host)),
-                    client_public=client_public, cpus=self.cpus, memory=self.memory,
-                    workers=self.workers_per_node)
+                    docker_host=host, address=address, client_public=client_public, cpus=self.cpus,
+                    memory=self.memory, workers=self.workers_per_node,
+                    volumes=self._mounts(host, state, local_engine=address == "127.0.0.1"))
                 started.append((node, container))
                 state.nodes.append(node)
                 state.nodes.sort(key=lambda n: n.index)
             state.write_ssh_files(self.files)
-            _nodes.wait_ready(started, self.ssh_config_path, self.ready_timeout)
+            node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout)
             self._configure_nodes(state)
         except BaseException:
             for node, container in started:
@@ -251,6 +261,13 @@ class Cluster:
                 state.nodes.remove(node)
             raise
         state.save(self.files)
+
+    def _mounts(self, host: str, state: ClusterState, *, local_engine: bool) -> dict:
+        specs = [VolumeSpec.parse(v) for v in state.volumes]
+        mounts = volumes.mounts(specs, cluster=self.name, local_engine=local_engine)
+        if not local_engine and mounts:
+            volumes.ensure_volumes(self._client(host), list(mounts), {CLUSTER_LABEL: self.name})
+        return mounts
 
     def _configure_nodes(self, state: ClusterState) -> None:
         """Give every node the client key and an ssh_config naming every node (the new ones too)."""
@@ -260,8 +277,8 @@ class Cluster:
             return self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
         for node in state.nodes:
-            _nodes.install_ssh_files(self._container(node), node, self.name,
-                                     _nodes.node_ssh_files(state, node, key, same_engine))
+            node_containers.install_ssh_files(self._container(node), node, self.name,
+                                     node_containers.node_ssh_files(state, node, key, same_engine))
 
     # --- down ---------------------------------------------------------------------------
     def _remove_node(self, node: NodeInfo) -> None:
@@ -294,10 +311,11 @@ class Cluster:
         removed = 0
         for host in hosts:
             client = self._client(host)
-            for container in _nodes.labelled_containers(client, self.name):
+            for container in node_containers.labelled_containers(client, self.name):
                 remove_container(container)
                 removed += 1
-            _nodes.remove_networks(client, self.name)
+            node_containers.remove_networks(client, self.name)
+            volumes.remove_volumes(client, f"{CLUSTER_LABEL}={self.name}")
         return removed
 
     def __enter__(self) -> "Cluster":
@@ -368,7 +386,7 @@ class Cluster:
         info = self.node(node)
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         with docker_errors(f"running a command in {node}", ClusterError, gone=gone_message(info, self.name)):
-            return _nodes.exec_streaming(self._client(info.docker_host), self._container(info), argv,
+            return node_containers.exec_streaming(self._client(info.docker_host), self._container(info), argv,
                                          stream=stream, workdir=workdir, environment=environment)
 
     def logs(self, tail: int | str = 100) -> dict[str, str]:
@@ -377,7 +395,7 @@ class Cluster:
         for node in self._require().nodes:
             container = find_container(self._client(node.docker_host), node.container)
             logs[node.name] = (f"({gone_message(node, self.name)})\n" if container is None
-                               else _nodes.container_logs(container, tail))
+                               else node_containers.container_logs(container, tail))
         return logs
 
     # --- running work ------------------------------------------------------------------------
@@ -388,7 +406,7 @@ class Cluster:
         bundle = pack(directory, limit=limit or DEFAULT_LIMIT)
         for node in self._require().nodes:
             with docker_errors(f"copying files to {node.name}", ClusterError, gone=gone_message(node, self.name)):
-                _nodes.extract(self._container(node), bundle.tar, bundle.root)
+                node_containers.extract(self._container(node), bundle.tar, bundle.root)
         return bundle
 
     def hosts_for(self, workers: int | None) -> list[str]:
@@ -399,14 +417,21 @@ class Cluster:
         return [n.name for n in nodes]
 
     def run(self, script: str, args=(), *, workers: int | None = None, directory: str = ".",
-            stream=None, upload_limit: int | None = None, launcher_options=()) -> int:
-        """Copy the working directory to every node and run ``script`` from the head node.
+            stream=None, upload_limit: int | None = None, env: dict[str, str] | None = None,
+            prolog: str | None = None, max_retries: int = 3, allow_missing_hosts: bool = False,
+            progress: bool = False, debug: bool = False, fetch: bool = True,
+            fetch_limit: int | None = None) -> int:
+        """Copy the working directory to every node, run ``script`` from the head node, fetch its outputs.
 
-        The head node runs ``python -m dockkit --hosts node0 node1 … --tunnel``: the
-        SSH launcher inside identical containers. Output streams live.
+        The head node runs ``python -m dockkit --hosts node0 node1 …``: the SSH
+        launcher inside identical containers. Output streams live. Afterwards the
+        files the run created or changed in the head's copy of ``directory`` come back
+        here (see :mod:`dockkit.cluster.fetch`), unless ``fetch`` is false.
 
         Args:
-            launcher_options: more ``python -m dockkit`` options (``--env K=V``, …).
+            env, prolog, max_retries, allow_missing_hosts, progress, debug: as for
+                ``dockkit run`` (:class:`dockkit.cluster.head.RunOptions`).
+            upload_limit, fetch_limit: bytes the upload and the fetch may move.
 
         Returns:
             The script's exit status.
@@ -422,22 +447,90 @@ class Cluster:
         if root not in script_path.parents:
             raise ConfigError(f"the script {script} is outside the directory {root} that is copied "
                               "to the nodes; run from the project directory that holds it")
+        options = RunOptions(env=dict(env or {}), prolog=prolog, max_retries=max_retries,
+                             allow_missing_hosts=allow_missing_hosts, progress=progress, debug=debug)
         bundle = self.upload(root, limit=upload_limit)
         self.log(f"dockkit: copied {bundle.files} files ({bundle.size / 1e6:.1f} MB) from {root} "
                  f"to {len(self._require().nodes)} nodes")
-        command = ["python", "-m", "dockkit", "--hosts", *self.hosts_for(workers), "--",
-                   "--tunnel", "--ssh-config", "/root/.ssh/config", *launcher_options]
-        if workers is not None:
-            command += ["-n", str(workers)]
-        command += [str(script_path), *args]
+        command = head_command(self.hosts_for(workers), str(script_path), args, workers=workers,
+                               options=options)
         # The pid file lets Ctrl-C here reach the launcher in the head node.
         shell = f"echo $$ > {RUN_PID_FILE}; exec {shlex.join(command)}"
         try:
-            return self.exec(HEAD, shell, stream=stream, workdir=str(root),
-                             environment={"PYTHONUNBUFFERED": "1"})
+            status = self.exec(HEAD, shell, stream=stream, workdir=str(root),
+                               environment={"PYTHONUNBUFFERED": "1"})
         except KeyboardInterrupt:
             self._interrupt_run()
             raise
+        if fetch:
+            self.fetch_outputs(bundle, limit=fetch_limit)
+        return status
+
+    def fetch_outputs(self, bundle, *, limit: int | None = None):
+        """Bring back what a run created or changed in the head's copy of ``bundle.root``.
+
+        Returns the :class:`~dockkit.cluster.fetch.FetchPlan`; files the run deleted
+        are reported, never deleted here, and past ``limit`` bytes nothing is fetched.
+        """
+        head = self.node(HEAD)
+        with docker_errors(f"fetching the run's outputs from {HEAD}", ClusterError,
+                           gone=gone_message(head, self.name)):
+            container = self._container(head)
+            plan = fetch.plan_fetch(bundle.root, bundle.manifest, fetch.list_head(container, bundle.root))
+            limit = fetch.DEFAULT_FETCH_LIMIT if limit is None else limit
+            if plan.size > limit:
+                self.log(f"dockkit: {fetch.over_limit_message(plan, limit)}")
+            elif plan.changed:
+                fetch.fetch_files(container, bundle.root, [rel for rel, _ in plan.changed])
+                self.log(f"dockkit: {fetch.summary(plan)}")
+        if plan.deleted:
+            self.log(f"dockkit: the run deleted {len(plan.deleted)} file(s) in {HEAD}, kept here: "
+                     f"{', '.join(plan.deleted[:5])}{', …' if len(plan.deleted) > 5 else ''}")
+        return plan
+
+    # --- copying files -----------------------------------------------------------------------
+    def copy_to(self, source, node: str, path: str) -> list[str]:
+        """Copy ``source`` (a file or directory here) to ``path`` in ``node``, or in every node with ``"all"``.
+
+        Returns where it landed, one entry per node.
+
+        Raises:
+            ConfigError: no such node, ``source`` is missing, or a directory would land on a file.
+        """
+        nodes = self._nodes_named(node)
+        source = Path(source)
+        if not source.exists():
+            raise ConfigError(f"{source}: no such file or directory here")
+        landed = []
+        for info in nodes:
+            with docker_errors(f"copying {source} to {info.name}", ClusterError, gone=gone_message(info, self.name)):
+                landed.append(f"{info.name}:{copying.put(self._container(info), source, path)}")
+        return landed
+
+    def copy_from(self, node: str, path: str, destination) -> list[Path]:
+        """Copy ``path`` from ``node`` to ``destination`` here; ``"all"`` gathers every node's
+        copy under ``destination/<node>/``. Returns where each copy landed.
+
+        Raises:
+            ConfigError: no such node, ``path`` is missing there, or a directory would land on a file.
+        """
+        nodes = self._nodes_named(node)
+        destination = Path(destination)
+        if node == copying.ALL_NODES and destination.is_file():
+            raise ConfigError(f"{destination} is a file; `all:` gathers each node's copy under a "
+                              "directory: give one (it is made if missing)")
+        landed = []
+        for info in nodes:
+            target = destination
+            if node == copying.ALL_NODES:
+                target = destination / info.name
+                target.mkdir(parents=True, exist_ok=True)
+            with docker_errors(f"copying {path} from {info.name}", ClusterError, gone=gone_message(info, self.name)):
+                landed.append(copying.get(self._container(info), path, target))
+        return landed
+
+    def _nodes_named(self, node: str) -> list[NodeInfo]:
+        return self._require().nodes if node == copying.ALL_NODES else [self.node(node)]
 
     def _interrupt_run(self) -> None:
         head = self.node(HEAD)

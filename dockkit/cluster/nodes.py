@@ -64,7 +64,7 @@ def remove_networks(client, cluster: str) -> None:
 
 def create_node(client, *, cluster: str, index: int, image: str, docker_host: str, address: str,
                 client_public: str, cpus: float | None = None, memory: str | None = None,
-                workers: int | None = None):
+                workers: int | None = None, volumes: dict | None = None):
     """Create and start ``node<index>`` with a fresh host key; return ``(NodeInfo, container)``.
 
     A stopped or leftover container of the same cluster and name is replaced. Its sshd
@@ -97,7 +97,7 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
             image, name=full_name, hostname=name, detach=True,
             labels={LABEL: "true", CLUSTER_LABEL: cluster, NODE_LABEL: name},
             ports={"22/tcp": (publish, None)}, network=network.name,
-            networking_config={network.name: endpoint}, **limits)
+            networking_config={network.name: endpoint}, volumes=volumes or {}, **limits)
     try:
         install_node_keys(container, host_key, client_public)
         with docker_errors(f"starting {full_name}", ClusterError):

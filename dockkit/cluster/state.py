@@ -73,9 +73,10 @@ class ClusterState:
     name: str
     image: str
     nodes: list[NodeInfo] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # `--volume` specs, for every node made later
 
     def save(self, files: ClusterFiles) -> None:
-        data = {"name": self.name, "image": self.image,
+        data = {"name": self.name, "image": self.image, "volumes": self.volumes,
                 "nodes": [{k: v for k, v in asdict(n).items() if k != "state"} for n in self.nodes]}
         write_private(files.state, json.dumps(data, indent=2))
 
@@ -90,7 +91,8 @@ class ClusterState:
             return None
         try:
             data = json.loads(files.state.read_text())
-            return cls(data["name"], data["image"], [NodeInfo(**n) for n in data["nodes"]])
+            return cls(data["name"], data["image"], [NodeInfo(**n) for n in data["nodes"]],
+                       list(data.get("volumes", [])))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{files.state} is damaged ({exc}); remove the cluster with "
                               f"`dockkit down --name {files.directory.name}`") from exc

@@ -32,9 +32,11 @@ class Bundle:
     files: int
     size: int
     tar: bytes
+    manifest: dict[str, tuple[int, int]]  # relative path -> (size, whole-second mtime), as the tar keeps them
 
 
-def _spec(root: Path):
+def ignore_spec(root: Path):
+    """The upload's ignore rules for ``root`` (also what a run's outputs are fetched under)."""
     import pathspec
 
     lines = list(ALWAYS_SKIPPED)
@@ -51,7 +53,7 @@ def _is_virtualenv(path: Path) -> bool:
 
 def walk(root: Path):
     """Yield (absolute path, path relative to root) of every file to copy."""
-    spec = _spec(root)
+    spec = ignore_spec(root)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
@@ -77,7 +79,8 @@ def pack(root: str | os.PathLike, *, limit: int = DEFAULT_LIMIT) -> Bundle:
     if not root.is_dir():
         raise ConfigError(f"working directory {root} does not exist")
     files = list(walk(root))
-    sizes = [(path.stat().st_size, rel) for path, rel in files]
+    stats = {rel: path.stat() for path, rel in files}
+    sizes = [(stat.st_size, rel) for rel, stat in stats.items()]
     total = sum(size for size, _ in sizes)
     if total > limit:
         largest = ", ".join(f"{rel} ({size / 1e6:.1f} MB)" for size, rel in sorted(sizes)[-3:][::-1])
@@ -89,4 +92,5 @@ def pack(root: str | os.PathLike, *, limit: int = DEFAULT_LIMIT) -> Bundle:
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path, rel in files:
             tar.add(path, arcname=(root / rel).as_posix().lstrip("/"), recursive=False)
-    return Bundle(root, len(files), total, buffer.getvalue())
+    manifest = {rel: (stat.st_size, int(stat.st_mtime)) for rel, stat in stats.items()}
+    return Bundle(root, len(files), total, buffer.getvalue(), manifest)

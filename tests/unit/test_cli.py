@@ -391,3 +391,24 @@ def test_run_local_with_no_cluster_up_adds_no_note(tmp_path):
     assert "cluster" not in result.stderr, result.stderr  # the user asked for local workers
     result = dockkit(tmp_path, "job.py", "-n", "2")
     assert "dockkit: no cluster 'dockkit' is up; running on local workers" in result.stderr
+
+
+def test_a_scripts_own_debug_flag_is_not_dockkits(tmp_path):
+    result = dockkit(tmp_path, "missing.py", "--", "--debug")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "dockkit: error: script not found: 'missing.py' (run it from the directory that holds it, "
+        "or give its path)"]
+
+
+@pytest.mark.parametrize("command", [["status"], ["logs"], ["exec", "node1", "true"], ["ssh", "node1"],
+                                     ["cp", "node1:/x", "."]])
+def test_debug_before_any_command_shows_the_traceback(tmp_path, command):
+    plain = subprocess.run([str(DOCKKIT), *command, "--name", "none-here"], cwd=tmp_path,
+                           env=environment(tmp_path), capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    debug = subprocess.run([str(DOCKKIT), "--debug", *command, "--name", "none-here"], cwd=tmp_path,
+                           env=environment(tmp_path), capture_output=True, text=True, timeout=60)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("dockkit.errors.ClusterError: no cluster named")

@@ -1,0 +1,54 @@
+"""The command a cluster run starts in the head node, built from typed options.
+
+``dockkit run`` on a cluster runs ``python -m dockkit --hosts node0 node1 … script``
+inside the head node: the SSH launcher there starts the workers on every node over
+the cluster's private network. What the user asked for travels as
+:class:`RunOptions`; how the head reaches the nodes is :func:`connect_options`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NODE_SSH_CONFIG = "/root/.ssh/config"  # written into every node by dockkit.cluster.nodes
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a cluster run passes on to the launcher in the head node."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    prolog: str | None = None
+    max_retries: int = 3
+    allow_missing_hosts: bool = False
+    progress: bool = False
+    debug: bool = False
+
+    def argv(self) -> list[str]:
+        """These options as ``python -m dockkit`` flags."""
+        argv = ["--max-retries", str(self.max_retries)]
+        for key, value in self.env.items():
+            argv += ["--env", f"{key}={value}"]
+        if self.prolog:
+            argv += ["--prolog", self.prolog]
+        flags = {"--allow-missing-hosts": self.allow_missing_hosts, "--progress": self.progress,
+                 "--debug": self.debug}
+        return argv + [flag for flag, given in flags.items() if given]
+
+
+def connect_options() -> list[str]:
+    """How the head's root reaches the other nodes' workers.
+
+    The nodes run one image, so the per-host check of Python and dockkit versions is
+    moot; the broker is reached through SSH tunnels.
+    """
+    return ["--no-host-check", "--tunnel", "--ssh-config", NODE_SSH_CONFIG]
+
+
+def head_command(hosts: list[str], script: str, args, *, workers: int | None,
+                 options: RunOptions) -> list[str]:
+    """The argv the head node runs for one cluster run."""
+    command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(), *options.argv()]
+    if workers is not None:
+        command += ["-n", str(workers)]
+    return [*command, script, *args]

@@ -1,0 +1,126 @@
+"""The rules behind a cluster run's files: what comes home, how cp reads its arguments,
+and the head node's command. The copying itself runs against real nodes in
+tests/integration/test_cluster_io.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockkit.cluster.copying import NodePath, parse_location
+from dockkit.cluster.fetch import FetchPlan, over_limit_message, plan_fetch, summary
+from dockkit.cluster.head import RunOptions, head_command
+from dockkit.cluster.sync import pack
+from dockkit.cluster.volumes import VolumeSpec, mounts, volume_name
+from dockkit.errors import ConfigError
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.csv").write_text("a,b\n")
+    (tmp_path / ".gitignore").write_text("*.log\nscratch/\n")
+    return tmp_path
+
+
+def test_the_upload_records_what_it_copied(project):
+    bundle = pack(project)
+    stat = (project / "data" / "in.csv").stat()
+    assert bundle.manifest["data/in.csv"] == (stat.st_size, int(stat.st_mtime))
+    assert set(bundle.manifest) == {"job.py", "data/in.csv", ".gitignore"}
+
+
+def test_new_and_changed_files_come_home_under_the_upload_ignore_rules(project):
+    uploaded = pack(project).manifest
+    on_head = dict(uploaded)
+    on_head["results.csv"] = (10, 1)                                # new
+    on_head["data/in.csv"] = (uploaded["data/in.csv"][0] + 5, 2)    # changed
+    on_head["run.log"] = (3, 3)                                     # ignored by .gitignore
+    on_head["scratch/tmp.bin"] = (4, 4)                             # in an ignored directory
+    on_head["__pycache__/job.cpython-311.pyc"] = (5, 5)             # always skipped
+    del on_head["job.py"]                                           # deleted by the run
+    plan = plan_fetch(project, uploaded, on_head)
+    assert plan.changed == [("data/in.csv", uploaded["data/in.csv"][0] + 5), ("results.csv", 10)]
+    assert plan.deleted == ["job.py"]
+
+
+def test_an_unchanged_tree_fetches_nothing(project):
+    uploaded = pack(project).manifest
+    assert plan_fetch(project, uploaded, dict(uploaded)) == FetchPlan()
+
+
+def test_the_summary_and_the_limit_message_name_the_files():
+    plan = FetchPlan(changed=[("results.csv", 1_200_000), ("plots/a.png", 300_000), ("big.npy", 90_000_000)])
+    assert summary(plan, shown=2) == "fetched 3 files (91.5 MB): results.csv, plots/a.png, …"
+    message = over_limit_message(plan, 50_000_000)
+    assert "91.5 MB is over the 50 MB limit" in message
+    assert "largest: big.npy (90.0 MB), results.csv (1.2 MB), plots/a.png (0.3 MB)" in message
+    assert "--max-fetch" in message and "dockkit cp node0:PATH ." in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("node1:/data", NodePath("node1", "/data")),
+    ("all:/out/", NodePath("all", "/out")),
+    ("node2:results", NodePath("node2", "/project/results")),
+    ("./node1:x", Path("./node1:x")),
+    ("/abs/file", Path("/abs/file")),
+    ("plain.txt", Path("plain.txt")),
+])
+def test_cp_locations(text, expected):
+    assert parse_location(text, cwd="/project") == expected
+
+
+def test_a_local_file_whose_name_has_a_colon_stays_local(tmp_path, monkeypatch):
+    path = tmp_path / "a:b"
+    path.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert parse_location("a:b") == Path("a:b")
+
+
+def test_a_node_without_a_path_is_refused():
+    with pytest.raises(ConfigError, match="give a path after the node name"):
+        parse_location("node1:")
+
+
+def test_the_head_command_carries_the_typed_options():
+    options = RunOptions(env={"SEED": "1"}, prolog="ulimit -n 4096", max_retries=0, progress=True)
+    command = head_command(["node0*2", "node1*2"], "/p/job.py", ["--size", "3"], workers=4, options=options)
+    assert command[:6] == ["python", "-m", "dockkit", "--hosts", "node0*2", "node1*2"]
+    assert command[-3:] == ["/p/job.py", "--size", "3"]
+    rest = command[6:-3]
+    assert rest[0] == "--" and "--tunnel" in rest and "--no-host-check" in rest
+    assert ["--env", "SEED=1"] == rest[rest.index("--env"):rest.index("--env") + 2]
+    assert ["--max-retries", "0"] == rest[rest.index("--max-retries"):rest.index("--max-retries") + 2]
+    assert "--progress" in rest and "--debug" not in rest and "--allow-missing-hosts" not in rest
+    assert rest[-2:] == ["-n", "4"]
+
+
+def test_volume_specs(tmp_path):
+    spec = VolumeSpec.parse(f"{tmp_path}:/data:ro")
+    assert (spec.host_path, spec.node_path, spec.read_only) == (str(tmp_path), "/data", True)
+    assert str(spec) == f"{tmp_path}:/data:ro"
+    assert not VolumeSpec.parse(f"{tmp_path}:/data/").read_only
+    assert mounts([spec], cluster="c", local_engine=True) == {str(tmp_path): {"bind": "/data", "mode": "ro"}}
+    remote = mounts([VolumeSpec.parse(f"{tmp_path}:/data")], cluster="c", local_engine=False)
+    assert remote == {volume_name("c", "/data"): {"bind": "/data", "mode": "rw"}}
+    assert volume_name("c", "/data").startswith("dockkit-c-data-")
+    assert volume_name("c", "/data") != volume_name("c", "/data-")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("/only-one-part", "use HOST_PATH:NODE_PATH"),
+    ("{tmp}:/data:rx", "use HOST_PATH:NODE_PATH"),
+    ("{tmp}:data", "must be absolute"),
+    ("{tmp}/missing:/data", "is not a directory here"),
+])
+def test_bad_volume_specs_say_what_to_do(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        VolumeSpec.parse(text.format(tmp=tmp_path))
+
+
+def test_read_only_is_refused_for_a_remote_engine_volume(tmp_path):
+    with pytest.raises(ConfigError, match="Drop ':ro'"):
+        mounts([VolumeSpec.parse(f"{tmp_path}:/data:ro")], cluster="c", local_engine=False)
