@@ -87,6 +87,10 @@ def run_options(function):
                           "authentication: only for a private network no one else reaches."),
         click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Re-runs of a batch whose worker died (0: never run twice)."),
+        click.option("--heartbeat-timeout", type=click.FloatRange(min=2, min_open=True), default=10.0,
+                     show_default=True,
+                     help="Seconds of silence after which a stopped or cut-off worker or host is "
+                          "given up on (a running task is never, however long it takes)."),
         click.option("--progress", is_flag=True, help="Show progress bars for futures.map."),
         _debug_option(),
         click.argument("script", type=click.Path(dir_okay=False)),
@@ -99,10 +103,10 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         progress, script, script_args) -> int:
+         heartbeat_timeout, progress, script, script_args) -> int:
     from dockkit.runner import run_script
 
-    options = {"max_retries": max_retries, "encrypt": encrypt}
+    options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
     if hosts or hostfile:
         options.update(hosts=list(hosts) or None, hostfile=hostfile, tunnel=tunnel,
                        external_hostname=external_hostname, python=python, path=remote_path,
@@ -207,8 +211,8 @@ _FLAGS = {"remote_path": "--path", "encrypt": "--encrypt/--no-encrypt"}
 
 
 def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, prolog,
-                    allow_missing_hosts, max_retries, progress, script, script_args, tunnel, hosts,
-                    hostfile, host_check, **others) -> int:
+                    allow_missing_hosts, max_retries, heartbeat_timeout, progress, script, script_args,
+                    tunnel, hosts, hostfile, host_check, **others) -> int:
     """``dockkit run`` on a cluster that is up: parse, check, and call :meth:`Cluster.run`.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,
@@ -227,8 +231,8 @@ def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, pro
     # --tunnel and --no-host-check need no forwarding: the cluster chooses how its nodes connect.
     return Cluster(name=name).run(
         script, script_args, workers=workers, upload_limit=upload_limit, env=_parse_env(env),
-        prolog=prolog, max_retries=max_retries, allow_missing_hosts=allow_missing_hosts,
-        progress=progress, debug=bool(os.environ.get("DOCKKIT_DEBUG")), fetch=fetch,
+        prolog=prolog, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
+        allow_missing_hosts=allow_missing_hosts, progress=progress, debug=bool(os.environ.get("DOCKKIT_DEBUG")), fetch=fetch,
         fetch_limit=fetch_limit)
 
 

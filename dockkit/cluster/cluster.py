@@ -418,7 +418,8 @@ class Cluster:
 
     def run(self, script: str, args=(), *, workers: int | None = None, directory: str = ".",
             stream=None, upload_limit: int | None = None, env: dict[str, str] | None = None,
-            prolog: str | None = None, max_retries: int = 3, allow_missing_hosts: bool = False,
+            prolog: str | None = None, max_retries: int = 3, heartbeat_timeout: float = 10.0,
+            allow_missing_hosts: bool = False,
             progress: bool = False, debug: bool = False, fetch: bool = True,
             fetch_limit: int | None = None) -> int:
         """Copy the working directory to every node, run ``script`` from the head node, fetch its outputs.
@@ -429,7 +430,7 @@ class Cluster:
         here (see :mod:`dockkit.cluster.fetch`), unless ``fetch`` is false.
 
         Args:
-            env, prolog, max_retries, allow_missing_hosts, progress, debug: as for
+            env, prolog, max_retries, heartbeat_timeout, allow_missing_hosts, progress, debug: as for
                 ``dockkit run`` (:class:`dockkit.cluster.head.RunOptions`).
             upload_limit, fetch_limit: bytes the upload and the fetch may move.
 
@@ -448,7 +449,8 @@ class Cluster:
             raise ConfigError(f"the script {script} is outside the directory {root} that is copied "
                               "to the nodes; run from the project directory that holds it")
         options = RunOptions(env=dict(env or {}), prolog=prolog, max_retries=max_retries,
-                             allow_missing_hosts=allow_missing_hosts, progress=progress, debug=debug)
+                             heartbeat_timeout=heartbeat_timeout, allow_missing_hosts=allow_missing_hosts,
+                             progress=progress, debug=debug)
         bundle = self.upload(root, limit=upload_limit)
         self.log(f"dockkit: copied {bundle.files} files ({bundle.size / 1e6:.1f} MB) from {root} "
                  f"to {len(self._require().nodes)} nodes")

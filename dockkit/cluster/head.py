@@ -20,13 +20,14 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     prolog: str | None = None
     max_retries: int = 3
+    heartbeat_timeout: float = 10.0
     allow_missing_hosts: bool = False
     progress: bool = False
     debug: bool = False
 
     def argv(self) -> list[str]:
         """These options as ``python -m dockkit`` flags."""
-        argv = ["--max-retries", str(self.max_retries)]
+        argv = ["--max-retries", str(self.max_retries), "--heartbeat-timeout", f"{self.heartbeat_timeout:g}"]
         for key, value in self.env.items():
             argv += ["--env", f"{key}={value}"]
         if self.prolog:

@@ -78,7 +78,7 @@ class HostAgent:
                     self._send(P.exited(identity, reason))
                 now = time.monotonic()
                 if now >= next_beat:
-                    self._send([P.HEARTBEAT, b""])
+                    self._send(P.vouch(self.group.running_identities()))
                     next_beat = now + P.HEARTBEAT_INTERVAL
                 if now - last_heard > self.heartbeat_timeout:
                     print(f"dockkit agent on {self.host}: the broker has been silent for "

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from dockkit.launch.base import new_run_id
 from dockkit.launch.supervisor import WorkerGroup
-from dockkit.runtime.protocol import WorkerConfig
+from dockkit.runtime.protocol import HEARTBEAT_INTERVAL, WorkerConfig, vouch
 
 
 class LocalLauncher:
@@ -38,6 +39,7 @@ class LocalLauncher:
         run_id = new_run_id()
         names = [(f"w{i}", f"{run_id}/w{i}") for i in range(self.total_workers)]
         self._broker = None
+        self._stopped = threading.Event()
         self._group = WorkerGroup(names, on_exit=self._on_exit, python=python or sys.executable,
                                   env=env, cwd=path, prolog=prolog, allow_fork=allow_fork)
 
@@ -56,10 +58,20 @@ class LocalLauncher:
         # are found there too.
         broker.expect("localhost", self._group.identities)
         self._group.start(config.replace(sys_path=list(sys.path), cwd=self.path or config.cwd))
+        threading.Thread(target=self._vouch, name="dockkit-vouch", daemon=True).start()
+
+    def _vouch(self) -> None:
+        """Tell the broker, every heartbeat, which workers are running (see ``protocol.vouch``)."""
+        while not self._stopped.wait(HEARTBEAT_INTERVAL):
+            try:
+                self._broker.send_local(vouch(self._group.running_identities()))
+            except Exception:  # the broker is gone: the executor is ending or broken
+                return
 
     def _on_exit(self, identity: str, reason: str) -> None:
         if self._broker is not None:
             self._broker.report_exit(identity, reason)
 
     def stop(self) -> None:
+        self._stopped.set()
         self._group.stop()

@@ -113,6 +113,23 @@ class ForkedProcess:
                 pass
 
 
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is neither stopped (SIGSTOP, a debugger) nor a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X")
+    except FileNotFoundError:
+        if os.path.exists("/proc/self/stat"):
+            return False  # Linux: the process is gone
+    except (OSError, IndexError):
+        pass
+    try:  # no /proc (macOS): existence is all we can tell
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
 def _can_fork(python: str, prolog: str | None) -> bool:
     return (hasattr(os, "fork") and threading.active_count() == 1 and not prolog
             and os.path.realpath(python) == os.path.realpath(sys.executable)
@@ -210,6 +227,14 @@ class WorkerGroup:
     @property
     def pids(self) -> list[int]:
         return [p.process.pid for p in self._procs]
+
+    def running_identities(self) -> list[str]:
+        """The workers whose process exists and is not stopped: alive, however busy.
+
+        The broker takes this word for a worker whose own heartbeats stall while one
+        long C call holds its GIL.
+        """
+        return [p.identity for p in self._procs if process_running(p.process.pid)]
 
     def _monitor(self) -> None:
         while self._selector.get_map():

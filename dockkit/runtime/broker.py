@@ -22,10 +22,12 @@ status; the broker re-queues exactly that worker's in-flight batches, up to
 ``max_retries`` attempts each, then fails them with a WorkerLostError naming
 the worker, its host and the exit status. Healthy long tasks are never re-sent.
 A remote agent that goes silent for ``heartbeat_timeout`` counts as lost with
-all its workers, and so does a worker whose watchdog falls silent (the process
-is hung, stopped or cut off): a watchdog is a thread of the worker with its own
-socket, so it answers while a long task runs and a healthy long task is never
-taken for a lost one. Watchdogs exit their worker when the broker goes silent.
+all its workers, and so does a worker that falls silent (stopped or cut off).
+A worker speaks through its watchdog, a thread with its own socket; a task in
+one long C call that holds the GIL silences that thread too, so each agent (and
+the root for its local workers) also vouches, every heartbeat, for its workers
+whose processes are running: a healthy task is never taken for a lost one, however
+long it holds the GIL. Watchdogs exit their worker when the broker goes silent.
 
 The root's own client and supervisor hand their messages to the broker thread
 through a queue (``send_local``), so one thread owns every socket: a message is
@@ -422,7 +424,15 @@ class Broker:
     def _on_heartbeat(self, peer, frames) -> None:
         agent = self.agents.get(peer)
         if agent is not None:
-            agent.last_seen = time.monotonic()
+            agent.last_seen = now = time.monotonic()
+            payload = P.view(frames[0]).tobytes() if frames else b""
+            running = P.unpack_info(payload).get("running", ()) if payload else ()
+            if not isinstance(running, (list, tuple)):
+                return
+            # Its own workers only: an agent can't keep another host's workers alive.
+            for identity in {w for w in running if isinstance(w, bytes)} & agent.expected:
+                if (worker := self.workers.get(identity)) is not None:
+                    worker.last_seen = now
             return
         if not peer.endswith(P.WATCHDOG_SUFFIX):
             return

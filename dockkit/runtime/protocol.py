@@ -90,6 +90,15 @@ def hello_agent(host: str, workers) -> list:
                               "workers": [_as_bytes(w) for w in workers]})]
 
 
+def vouch(identities) -> list:
+    """An agent's HEARTBEAT that also vouches for its workers whose processes are running.
+
+    A worker in one long C call that holds the GIL can't send its own heartbeats; its
+    supervisor, another process, still sees it running (see ``dockkit.launch.supervisor``).
+    """
+    return [HEARTBEAT, pack_info({"running": [_as_bytes(w) for w in identities]})]
+
+
 def exited(identity, reason: str) -> list:
     """EXITED: a supervised worker ended (``reason`` says how, e.g. 'was killed by SIGKILL')."""
     return [EXITED, pack_info({"identity": _as_bytes(identity), "reason": reason})]

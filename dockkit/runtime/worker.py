@@ -118,7 +118,9 @@ class WorkerLoop:
             if now >= next_ping:
                 socket.send_multipart([P.HEARTBEAT, b""])
                 next_ping = now + P.HEARTBEAT_INTERVAL
-            if socket.poll(max(0.0, next_ping - now) * 1000):
+            # A poll that timed out while a long C call held the GIL returns late and empty
+            # though beats arrived meanwhile: look again before judging the silence.
+            if socket.poll(max(0.0, next_ping - now) * 1000) or socket.poll(0):
                 # Drain everything: after a stall (a C call holding the GIL) the beats the
                 # broker sent meanwhile are waiting here and prove it is alive.
                 while socket.poll(0):

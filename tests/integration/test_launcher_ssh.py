@@ -360,3 +360,14 @@ def test_ctrl_c_on_the_root_exits_130_and_leaves_no_process(ssh_nodes, tmp_path)
             root.wait()
         assert "interrupted; stopping every worker" in _read(err)
     _assert_nothing_left(ssh_nodes, nodes)
+
+
+def test_a_remote_task_holding_the_gil_past_the_timeout_is_vouched_for_by_its_agent(ssh_nodes):
+    from tests.unit.test_liveness_busy import hold_the_gil
+
+    cloudpickle.register_pickle_by_value(sys.modules["tests.unit.test_liveness_busy"])
+    with _executor(ssh_nodes, ["node1:1"], tunnel=True, heartbeat_timeout=3.0, max_retries=0) as ex:
+        right, held = ex.submit(hold_the_gil, 4 * 3.0).result(timeout=120)
+        assert right
+        assert held > 1.2 * 3.0, f"the GIL was held only {held:.1f} s: calibrate again"
+        assert ex.stats()["requeued"] == 0

@@ -1,0 +1,52 @@
+"""A healthy task that holds the GIL for longer than the heartbeat timeout is not a hung one.
+
+A long C call (``sum`` over a range, many numpy and regex calls) keeps the worker's
+own threads from running, so the worker sends nothing for its whole length. Its
+supervisor, another process, still sees it running and vouches for it; a stopped
+worker gets no such word and is given up on as before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import dockkit
+
+HEARTBEAT_TIMEOUT = 3.0
+
+
+def hold_the_gil(seconds: float):
+    """In one C call, hold the GIL for about ``seconds`` (calibrated where it runs)."""
+    n = 2_000_000
+    started = time.perf_counter()
+    sum(range(n))
+    n = int(n * seconds / max(time.perf_counter() - started, 1e-6))
+    started = time.monotonic()
+    total = sum(range(n))  # one C call: no other thread of this process runs until it ends
+    return total == n * (n - 1) // 2, time.monotonic() - started
+
+
+def test_a_task_holding_the_gil_past_the_timeout_runs_once_and_completes():
+    with dockkit.Executor(workers=1, heartbeat_timeout=HEARTBEAT_TIMEOUT, max_retries=0) as ex:
+        right, held = ex.submit(hold_the_gil, 2.5 * HEARTBEAT_TIMEOUT).result(timeout=120)
+        assert right
+        assert held > 1.5 * HEARTBEAT_TIMEOUT, f"the GIL was held only {held:.1f} s: calibrate again"
+        assert ex.submit(pow, 2, 10).result(timeout=30) == 1024  # the worker is still in the pool
+        assert ex.stats()["requeued"] == 0
+
+
+def test_a_stopped_worker_is_still_given_up_on(processes):
+    with dockkit.Executor(workers=2, heartbeat_timeout=HEARTBEAT_TIMEOUT) as ex:
+        ex.wait_for_workers()
+        stopped = ex.worker_pids[0]
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            while ex.stats()["workers"] == 2 and time.monotonic() - started < 30:
+                time.sleep(0.2)
+            assert ex.stats()["workers"] == 1, "the stopped worker was never given up on"
+            assert list(ex.map(abs, range(-50, 0))) == list(range(50, 0, -1))
+        finally:
+            os.kill(stopped, signal.SIGCONT)
