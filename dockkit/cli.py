@@ -256,11 +256,12 @@ def _node_table(cluster) -> None:
 
 
 @cli.command()
-@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--nodes", type=click.IntRange(min=1, max=256), default=3, show_default=True)
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
 @click.option("--workers-per-node", type=click.IntRange(min=1), default=None,
               help="Workers per node (default: the node's CPU count).")
-@click.option("--cpus", type=float, default=None, help="CPU limit per node.")
+@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CPU limit per node (default: none).")
 @click.option("--memory", default=None, help="Memory limit per node, e.g. 2g.")
 @click.option("--docker-host", "docker_hosts", multiple=True,
               help="Docker Engine: URL (ssh://user@host, unix://, tcp://) or context name; repeat to spread nodes.")

@@ -24,12 +24,12 @@ import logging
 import os
 import threading
 
-from dockkit.errors import BrokenExecutor, ConfigError
+from dockkit.errors import BrokenExecutor, ConfigError, SerializationError
 from dockkit.launch.base import make_launcher
 from dockkit.runtime import protocol as P
 from dockkit.runtime.client import Client
 from dockkit.runtime.context import check_new_constants, current
-from dockkit.runtime.serialize import loads
+from dockkit.runtime.serialize import load_constants
 
 log = logging.getLogger("dockkit.executor")
 
@@ -123,7 +123,11 @@ class Executor(concurrent.futures.Executor):
         if kind == P.STOP:
             self._client.fail_all(BrokenExecutor("the executor's broker has stopped"))
         elif kind == P.SETCONST:  # set by a task: the root reads them too
-            values = loads(frames[1:])
+            try:
+                values = load_constants(frames[1:])
+            except SerializationError as exc:  # a broken peer's; the run goes on
+                log.warning("dockkit: ignored %s", exc)
+                return
             self._constants.update(values)
             current().constants.update(values)
         else:

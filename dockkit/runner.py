@@ -20,6 +20,7 @@ import traceback
 from dockkit.runtime.context import current
 from dockkit.errors import ConfigError
 from dockkit.executor import configure_default, shutdown_default, start_default_early
+from dockkit.launch.hosts import read_hosts
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
@@ -40,6 +41,9 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     if not os.path.isfile(script):
         raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
                           "or give its path)")
+    if executor_options.get("hosts") or executor_options.get("hostfile"):
+        # checked now, not at the script's first futures call after its own work
+        read_hosts(executor_options.get("hosts"), executor_options.get("hostfile"))
     # every worker takes part from the first task on, as `-n N` promises
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from dockkit.cluster.volumes import VolumeSpec
 __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCAL_DOCKER"]
 
 HEAD = "node0"
+KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGSEGV: "SIGSEGV"}
+MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
 RUN_PID_FILE = "/tmp/dockkit-run.pid"
 
@@ -77,8 +80,11 @@ class Cluster:
                  cpus: float | None = None, memory: str | None = None, docker_hosts=None,
                  base_image: str | None = None, requirements: str | None = None,
                  volumes=(), ready_timeout: float = 60.0, log=None):
-        if not isinstance(nodes, int) or nodes < 1:
-            raise ConfigError(f"a cluster needs at least 1 node, got {nodes!r}")
+        if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+            raise ConfigError(f"a cluster has 1 to {MAX_NODES} nodes, got {nodes!r}; for more, "
+                              "give each node more workers (workers_per_node)")
+        if cpus is not None and not float(cpus) > 0:
+            raise ConfigError(f"cpus must be more than 0, got {cpus!r}; leave it out for no limit")
         self.name = check_cluster_name(name)
         self.node_count = nodes
         self.workers_per_node = workers_per_node
@@ -464,6 +470,10 @@ class Cluster:
         except KeyboardInterrupt:
             self._interrupt_run()
             raise
+        if status in KILLED_BY:  # the root in the head died of a signal: say so, it printed nothing
+            self.log(f"dockkit: the run's root process in {HEAD} was killed by {KILLED_BY[status]} "
+                     f"(exit status {status}){' (out of memory?)' if status == 137 else ''}; "
+                     f"`dockkit logs` and `dockkit exec {HEAD} dmesg` may say why")
         if fetch:
             self.fetch_outputs(bundle, limit=fetch_limit)
         return status

@@ -262,6 +262,18 @@ def parse_hosts(words: Iterable[str | HostSpec]) -> list[HostSpec]:
     return [w if isinstance(w, HostSpec) else HostSpec.parse(str(w)) for w in words]
 
 
+def read_hosts(hosts: Iterable[str | HostSpec] | None, hostfile: str | os.PathLike[str] | None) -> list[HostSpec]:
+    """``--hosts`` then ``--hostfile``, parsed and checked.
+
+    Raises:
+        HostSpecError: a host spec or hostfile line is malformed (it names which).
+    """
+    specs = parse_hosts(hosts or [])
+    if hostfile:
+        specs += parse_hostfile(hostfile)
+    return specs
+
+
 def parse_hostfile(path_or_text: str | os.PathLike[str]) -> list[HostSpec]:
     """Read a hostfile: ``host [count]`` lines, ``#`` comments, blank lines.
 

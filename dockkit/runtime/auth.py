@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 
 import zmq
 from zmq.utils import z85
@@ -96,3 +97,35 @@ class Gatekeeper:
         status = [b"200", b"OK"] if admitted else [b"400", b"not authorized"]
         self.socket.send_multipart([version, request_id, *status, b"", b""])
         return admitted, f"{address.decode(errors='replace')} ({mechanism.decode(errors='replace')})"
+
+
+class RefusalLog:
+    """Says each refused connection, up to ``first``; then one line per ``every`` seconds with a count.
+
+    A scan or a misconfigured client can knock thousands of times; the user's terminal
+    should hear of it, not be flooded by it.
+    """
+
+    def __init__(self, log, *, first: int = 3, every: float = 60.0, clock=time.monotonic):
+        self._log, self._first, self._every, self._clock = log, first, every, clock
+        self.refused = 0
+        self._unsaid = 0
+        self._next_summary = 0.0
+
+    def refused_from(self, peer: str) -> None:
+        self.refused += 1
+        if self.refused <= self._first:
+            self._log(f"dockkit broker: refused a connection from {peer} without the run's credentials"
+                      + (" (more are counted, not listed)" if self.refused == self._first else ""))
+            self._next_summary = self._clock() + self._every
+            return
+        self._unsaid += 1
+        self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Say how many refusals went unsaid, if it is time (or ``force``)."""
+        if self._unsaid and (force or self._clock() >= self._next_summary):
+            self._log(f"dockkit broker: refused {self._unsaid} more connection(s) without the run's "
+                      f"credentials ({self.refused} in all)")
+            self._unsaid = 0
+            self._next_summary = self._clock() + self._every

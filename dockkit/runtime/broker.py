@@ -52,7 +52,7 @@ import time
 import zmq
 
 from dockkit.runtime import protocol as P
-from dockkit.runtime.auth import Gatekeeper
+from dockkit.runtime.auth import Gatekeeper, RefusalLog
 from dockkit.errors import BrokenExecutor, ConfigError, ProtocolError, WorkerLostError
 from dockkit.runtime.interrupts import interrupts_deferred
 from dockkit.runtime.serialize import dumps
@@ -236,6 +236,7 @@ class Broker:
         poller.register(self._wake.fileno(), zmq.POLLIN)  # poll() reports the fd itself
         poller.register(self._gatekeeper.socket, zmq.POLLIN)
         next_beat = time.monotonic() + P.HEARTBEAT_INTERVAL
+        refusals = RefusalLog(log.warning)
         try:
             while True:
                 # Asleep first, then look at the inbox: a message appended after the look
@@ -247,8 +248,7 @@ class Broker:
                 if self._gatekeeper.socket in events:
                     admitted, peer = self._gatekeeper.answer()
                     if not admitted:
-                        log.warning("dockkit broker: refused a connection from %s without the "
-                                    "run's credentials", peer)
+                        refusals.refused_from(peer)
                 if self._wake.fileno() in events:
                     self._wake.drain()
                 if not self._drain_local():
@@ -260,10 +260,12 @@ class Broker:
                 if now >= next_beat:
                     next_beat = now + P.HEARTBEAT_INTERVAL
                     self._beat(now)
+                    refusals.flush()
         except Exception:  # the broker must never die silently: fail every waiting batch
             log.exception("dockkit broker crashed")
             self._fail_all(BrokenExecutor("the dockkit broker crashed; see the log above"))
         finally:
+            refusals.flush(force=True)
             self._broadcast_stop()
             self._on_local(P.STOP, [])
             for sock in (self._router, self._gatekeeper.socket):
@@ -300,10 +302,18 @@ class Broker:
             return
         try:
             handler(self, peer, frames)
-        except MALFORMED as exc:  # drop it, keep serving
-            log.warning("dockkit broker: malformed %s from %r: %s", P.name(kind), peer, exc)
-        except ProtocolError as exc:
-            log.warning("dockkit broker: %s from %r: %s", P.name(kind), peer, exc)
+        except (*MALFORMED, ProtocolError, ArithmeticError, AttributeError, MemoryError) as exc:
+            if peer == LOCAL:  # the root's own message: a bug here, not a bad peer
+                raise
+            # An authenticated peer that breaks the protocol is dropped; the run goes on.
+            log.warning("dockkit broker: dropping %r: malformed %s: %s", peer, P.name(kind), exc)
+            self._drop_peer(peer, f"sent a malformed {P.name(kind)} message ({exc})")
+
+    def _drop_peer(self, peer: bytes, reason: str) -> None:
+        self._send(peer, [P.STOP, b""])
+        if peer in self.workers:
+            self._lost.add(peer)
+            self._worker_lost(peer, reason)
 
     # --- sending --------------------------------------------------------------------
     def _send(self, peer: bytes, frames: list) -> None:
@@ -355,6 +365,8 @@ class Broker:
         if worker is None:
             return
         (n,) = P.CREDIT_HEADER.unpack(frames[0].buffer)
+        if worker.credit + n > P.MAX_CREDIT:
+            raise ProtocolError(f"credit {worker.credit} + {n} is over the limit of {P.MAX_CREDIT}")
         worker.credit += n
         # At least one entry per credit; a credit taken through the idle queue left its
         # entry behind, and that entry serves the next one (never an endless queue).
@@ -419,7 +431,13 @@ class Broker:
 
     def _on_exited(self, peer, frames) -> None:
         info = P.unpack_info(P.view(frames[0]).tobytes())
-        self._worker_lost(info["identity"], info.get("reason", "exited"))
+        identity, reason = info.get("identity"), info.get("reason", "exited")
+        agent = self.agents.get(peer)
+        if not isinstance(identity, bytes) or not isinstance(reason, str) or len(reason) > 1000:
+            raise ProtocolError("EXITED needs a bytes identity and a short str reason")
+        if agent is None or identity not in agent.expected:  # an agent reports its own workers only
+            raise ProtocolError(f"EXITED for {identity!r}, which is not this peer's worker")
+        self._worker_lost(identity, reason)
 
     def _on_heartbeat(self, peer, frames) -> None:
         agent = self.agents.get(peer)

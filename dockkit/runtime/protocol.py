@@ -62,6 +62,7 @@ TASKS_HEADER = struct.Struct("!QQIB")
 RESULT_HEADER = struct.Struct("!QQI")
 # CREDIT: how many more batches
 CREDIT_HEADER = struct.Struct("!I")
+MAX_CREDIT = 1024  # batches a worker may ask for ahead; more is a broken or hostile peer
 # INFO: live workers, workers announced but not connected yet
 INFO_HEADER = struct.Struct("!II")
 # FAILED: batch_id (payload: one pickled exception)

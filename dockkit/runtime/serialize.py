@@ -120,6 +120,22 @@ def _rebuild_exception(exc, tb_text, summary=None):
     return exc
 
 
+def load_constants(frames) -> dict:
+    """The shared constants a SETCONST message carries.
+
+    Raises:
+        SerializationError: the frames are not a pickled dict (a broken peer sent them).
+    """
+    try:
+        values = loads(frames)
+    except Exception as exc:
+        raise SerializationError(f"shared constants that could not be read: {exc!r}") from None
+    if not isinstance(values, dict):
+        raise SerializationError(f"shared constants that could not be read: a {type(values).__name__}, "
+                                 "not a dict")
+    return values
+
+
 def script_frames(tb, script: str):
     """The part of traceback ``tb`` from the first frame of ``script`` on (None if it has none).
 

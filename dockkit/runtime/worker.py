@@ -42,8 +42,8 @@ from dockkit.runtime.auth import join_as_peer
 from dockkit.runtime.client import Client
 from dockkit.runtime.context import become_worker
 from dockkit.errors import RemoteError, SerializationError
-from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, loads, out_of_band_items,
-                                       script_frames)
+from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, load_constants, loads,
+                                       out_of_band_items, script_frames)
 from dockkit.runtime.wakeup import WakePipe
 
 INITIAL_CREDIT = 2
@@ -255,8 +255,13 @@ class WorkerLoop:
         elif kind in (P.RESULT, P.FAILED, P.RUNNING, P.INFO):
             self.client.deliver(kind, frames)
         elif kind == P.SETCONST:
+            try:
+                values = load_constants(frames[1:])
+            except SerializationError as exc:  # a broken peer's message must not end this worker
+                print(f"dockkit {self.where}: ignored {exc}", file=sys.stderr)
+                return
             with self.lock:
-                self.context.constants.update(loads(frames[1:]))
+                self.context.constants.update(values)
                 self.notify()
         elif kind == P.DROP:
             with self._functions_lock:

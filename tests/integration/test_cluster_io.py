@@ -202,3 +202,17 @@ def test_a_volume_is_seen_by_every_node_and_never_copied(cluster, state_env, pro
     assert "write errors [30]" in result.stdout  # EROFS: mounted read-only, as asked
     assert sorted(p.name for p in shared_data.iterdir()) == ["table.txt"]
     assert cluster.state().volumes == [f"{shared_data}:/data:ro"]
+
+
+def test_a_root_killed_in_the_head_is_explained(cluster, state_env, project):
+    write_job(project, """
+        import os, signal
+        if __name__ == "__main__":
+            open("before.txt", "w").write("written before the kill")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    result = run(cluster, state_env, project)
+    assert result.returncode == 137, result.stderr
+    assert "dockkit: the run's root process in node0 was killed by SIGKILL (exit status 137) " \
+           "(out of memory?)" in result.stderr
+    assert (project / "before.txt").read_text() == "written before the kill"  # its outputs still come home

@@ -412,3 +412,41 @@ def test_debug_before_any_command_shows_the_traceback(tmp_path, command):
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("dockkit.errors.ClusterError: no cluster named")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "10000"], "10000 is not in the range 1<=x<=256"),
+    (["--nodes", "0"], "0 is not in the range 1<=x<=256"),
+    (["--cpus", "0"], "0.0 is not in the range x>0"),
+])
+def test_up_refuses_impossible_sizes_before_touching_docker(tmp_path, args, message):
+    result = subprocess.run([str(DOCKKIT), "up", *args], cwd=tmp_path, env=environment(tmp_path),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"nodes": 257}, "a cluster has 1 to 256 nodes"),
+    ({"nodes": 2, "cpus": 0}, "cpus must be more than 0"),
+])
+def test_the_sdk_refuses_impossible_sizes(options, message):
+    from dockkit.cluster.cluster import Cluster
+    from dockkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Cluster(**options)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hostfile", "hosts.txt"], "dockkit: error: hosts.txt:2: worker count 'abc' must be a whole number"),
+    (["--hosts", "a:0"], "dockkit: error: worker count 0 for host 'a' must be at least 1"),
+])
+def test_bad_hosts_fail_in_one_line_before_the_script_runs(tmp_path, form, args, message):
+    (tmp_path / "hosts.txt").write_text("# two hosts\nnode1 abc\n")
+    write(tmp_path, "job.py", """
+        open("ran.txt", "w").write("the script's own work")
+    """)
+    result = dockkit(tmp_path, *args, "job.py", form=form)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+    assert not (tmp_path / "ran.txt").exists()

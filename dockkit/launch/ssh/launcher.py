@@ -125,11 +125,9 @@ class SSHLauncher:
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
                  allow_missing_hosts=False, connect_timeout=10.0, check_hosts=True, console=None):
-        from dockkit.launch.hosts import distribute, parse_hostfile, parse_hosts
+        from dockkit.launch.hosts import distribute, read_hosts
 
-        specs = parse_hosts(hosts or [])
-        if hostfile:
-            specs += parse_hostfile(hostfile)
+        specs = read_hosts(hosts, hostfile)
         self.rows = [HostStatus(spec, count, index)
                      for index, (spec, count) in enumerate(distribute(specs, workers))]
         self.total_workers = sum(row.workers for row in self.rows)
