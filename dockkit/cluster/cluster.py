@@ -37,14 +37,13 @@ from dockkit.cluster.engine import docker_client, docker_errors, engine_address,
 from dockkit.errors import ClusterError, ConfigError, DockkitError, ImageError
 from dockkit.cluster.image import copy_image, ensure_worker_image
 from dockkit.launch.ssh.keys import generate_keypair
-from dockkit.cluster.head import RunOptions, head_command
+from dockkit.cluster.head import HEAD, RunOptions, head_command
 from dockkit.cluster.nodes import CLUSTER_LABEL, gone_message
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 from dockkit.cluster.volumes import VolumeSpec
 
 __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCAL_DOCKER"]
 
-HEAD = "node0"
 KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGSEGV: "SIGSEGV"}
 MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
@@ -460,8 +459,10 @@ class Cluster:
         bundle = self.upload(root, limit=upload_limit)
         self.log(f"dockkit: copied {bundle.files} files ({bundle.size / 1e6:.1f} MB) from {root} "
                  f"to {len(self._require().nodes)} nodes")
+        nodes = self._require().nodes
+        one_engine = len({self._engine_url(n.docker_host) for n in nodes}) == 1
         command = head_command(self.hosts_for(workers), str(script_path), args, workers=workers,
-                               options=options)
+                               options=options, one_engine=one_engine)
         # The pid file lets Ctrl-C here reach the launcher in the head node.
         shell = f"echo $$ > {RUN_PID_FILE}; exec {shlex.join(command)}"
         try:

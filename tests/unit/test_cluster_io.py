@@ -87,11 +87,13 @@ def test_a_node_without_a_path_is_refused():
 
 def test_the_head_command_carries_the_typed_options():
     options = RunOptions(env={"SEED": "1"}, prolog="ulimit -n 4096", max_retries=0, progress=True)
-    command = head_command(["node0*2", "node1*2"], "/p/job.py", ["--size", "3"], workers=4, options=options)
+    command = head_command(["node0*2", "node1*2"], "/p/job.py", ["--size", "3"], workers=4, options=options,
+                           one_engine=False)
     assert command[:6] == ["python", "-m", "dockkit", "--hosts", "node0*2", "node1*2"]
     assert command[-3:] == ["/p/job.py", "--size", "3"]
     rest = command[6:-3]
     assert rest[0] == "--" and "--tunnel" in rest and "--no-host-check" in rest
+    assert "--no-encrypt" not in rest  # between engines the traffic is encrypted
     assert ["--env", "SEED=1"] == rest[rest.index("--env"):rest.index("--env") + 2]
     assert ["--max-retries", "0"] == rest[rest.index("--max-retries"):rest.index("--max-retries") + 2]
     assert "--progress" in rest and "--debug" not in rest and "--allow-missing-hosts" not in rest
@@ -124,3 +126,11 @@ def test_bad_volume_specs_say_what_to_do(tmp_path, text, message):
 def test_read_only_is_refused_for_a_remote_engine_volume(tmp_path):
     with pytest.raises(ConfigError, match="Drop ':ro'"):
         mounts([VolumeSpec.parse(f"{tmp_path}:/data:ro")], cluster="c", local_engine=False)
+
+
+def test_on_one_engine_workers_connect_straight_to_the_head():
+    command = head_command(["node0", "node1"], "/p/job.py", [], workers=None, options=RunOptions(),
+                           one_engine=True)
+    rest = command[command.index("--"):]
+    assert "--tunnel" not in rest
+    assert rest[rest.index("--external-hostname") + 1] == "node0" and "--no-encrypt" in rest
