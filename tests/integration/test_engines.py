@@ -6,8 +6,14 @@ containers really live elsewhere: killing an engine's container takes its nodes 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
 import sys
+import threading
+import uuid
 
 import cloudpickle
 import pytest
@@ -15,8 +21,10 @@ import pytest
 import dockkit
 from dockkit.cluster.engine import docker_client as connect_docker
 from dockkit.cluster.nodes import CLUSTER_LABEL
+from dockkit.errors import EngineGoneError
+from tests.integration.engines import EngineBed
 from tests.integration.streams import Collect
-from tests.names import unique_name
+from tests.names import TEST_RUN, unique_name
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
 
@@ -86,3 +94,42 @@ def _hostname(_):
     import time
     time.sleep(0.01)
     return socket.gethostname()
+
+
+def test_an_engine_that_dies_mid_run_loses_its_node_and_down_cleans_the_rest(docker_client, worker_image):
+    """Its own one-engine bed, since the engine is killed."""
+    with EngineBed(docker_client, 1, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}") as bed:
+        engine = bed.engines[0]
+        name = unique_name("k")
+        cluster = dockkit.Cluster(2, name=name, docker_hosts=["local", engine.tcp_url],
+                                  workers_per_node=2, log=lambda message: None).up()
+        try:
+            with cluster.executor(workers=4) as executor:
+                first = set(executor.map(_hostname, range(40)))
+                killer = threading.Timer(1.0, engine.kill)
+                killer.start()
+                results = list(executor.map(_slow_index, range(200)))
+                killer.join()
+            assert first == {"node0", "node1"}
+            assert results == list(range(200))  # node1's tasks re-ran on node0
+            with pytest.raises(EngineGoneError) as gone:
+                cluster.down()
+            assert gone.value.engines == [engine.tcp_url]
+            assert engine.tcp_url in str(gone.value)
+            assert not docker_client.containers.list(all=True,
+                                                     filters={"label": f"{CLUSTER_LABEL}={name}"})
+            result = subprocess.run([sys.executable, "-m", "dockkit.cli", "down", "--name", name],
+                                    capture_output=True, text=True, timeout=120,
+                                    env=dict(os.environ, COLUMNS="250"))
+            assert result.returncode == 1
+            assert engine.tcp_url in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        finally:
+            with contextlib.suppress(EngineGoneError):  # the dead engine keeps the state
+                cluster.down()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+def _slow_index(i):
+    import time
+    time.sleep(0.05)
+    return i
