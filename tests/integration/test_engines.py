@@ -96,6 +96,7 @@ def _hostname(_):
     return socket.gethostname()
 
 
+@pytest.mark.timeout(300)  # starts an engine of its own and ships the image to it
 def test_an_engine_that_dies_mid_run_loses_its_node_and_down_cleans_the_rest(docker_client, worker_image):
     """Its own one-engine bed, since the engine is killed."""
     with EngineBed(docker_client, 1, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}") as bed:
