@@ -97,3 +97,17 @@ class ImageError(DockerError):
 
 class ClusterError(DockerError):
     """A cluster operation failed: name taken, node never ready, port in use."""
+
+
+class EngineGoneError(DockerError):
+    """One or more Docker Engines of a cluster stopped answering; the others were dealt with.
+
+    Attributes:
+        engines: The engines (as given in ``docker_hosts``) that did not answer.
+        removed: How many containers were removed on the engines that did.
+    """
+
+    def __init__(self, message: str, engines: list[str], removed: int = 0):
+        super().__init__(message)
+        self.engines = list(engines)
+        self.removed = removed

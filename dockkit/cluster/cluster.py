@@ -32,6 +32,7 @@ from pathlib import Path
 from dockkit.cluster import copying, fetch, volumes
 from dockkit.cluster import nodes as node_containers
 from dockkit.cluster.base_image import image_exists
+from dockkit.cluster.engines import on_each_engine
 from dockkit.config import check_cluster_name
 from dockkit.cluster.engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
 from dockkit.errors import ClusterError, ConfigError, DockkitError, ImageError
@@ -301,7 +302,8 @@ class Cluster:
             The number of containers removed.
 
         Raises:
-            DockerError: an engine is unreachable or refused.
+            EngineGoneError: an engine did not answer: the others are cleaned, and the
+                state is kept so that running ``down`` again finishes the job.
         """
         try:
             state = self.state()
@@ -313,15 +315,17 @@ class Cluster:
 
     def _remove_from_docker(self, hosts: list[str]) -> int:
         """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
-        removed = 0
-        for host in hosts:
+        def remove(host: str) -> int:
             client = self._client(host)
+            removed = 0
             for container in node_containers.labelled_containers(client, self.name):
                 remove_container(container)
                 removed += 1
             node_containers.remove_networks(client, self.name)
             volumes.remove_volumes(client, f"{CLUSTER_LABEL}={self.name}")
-        return removed
+            return removed
+
+        return on_each_engine(hosts, remove, f"taking down cluster {self.name}")
 
     def __enter__(self) -> "Cluster":
         return self.up()

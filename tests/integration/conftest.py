@@ -9,6 +9,9 @@ Fixtures:
                     ``node0..node2`` (testcontainers) on a private labelled network, reached from the
                     test host at their IP on port 22, with a client key, pinned host
                     keys, a known_hosts file and an ssh_config. Shared: don't break them.
+    engine_bed      (session) :class:`~tests.integration.engines.EngineBed`: two extra Docker
+                    Engines (dind containers with their own image stores) reached over tcp://
+                    and ssh://, with the iptables rules they need; all removed at the end.
     make_ssh_nodes  (function) ``make_ssh_nodes(n, prefix="node")`` starts a fresh
                     :class:`SSHNodes` for one test (e.g. to kill a node); removed after it.
 
@@ -148,6 +151,15 @@ def docker_client():
 @pytest.fixture(scope="session")
 def worker_image(docker_client) -> str:
     return ensure_worker_image(docker_client, log=_log)
+
+
+@pytest.fixture(scope="session")
+def engine_bed(docker_client):
+    from tests.integration.engines import EngineBed
+    from tests.names import TEST_RUN
+
+    with EngineBed(docker_client, 2, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}", log=_log) as bed:
+        yield bed
 
 
 @pytest.fixture(scope="session")

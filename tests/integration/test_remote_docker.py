@@ -45,6 +45,7 @@ from dockkit.cluster.nodes import CLUSTER_LABEL, install_node_keys
 from dockkit.errors import DockerError
 from dockkit.cluster.engine import LABEL, docker_client as connect_docker, engine_url
 from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
+from tests.integration.streams import Collect
 from tests.names import TEST_RUN, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +160,7 @@ def test_the_head_reaches_the_remote_node_through_its_published_port(spread, rem
     assert f"Port {spread.node('node1').port}" in node1
     out = []
     status = spread.exec("node0", ["ssh", "-F", "/root/.ssh/config", "-o", "BatchMode=yes", "node1",
-                                   "hostname"], stream=_Collect(out))
+                                   "hostname"], stream=Collect(out))
     assert (status, b"".join(out).decode().strip()) == (0, "node1")
 
 
@@ -178,7 +179,7 @@ def test_run_maps_over_both_docker_hosts(spread, tmp_path):
             print("hosts:", " ".join(sorted(set(futures.map(where, range(100))))))
     """))
     out = []
-    status = spread.run(str(script), directory=str(tmp_path), stream=_Collect(out))
+    status = spread.run(str(script), directory=str(tmp_path), stream=Collect(out))
     text = b"".join(out).decode(errors="replace")
     assert status == 0, text
     assert "hosts: node0 node1" in text, text
@@ -300,14 +301,3 @@ def _wait_listening(container, address: str, port: int) -> None:
                 raise TimeoutError(f"{container.name}: sshd not listening on {address}:{port}:\n"
                                    + container.logs().decode(errors="replace")) from None
         time.sleep(0.1)
-
-
-class _Collect:
-    def __init__(self, out):
-        self.out = out
-
-    def stdout(self, data):
-        self.out.append(data)
-
-    def stderr(self, data):
-        self.out.append(data)

@@ -1,0 +1,136 @@
+"""Clusters over separate Docker Engines: this machine's engine and two of the engine bed's.
+
+Each bed engine has its own image store, so the worker image really travels, and its
+containers really live elsewhere: killing an engine's container takes its nodes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+
+import cloudpickle
+import pytest
+
+import dockkit
+from dockkit.cluster.engine import docker_client as connect_docker
+from dockkit.cluster.nodes import CLUSTER_LABEL
+from dockkit.errors import EngineGoneError
+from tests.integration.engines import EngineBed
+from tests.integration.streams import Collect
+from tests.names import TEST_RUN, unique_name
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
+
+
+@pytest.fixture(scope="module")
+def spread(engine_bed, docker_client, worker_image):
+    """Three nodes, one per engine: node0 here, node1 and node2 on the bed's engines."""
+    messages: list[str] = []
+    hosts = ["local"] + [engine.tcp_url for engine in engine_bed.engines]
+    cluster = dockkit.Cluster(3, name=unique_name("e"), docker_hosts=hosts, workers_per_node=2,
+                              log=messages.append).up()
+    cluster.up_messages = messages
+    yield cluster
+    assert cluster.down() == 3
+    for engine in engine_bed.engines:
+        client = engine.client()
+        flt = {"label": f"{CLUSTER_LABEL}={cluster.name}"}
+        assert not client.containers.list(all=True, filters=flt)
+        assert not client.networks.list(filters=flt)
+        client.close()
+
+
+def test_nodes_are_placed_one_per_engine(spread, engine_bed):
+    nodes = spread.status()
+    assert [n.docker_host for n in nodes] == ["local"] + [e.tcp_url for e in engine_bed.engines]
+    assert [n.address for n in nodes] == ["127.0.0.1"] + [e.address for e in engine_bed.engines]
+    assert all(n.state == "running" for n in nodes)
+    for node, engine in zip(nodes[1:], engine_bed.engines):
+        client = engine.client()  # the container is on that engine and no other
+        assert client.containers.get(node.container).status == "running"
+        client.close()
+
+
+def test_the_image_is_shipped_once_to_each_engine_that_lacks_it(spread, engine_bed, worker_image):
+    copies = [m for m in spread.up_messages if "copying" in m]
+    assert len(copies) == len(engine_bed.engines), spread.up_messages
+    for engine in engine_bed.engines:
+        client = engine.client()
+        assert worker_image in [t for image in client.images.list() for t in image.tags]
+        client.close()
+
+
+def test_nodes_on_different_engines_reach_each_other(spread):
+    for target in ("node1", "node2"):
+        out = []
+        status = spread.exec("node0", ["ssh", "-F", "/root/.ssh/config", "-o", "BatchMode=yes", target,
+                                       "hostname"], stream=Collect(out))
+        assert (status, b"".join(out).decode().strip()) == (0, target)
+
+
+def test_an_executor_maps_over_three_engines(spread):
+    with spread.executor(workers=6) as executor:
+        hosts = set(executor.map(_hostname, range(300)))
+    assert hosts == {"node0", "node1", "node2"}
+
+
+def test_an_engine_is_reached_over_ssh(engine_bed, monkeypatch):
+    engine = engine_bed.engines[0]
+    monkeypatch.setenv("HOME", str(engine_bed.ssh_home))
+    client = connect_docker(engine.ssh_url)
+    assert client.info()["Name"] == "engine0"  # really the other engine, not this one
+    client.close()
+    assert b"Accepted publickey for root" in engine.container.logs()
+
+
+def _hostname(_):
+    import time
+    time.sleep(0.01)
+    return socket.gethostname()
+
+
+@pytest.mark.timeout(300)  # starts an engine of its own and ships the image to it
+def test_an_engine_that_dies_mid_run_loses_its_node_and_down_cleans_the_rest(docker_client, worker_image):
+    """Its own one-engine bed, since the engine is killed."""
+    with EngineBed(docker_client, 1, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}") as bed:
+        engine = bed.engines[0]
+        name = unique_name("k")
+        cluster = dockkit.Cluster(2, name=name, docker_hosts=["local", engine.tcp_url],
+                                  workers_per_node=2, log=lambda message: None).up()
+        try:
+            with cluster.executor(workers=4) as executor:
+                first = set(executor.map(_hostname, range(40)))
+                killer = threading.Timer(1.0, engine.kill)
+                killer.start()
+                results = list(executor.map(_slow_index, range(200)))
+                killer.join()
+            assert first == {"node0", "node1"}
+            assert results == list(range(200))  # node1's tasks re-ran on node0
+            with pytest.raises(EngineGoneError) as gone:
+                cluster.down()
+            assert gone.value.engines == [engine.tcp_url]
+            assert engine.tcp_url in str(gone.value)
+            assert not docker_client.containers.list(all=True,
+                                                     filters={"label": f"{CLUSTER_LABEL}={name}"})
+            result = subprocess.run([sys.executable, "-m", "dockkit.cli", "down", "--name", name],
+                                    capture_output=True, text=True, timeout=120,
+                                    env=dict(os.environ, COLUMNS="250"))
+            assert result.returncode == 1
+            assert engine.tcp_url in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        finally:
+            with contextlib.suppress(EngineGoneError):  # the dead engine keeps the state
+                cluster.down()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+def _slow_index(i):
+    import time
+    time.sleep(0.05)
+    return i
