@@ -435,7 +435,8 @@ class Broker:
         agent = self.agents.get(peer)
         if not isinstance(identity, bytes) or not isinstance(reason, str) or len(reason) > 1000:
             raise ProtocolError("EXITED needs a bytes identity and a short str reason")
-        if agent is None or identity not in agent.expected:  # an agent reports its own workers only
+        # An agent reports its own workers only; the root also speaks for hosts whose SSH link died.
+        if peer != LOCAL and (agent is None or identity not in agent.expected):
             raise ProtocolError(f"EXITED for {identity!r}, which is not this peer's worker")
         self._worker_lost(identity, reason)
 
