@@ -92,6 +92,8 @@ def run_options(function):
                      help="Seconds of silence after which a stopped or cut-off worker or host is "
                           "given up on (a running task is never, however long it takes)."),
         click.option("--progress", is_flag=True, help="Show progress bars for futures.map."),
+        # A cluster run's lifeline: stdin's end-of-file (its caller gone) stops the run.
+        click.option("--exit-with-stdin", is_flag=True, hidden=True),
         _debug_option(),
         click.argument("script", type=click.Path(dir_okay=False)),
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED),
@@ -103,7 +105,7 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         heartbeat_timeout, progress, script, script_args) -> int:
+         heartbeat_timeout, progress, exit_with_stdin, script, script_args) -> int:
     from dockkit.runner import run_script
 
     options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
@@ -117,7 +119,8 @@ def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_pat
         raise click.UsageError("--tunnel, --ssh-config and --external-hostname need --hosts or --hostfile")
     else:
         options.update(python=python, path=remote_path, env=_parse_env(env), prolog=prolog)
-    return run_script(script, script_args, workers=workers, progress=progress, **options)
+    return run_script(script, script_args, workers=workers, progress=progress,
+                      exit_with_stdin=exit_with_stdin, **options)
 
 
 def _parse_env(pairs) -> dict:
@@ -212,7 +215,7 @@ _FLAGS = {"remote_path": "--path", "encrypt": "--encrypt/--no-encrypt"}
 
 def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, prolog,
                     allow_missing_hosts, max_retries, heartbeat_timeout, progress, script, script_args,
-                    tunnel, hosts, hostfile, host_check, **others) -> int:
+                    tunnel, hosts, hostfile, host_check, exit_with_stdin, **others) -> int:
     """``dockkit run`` on a cluster that is up: parse, check, and call :meth:`Cluster.run`.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,

@@ -15,6 +15,8 @@ import os
 import runpy
 import signal
 import sys
+import threading
+import time
 import traceback
 
 from dockkit.runtime.context import current
@@ -24,7 +26,7 @@ from dockkit.launch.hosts import read_hosts
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
-               **executor_options) -> int:
+               exit_with_stdin: bool = False, **executor_options) -> int:
     """Run ``script`` with ``argv`` on dockkit workers and return its exit status.
 
     Args:
@@ -32,6 +34,8 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
         argv: the script's own arguments.
         workers: total number of worker processes (``-n``).
         progress: show progress bars for ``futures.map`` on a terminal.
+        exit_with_stdin: stop the run, as Ctrl-C does, when stdin reaches end-of-file
+            (a cluster run's tie to the ``dockkit run`` that started it).
         **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
 
     Raises:
@@ -48,6 +52,8 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)
     start_default_early()  # the workers start while the script imports, as SCOOP's do
+    if exit_with_stdin:
+        threading.Thread(target=_interrupt_at_end_of_stdin, name="dockkit-lifeline", daemon=True).start()
     current().progress = progress
     current().launched = True
     _whole_lines(sys.stdout, sys.stderr)
@@ -82,6 +88,16 @@ def print_script_error(exc: BaseException, script: str) -> None:
     from dockkit.runtime.serialize import script_frames
 
     traceback.print_exception(type(exc), exc, script_frames(exc.__traceback__, script))
+
+
+def _interrupt_at_end_of_stdin(grace: float = 15.0) -> None:
+    """Ctrl-C this run when stdin ends; if it has not stopped ``grace`` seconds later, end it."""
+    while sys.stdin.buffer.read(65536):
+        pass
+    print("dockkit: the dockkit run that started this run is gone; stopping", file=sys.stderr)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(grace)
+    os._exit(130)
 
 
 def _whole_lines(*streams) -> None:

@@ -23,7 +23,6 @@ deleted state directory.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import signal
 import sys
@@ -48,7 +47,6 @@ __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCA
 KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGSEGV: "SIGSEGV"}
 MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
-RUN_PID_FILE = "/tmp/dockkit-run.pid"
 
 
 class Cluster:
@@ -390,13 +388,18 @@ class Cluster:
         return ["ssh", "-F", str(self.ssh_config_path), node, *command]
 
     def exec(self, node: str, command, *, stream=None, workdir: str | None = None,
-             environment: dict | None = None) -> int:
-        """Run ``command`` in ``node``'s container, streaming its output; returns its exit status."""
+             environment: dict | None = None, lifeline: bool = False) -> int:
+        """Run ``command`` in ``node``'s container, streaming its output; returns its exit status.
+
+        ``lifeline``: the command's stdin closes when this call ends, however it ends
+        (see :func:`dockkit.cluster.nodes.exec_streaming`).
+        """
         info = self.node(node)
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         with docker_errors(f"running a command in {node}", ClusterError, gone=gone_message(info, self.name)):
             return node_containers.exec_streaming(self._client(info.docker_host), self._container(info), argv,
-                                         stream=stream, workdir=workdir, environment=environment)
+                                                  stream=stream, workdir=workdir, environment=environment,
+                                                  lifeline=lifeline)
 
     def logs(self, tail: int | str = 100) -> dict[str, str]:
         """The last ``tail`` lines (or ``"all"``) of every node's container log."""
@@ -467,14 +470,10 @@ class Cluster:
         one_engine = len({self._engine_url(n.docker_host) for n in nodes}) == 1
         command = head_command(self.hosts_for(workers), str(script_path), args, workers=workers,
                                options=options, one_engine=one_engine)
-        # The pid file lets Ctrl-C here reach the launcher in the head node.
-        shell = f"echo $$ > {RUN_PID_FILE}; exec {shlex.join(command)}"
-        try:
-            status = self.exec(HEAD, shell, stream=stream, workdir=str(root),
-                               environment={"PYTHONUNBUFFERED": "1"})
-        except KeyboardInterrupt:
-            self._interrupt_run()
-            raise
+        # The run lives as long as this process: its stdin reaches end-of-file when this
+        # call ends, by Ctrl-C, SIGTERM or SIGKILL alike, and the head's root then stops.
+        status = self.exec(HEAD, command, stream=stream, workdir=str(root),
+                           environment={"PYTHONUNBUFFERED": "1"}, lifeline=True)
         if status in KILLED_BY:  # the root in the head died of a signal: say so, it printed nothing
             self.log(f"dockkit: the run's root process in {HEAD} was killed by {KILLED_BY[status]} "
                      f"(exit status {status}){' (out of memory?)' if status == 137 else ''}; "
@@ -548,14 +547,6 @@ class Cluster:
 
     def _nodes_named(self, node: str) -> list[NodeInfo]:
         return self._require().nodes if node == copying.ALL_NODES else [self.node(node)]
-
-    def _interrupt_run(self) -> None:
-        head = self.node(HEAD)
-        try:
-            with docker_errors(f"interrupting the run in {HEAD}", ClusterError, gone=gone_message(head, self.name)):
-                self._container(head).exec_run(["sh", "-c", f"kill -INT $(cat {RUN_PID_FILE})"])
-        except DockkitError as exc:  # the user's Ctrl-C still wins; say why the head may run on
-            self.log(f"dockkit: could not stop the run in {HEAD}: {exc}")
 
     def executor(self, workers: int | None = None, **options):
         """A ``concurrent.futures.Executor`` whose workers run on the cluster's nodes."""

@@ -55,7 +55,7 @@ def head_command(hosts: list[str], script: str, args, *, workers: int | None,
                  options: RunOptions, one_engine: bool) -> list[str]:
     """The argv the head node runs for one cluster run."""
     command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(one_engine=one_engine),
-               *options.argv()]
+               "--exit-with-stdin", *options.argv()]
     if workers is not None:
         command += ["-n", str(workers)]
     return [*command, script, *args]

@@ -240,10 +240,11 @@ def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, 
 # output may keep arriving after the command ended.
 EXEC_POLL_S = 0.5
 EXEC_DRAIN_S = 3.0
+LIFELINE_GRACE_S = 20.0  # after Ctrl-C, how long a lifelined command may take to stop and say so
 
 
 def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: str | None = None,
-                   environment: dict | None = None) -> int:
+                   environment: dict | None = None, lifeline: bool = False) -> int:
     """Run ``argv`` in a running container, its output passed on live; returns its exit status.
 
     ``stream`` has ``stdout(bytes)`` and ``stderr(bytes)`` (default: this process's own).
@@ -251,11 +252,18 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
     stream closes: a cluster run was seen, rarely and under load, blocked on this stream,
     and whatever the cause, a stream that outlives its command must not hang ``dockkit
     run``. Call it inside :func:`~dockkit.cluster.engine.docker_errors`.
+
+    With ``lifeline``, the command's stdin stays open for as long as this call runs and
+    reaches end-of-file when it stops, however it stops: on Ctrl-C here (after which the
+    command's last output is still relayed, for up to ``LIFELINE_GRACE_S``), or when
+    this process dies and the engine closes the connection. A command that ends itself
+    at that end-of-file (``dockkit run --exit-with-stdin``) cannot outlive its caller.
     """
     from docker.utils.socket import demux_adaptor, frames_iter
 
     out = stream or _StdStreams()
-    exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment)["Id"]
+    exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment,
+                                     stdin=lifeline)["Id"]
     sock = client.api.exec_start(exec_id, socket=True)  # raw: this side decides when reading ends
 
     def relay() -> None:
@@ -270,14 +278,33 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
 
     reader = threading.Thread(target=relay, name="dockkit-exec-output", daemon=True)
     reader.start()
-    while reader.is_alive():
-        reader.join(EXEC_POLL_S)
-        if reader.is_alive() and not client.api.exec_inspect(exec_id)["Running"]:
-            reader.join(EXEC_DRAIN_S)  # the last of its output may still be on its way
-            break
+    try:
+        _wait_for_exec(client, exec_id, reader, deadline=None)
+    except KeyboardInterrupt:
+        if lifeline:  # stdin's end-of-file stops the command; show what it says while stopping
+            _close_stdin(sock)
+            _wait_for_exec(client, exec_id, reader, deadline=time.monotonic() + LIFELINE_GRACE_S)
+        _stop_reading(sock)
+        raise
     _stop_reading(sock)
     # a streamed exec has no exit code of its own: ask for it
     return int(client.api.exec_inspect(exec_id)["ExitCode"])
+
+
+def _wait_for_exec(client, exec_id: str, reader: threading.Thread, deadline: float | None) -> None:
+    while reader.is_alive() and (deadline is None or time.monotonic() < deadline):
+        reader.join(EXEC_POLL_S)
+        if reader.is_alive() and not client.api.exec_inspect(exec_id)["Running"]:
+            reader.join(EXEC_DRAIN_S)  # the last of its output may still be on its way
+            return
+
+
+def _close_stdin(sock) -> None:
+    raw = getattr(sock, "_sock", sock)
+    try:
+        raw.shutdown(pysocket.SHUT_WR)
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop_reading(sock) -> None:

@@ -7,7 +7,11 @@ own, run through the CLI as a user runs it.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +220,43 @@ def test_a_root_killed_in_the_head_is_explained(cluster, state_env, project):
     assert "dockkit: the run's root process in node0 was killed by SIGKILL (exit status 137) " \
            "(out of memory?)" in result.stderr
     assert (project / "before.txt").read_text() == "written before the kill"  # its outputs still come home
+
+
+def _dockkit_processes(cluster) -> dict[str, list[str]]:
+    """Every node's dockkit processes (roots, agents, workers), as ``ps`` shows them."""
+    found = {}
+    for node in ("node0", "node1"):
+        out = cluster.container(node).exec_run(["ps", "-eo", "args"]).output.decode()
+        found[node] = [line for line in out.splitlines() if "dockkit" in line and "ps -eo" not in line]
+    return found
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_the_run_ends_with_the_dockkit_run_that_started_it(cluster, state_env, project, how):
+    write_job(project, """
+        import time
+        from dockkit import futures
+
+        def slow(x):
+            time.sleep(0.5)
+            return x
+
+        if __name__ == "__main__":
+            print("started", flush=True)
+            print(sum(futures.map(slow, range(1000))))
+    """)
+    process = subprocess.Popen([sys.executable, "-m", "dockkit.cli", "run", "--name", cluster.name, "job.py"],
+                               cwd=project, env=state_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL)
+    try:
+        assert process.stdout.readline() == b"started\n"
+        time.sleep(1)  # tasks running on both nodes
+        assert _dockkit_processes(cluster)["node1"], "no worker ever started on node1"
+        process.send_signal(how)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    deadline = time.monotonic() + 30
+    while any(_dockkit_processes(cluster).values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _dockkit_processes(cluster) == {"node0": [], "node1": []}
