@@ -136,8 +136,34 @@ def _can_fork(python: str, prolog: str | None) -> bool:
             and os.environ.get("DOCKKIT_START_METHOD", "fork") != "spawn")
 
 
-def describe_exit(returncode: int) -> str:
-    """'exited with status 3' or 'was killed by SIGKILL'."""
+OUT_OF_MEMORY = "was killed by the out-of-memory killer"  # the broker gives up on such a task at once
+# Where the kernel counts OOM kills for this process's memory cgroup: v2, then v1.
+OOM_COUNTERS = (("/sys/fs/cgroup/memory.events", "oom_kill"),
+                ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"))
+
+
+def oom_kills() -> int | None:
+    """How many processes the OOM killer has killed in this cgroup (None where it can't be read).
+
+    Inside a container this is the container's cgroup, whose ``--memory`` limit is the
+    one a worker runs into.
+    """
+    for path, key in OOM_COUNTERS:
+        try:
+            with open(path) as counters:
+                for line in counters:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def describe_exit(returncode: int, *, oom_killed: bool = False) -> str:
+    """'exited with status 3', 'was killed by SIGKILL', or the out-of-memory killer's doing."""
+    if returncode == -signal.SIGKILL and oom_killed:
+        return f"{OUT_OF_MEMORY} (SIGKILL): it went past this host's memory limit"
     if returncode < 0:
         try:
             return f"was killed by {signal.Signals(-returncode).name}"
@@ -178,6 +204,7 @@ class WorkerGroup:
         self._thread = threading.Thread(target=self._monitor, name="dockkit-workers", daemon=True)
         self._stopping = False
         self._lock = threading.Lock()
+        self._oom_kills = oom_kills()  # a rise at a worker's SIGKILL means the OOM killer did it
 
     def spawn(self) -> "WorkerGroup":
         """Start the processes; they import while the caller sets up (see :meth:`start`)."""
@@ -251,8 +278,10 @@ class WorkerGroup:
                 proc.open_streams -= 1
                 if proc.open_streams == 0:
                     returncode = proc.process.wait()
+                    kills, self._oom_kills = self._oom_kills, oom_kills()
+                    oom_killed = None not in (kills, self._oom_kills) and self._oom_kills > kills
                     if not self._stopping:
-                        self._on_exit(proc.identity, describe_exit(returncode))
+                        self._on_exit(proc.identity, describe_exit(returncode, oom_killed=oom_killed))
 
     def _relay(self, prefix: bytes, sink, partial: list, chunk: bytes) -> None:
         data = partial[0] + chunk

@@ -555,10 +555,17 @@ class Broker:
         where = f"worker {worker.name} (pid {worker.pid}) on {worker.host} {reason}"
         self._last_exit = where
         log.warning("dockkit: %s", where)
+        # A batch whose worker ran out of memory would take each worker it lands on: fail it.
+        out_of_memory = "out-of-memory" in reason
         for batch in sorted(worker.inflight.values(), key=lambda t: t.key, reverse=True):
             batch.attempts += 1
             batch.worker = None
-            if batch.attempts > self.max_retries:
+            if out_of_memory:
+                self._fail(batch, WorkerLostError(
+                    f"a batch of {batch.ntasks} task(s) ran out of memory: {where}; it is not "
+                    "re-run, as it would take each worker it lands on. Give the nodes more memory "
+                    "(dockkit up --memory) or make the tasks smaller"))
+            elif batch.attempts > self.max_retries:
                 self._fail(batch, WorkerLostError(
                     f"a batch of {batch.ntasks} task(s) was lost: {where}; it ran "
                     f"{batch.attempts} time(s), more than max_retries={self.max_retries} allows"))

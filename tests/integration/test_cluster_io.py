@@ -14,11 +14,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
 import dockkit
 from tests.integration.test_cluster import dockkit_cli
 from tests.names import unique_name
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +263,22 @@ def test_the_run_ends_with_the_dockkit_run_that_started_it(cluster, state_env, p
     while any(_dockkit_processes(cluster).values()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _dockkit_processes(cluster) == {"node0": [], "node1": []}
+
+
+def allocate(megabytes: int) -> int:
+    return len(bytearray(megabytes * 1_000_000))  # zero-filled: every page is touched
+
+
+def test_a_task_past_the_memory_limit_fails_alone_and_says_out_of_memory(state_env, docker_client):
+    from dockkit.errors import WorkerLostError
+
+    with dockkit.Cluster(1, name=unique_name("oom"), memory="256m", workers_per_node=3,
+                         log=lambda message: None) as small:
+        with small.executor(workers=3, max_retries=3) as ex:
+            ex.wait_for_workers()
+            error = ex.submit(allocate, 1024).exception(timeout=120)
+            assert isinstance(error, WorkerLostError), error
+            assert "ran out of memory" in str(error) and "out-of-memory killer" in str(error)
+            assert "it ran 1 time" not in str(error)  # given up on at once, not retried
+            assert ex.submit(allocate, 10).result(timeout=60) == 10_000_000  # the pool goes on
+            assert ex.stats()["workers"] == 2  # one worker lost, not one per retry
