@@ -92,6 +92,8 @@ def run_options(function):
                      help="Seconds of silence after which a stopped or cut-off worker or host is "
                           "given up on (a running task is never, however long it takes)."),
         click.option("--progress", is_flag=True, help="Show progress bars for futures.map."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the plan (hosts, counts, launcher, where the root runs) and exit."),
         # A cluster run's lifeline: stdin's end-of-file (its caller gone) stops the run.
         click.option("--exit-with-stdin", is_flag=True, hidden=True),
         _debug_option(),
@@ -105,9 +107,12 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         heartbeat_timeout, progress, exit_with_stdin, script, script_args) -> int:
+         heartbeat_timeout, progress, exit_with_stdin, dry_run, script, script_args) -> int:
     from dockkit.runner import run_script
 
+    if dry_run:
+        return _print_plan(_plan(workers, hosts, hostfile, tunnel))
+    hosts = _hosts_from_allocation(hosts, hostfile, workers)
     options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
     if hosts or hostfile:
         options.update(hosts=list(hosts) or None, hostfile=hostfile, tunnel=tunnel,
@@ -121,6 +126,46 @@ def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_pat
         options.update(python=python, path=remote_path, env=_parse_env(env), prolog=prolog)
     return run_script(script, script_args, workers=workers, progress=progress,
                       exit_with_stdin=exit_with_stdin, **options)
+
+
+def _plan(workers, hosts, hostfile, tunnel):
+    from dockkit.launch.allocation import detect
+    from dockkit.plan import hosts_plan, local_plan
+
+    if hosts or hostfile:
+        source = " ".join(hosts) + (f" (and hostfile {hostfile})" if hostfile else "") if hosts else \
+            f"hostfile {hostfile}"
+        return hosts_plan(hosts, hostfile, workers, source=source, tunnel=tunnel)
+    allocation = detect()
+    if allocation is not None:
+        return hosts_plan(allocation.host_words(workers), None, workers, source=allocation.describe(),
+                          tunnel=tunnel)
+    return local_plan(workers)
+
+
+def _print_plan(plan) -> int:
+    click.echo("\n".join(plan.lines()))
+    return 0
+
+
+def _in_allocation() -> bool:
+    from dockkit.launch.allocation import detect
+
+    return detect() is not None
+
+
+def _hosts_from_allocation(hosts, hostfile, workers) -> tuple:
+    """Inside a SLURM, PBS or SGE job, its hosts, unless --hosts or --hostfile says otherwise."""
+    from dockkit.launch.allocation import detect
+
+    allocation = detect()
+    if allocation is None:
+        return hosts
+    if hosts or hostfile:
+        click.echo(f"dockkit: --hosts/--hostfile given: not using the {allocation.describe()}", err=True)
+        return hosts
+    click.echo(f"dockkit: using the {allocation.describe()}", err=True)
+    return tuple(allocation.host_words(workers))
 
 
 def _parse_env(pairs) -> dict:
@@ -195,12 +240,17 @@ def run(name, local, max_upload, fetch, max_fetch, **options):
     """
     from dockkit.cluster.state import load_state
 
-    on_hosts = bool(options["hosts"] or options["hostfile"])
+    on_hosts = bool(options["hosts"] or options["hostfile"]) or _in_allocation()
     cluster_up = not on_hosts and load_state(name) is not None
+    if cluster_up and not local and options["dry_run"]:
+        from dockkit.cluster.cluster import Cluster
+        from dockkit.plan import cluster_plan
+
+        sys.exit(_print_plan(cluster_plan(Cluster(name=name), options["workers"])))
     if cluster_up and not local:
         sys.exit(_run_on_cluster(name, upload_limit=max_upload * 1_000_000, fetch=fetch,
                                  fetch_limit=max_fetch * 1_000_000, **options))
-    if not on_hosts and (cluster_up or not local) and os.path.isfile(options["script"]):
+    if not on_hosts and (cluster_up or not local) and not options["dry_run"] and os.path.isfile(options["script"]):
         # (a missing script gets its one-line error from run_script, without this note;
         # --local with no cluster up is just what the user asked for: no note)
         note = (f"--local: running on local workers, not on cluster {name!r}" if cluster_up
@@ -215,7 +265,7 @@ _FLAGS = {"remote_path": "--path", "encrypt": "--encrypt/--no-encrypt"}
 
 def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, prolog,
                     allow_missing_hosts, max_retries, heartbeat_timeout, progress, script, script_args,
-                    tunnel, hosts, hostfile, host_check, exit_with_stdin, **others) -> int:
+                    tunnel, hosts, hostfile, host_check, exit_with_stdin, dry_run, **others) -> int:
     """``dockkit run`` on a cluster that is up: parse, check, and call :meth:`Cluster.run`.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,

@@ -34,6 +34,10 @@ class HostSpecError(ConfigError):
         self.line = line
 
 
+class AllocationError(ConfigError):
+    """A batch scheduler's allocation (SLURM, PBS, SGE variables or files) that cannot be read."""
+
+
 class SerializationError(DockkitError, TypeError):
     """A function, argument or result that cannot be pickled or unpickled."""
 

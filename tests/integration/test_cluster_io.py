@@ -282,3 +282,16 @@ def test_a_task_past_the_memory_limit_fails_alone_and_says_out_of_memory(state_e
             assert "it ran 1 time" not in str(error)  # given up on at once, not retried
             assert ex.submit(allocate, 10).result(timeout=60) == 10_000_000  # the pool goes on
             assert ex.stats()["workers"] == 2  # one worker lost, not one per retry
+
+
+def test_dry_run_on_a_cluster_starts_nothing(cluster, state_env, project):
+    write_job(project, """
+        open("ran.txt", "w").write("the script ran")
+    """)
+    result = dockkit_cli("run", "--name", cluster.name, "--dry-run", "job.py", env=state_env, cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"hosts:    cluster {cluster.name!r} (2 node(s), up)"
+    assert lines[2].startswith("root:     node0 (container ")
+    assert lines[3:] == ["workers:  2 on 2 host(s)", "  node0  1", "  node1  1"]
+    assert not (project / "ran.txt").exists() and "copied" not in result.stderr
