@@ -101,7 +101,7 @@ class Worker:
         self.credit = 0
         self.inflight: dict[int, Batch] = {}
         self.funcs: set[int] = set()
-        self.watchdog: bytes | None = None  # its watchdog's identity, once it has pinged
+        self.watchdog: bytes | None = None  # its watchdog's identity (identity + WATCHDOG_SUFFIX)
         self.last_seen = now
         self.idle_queued = False  # in the broker's idle queue
         self.ready_entries = 0  # its entries in the broker's credit queue
@@ -355,6 +355,9 @@ class Broker:
         self._arrived.add(peer)
         self.workers[peer] = Worker(peer, info.get("name", peer.decode(errors="replace")),
                                     info.get("host", "?"), int(info.get("pid", 0)), time.monotonic())
+        # Its watchdog's name is known now: beats go to it before it first speaks, so a task
+        # that holds the GIL from the start can't leave the watchdog thinking the broker gone.
+        self.workers[peer].watchdog = peer + P.WATCHDOG_SUFFIX
         self._send(peer, [P.WELCOME, P.pack_info({"accepted": True, "workers": len(self.workers)})])
         for blob in self._consts:
             self._send(peer, [P.SETCONST, b"", *blob])

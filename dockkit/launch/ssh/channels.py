@@ -25,8 +25,13 @@ def feed(channel: paramiko.Channel, data: bytes) -> None:
 
 
 def drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
-    """Collect a channel's stderr until EOF or close (run's timeout is enforced on stdout)."""
-    while not channel.closed:
+    """Collect a channel's stderr until EOF or close (run's timeout is enforced on stdout).
+
+    Reads until the buffer says end, never stopping at ``channel.closed`` alone: a short
+    command can end, and its channel close, before this thread first runs, with its
+    stderr still waiting in the buffer.
+    """
+    while True:
         try:
             if not (data := channel.recv_stderr(CHUNK)):
                 return
