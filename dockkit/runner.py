@@ -92,7 +92,9 @@ def print_script_error(exc: BaseException, script: str) -> None:
 
 def _interrupt_at_end_of_stdin(grace: float = 15.0) -> None:
     """Ctrl-C this run when stdin ends; if it has not stopped ``grace`` seconds later, end it."""
-    while sys.stdin.buffer.read(65536):
+    # The raw descriptor, not sys.stdin: a thread blocked inside a buffered read holds its
+    # lock, and the interpreter's shutdown at the run's normal end would abort on it.
+    while os.read(sys.stdin.fileno(), 65536):
         pass
     print("dockkit: the dockkit run that started this run is gone; stopping", file=sys.stderr)
     os.kill(os.getpid(), signal.SIGINT)
