@@ -67,6 +67,9 @@ def run_options(function):
                           "ssh://host:port or in ssh_config). End the list with another option or --."),
         click.option("--hostfile", type=click.Path(exists=True, dir_okay=False),
                      help="File of 'host [count]' lines (# comments allowed)."),
+        click.option("--launcher", type=click.Choice(["auto", "ssh", "srun"]), default="auto", show_default=True,
+                     help="How workers start on hosts: ssh, or srun inside a SLURM job (no SSH between "
+                          "nodes). auto: srun in a SLURM job that gives the hosts, else ssh."),
         click.option("--tunnel", is_flag=True, help="Reach the broker through SSH port forwarding."),
         click.option("--external-hostname",
                      help="Address remote workers use to reach this machine (without --tunnel); "
@@ -105,16 +108,24 @@ def run_options(function):
     return function
 
 
-def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_path, env, prolog,
+def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
          heartbeat_timeout, progress, exit_with_stdin, dry_run, script, script_args) -> int:
     from dockkit.runner import run_script
 
+    launcher = _choose_launcher(launcher, hosts, hostfile)
     if dry_run:
-        return _print_plan(_plan(workers, hosts, hostfile, tunnel))
+        return _print_plan(_plan(workers, hosts, hostfile, tunnel, launcher))
     hosts = _hosts_from_allocation(hosts, hostfile, workers)
     options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
-    if hosts or hostfile:
+    if launcher == "srun":
+        if tunnel or ssh_config or accept_new_host_keys:
+            raise click.UsageError("--tunnel, --ssh-config and --accept-new-host-keys are for SSH, "
+                                   "not --launcher srun")
+        options.update(launcher="srun", hosts=list(hosts) or None, hostfile=hostfile,
+                       external_hostname=external_hostname, python=python, path=remote_path,
+                       env=_parse_env(env), prolog=prolog, allow_missing_hosts=allow_missing_hosts)
+    elif hosts or hostfile:
         options.update(hosts=list(hosts) or None, hostfile=hostfile, tunnel=tunnel,
                        external_hostname=external_hostname, python=python, path=remote_path,
                        env=_parse_env(env), prolog=prolog, ssh_config=ssh_config,
@@ -128,18 +139,41 @@ def _run(workers, hosts, hostfile, tunnel, external_hostname, python, remote_pat
                       exit_with_stdin=exit_with_stdin, **options)
 
 
-def _plan(workers, hosts, hostfile, tunnel):
+def _choose_launcher(choice: str, hosts, hostfile) -> str:
+    """``srun`` inside a SLURM job whose hosts are used (auto) or when asked; else ``ssh``."""
+    from dockkit.launch.allocation import detect
+    from dockkit.launch.srun import in_slurm_job
+
+    if choice == "srun":
+        if not in_slurm_job():
+            raise click.UsageError("--launcher srun runs inside a SLURM job (sbatch or salloc); "
+                                   "outside one, give --hosts and use SSH")
+        return "srun"
+    if choice == "ssh" or hosts or hostfile or not in_slurm_job():
+        return "ssh"
+    allocation = detect()
+    if allocation is None or allocation.scheduler != "SLURM":
+        return "ssh"
+    import shutil
+
+    if shutil.which("srun") is None:
+        click.echo("dockkit: no srun on PATH in this SLURM job: starting workers over SSH", err=True)
+        return "ssh"
+    return "srun"
+
+
+def _plan(workers, hosts, hostfile, tunnel, launcher="ssh"):
     from dockkit.launch.allocation import detect
     from dockkit.plan import hosts_plan, local_plan
 
     if hosts or hostfile:
         source = " ".join(hosts) + (f" (and hostfile {hostfile})" if hostfile else "") if hosts else \
             f"hostfile {hostfile}"
-        return hosts_plan(hosts, hostfile, workers, source=source, tunnel=tunnel)
+        return hosts_plan(hosts, hostfile, workers, source=source, tunnel=tunnel, launcher=launcher)
     allocation = detect()
     if allocation is not None:
         return hosts_plan(allocation.host_words(workers), None, workers, source=allocation.describe(),
-                          tunnel=tunnel)
+                          tunnel=tunnel, launcher=launcher)
     return local_plan(workers)
 
 
@@ -265,7 +299,7 @@ _FLAGS = {"remote_path": "--path", "encrypt": "--encrypt/--no-encrypt"}
 
 def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, prolog,
                     allow_missing_hosts, max_retries, heartbeat_timeout, progress, script, script_args,
-                    tunnel, hosts, hostfile, host_check, exit_with_stdin, dry_run, **others) -> int:
+                    tunnel, hosts, hostfile, host_check, exit_with_stdin, dry_run, launcher, **others) -> int:
     """``dockkit run`` on a cluster that is up: parse, check, and call :meth:`Cluster.run`.
 
     Every other option given (--python, --path, --ssh-config, --external-hostname,
@@ -277,6 +311,7 @@ def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, pro
 
     given = [_FLAGS.get(key, f"--{key.replace('_', '-')}") for key, value in others.items()
              if value or (key == "encrypt" and value is not None)]  # --no-encrypt is False
+    given += ["--launcher srun"] if launcher == "srun" else []  # a cluster's head starts its nodes over SSH
     if given:
         raise ConfigError(f"{', '.join(given)}: not for a run on cluster {name!r} (its nodes run "
                           "the image's Python at the script's own path, with keys and an ssh_config "

@@ -40,8 +40,9 @@ class Executor(concurrent.futures.Executor):
     Args:
         workers: number of worker processes (default: this machine's CPU count).
         hosts: SSH hosts (``HostSpec``, strings, or a hostfile via ``hostfile=``); None = local.
-        launcher: a launcher object (see :mod:`dockkit.launch.base`) to start the workers
-            with, instead of the one ``workers``/``hosts`` choose.
+        launcher: how the workers start: ``"srun"`` (inside a SLURM job: one job step
+            over the allocation's nodes, no SSH), ``"ssh"``, or a launcher object (see
+            :mod:`dockkit.launch.base`); default: SSH with ``hosts``, else local.
         max_retries: times a batch is re-run after its worker died; 0 for work that
             must never run twice.
         encrypt: CurveZMQ for the run's traffic. None (the default): when the broker binds
@@ -77,8 +78,10 @@ class Executor(concurrent.futures.Executor):
         self._closed = False
         self._constants: set[str] = set()
         self._broker = None
-        self._launcher = launcher or make_launcher(workers, hosts=hosts, hostfile=hostfile,
-                                                   script=main is not None, **launch_options)
+        if launcher is None or isinstance(launcher, str):
+            launcher = make_launcher(workers, hosts=hosts, hostfile=hostfile, script=main is not None,
+                                     launcher=launcher, **launch_options)
+        self._launcher = launcher
         self.workers = self._launcher.total_workers
         self._client = Client(self._send, workers=self.workers)
         # Everything from the first worker started on is undone if any step fails or is

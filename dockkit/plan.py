@@ -34,11 +34,16 @@ def local_plan(workers: int | None) -> Plan:
                 (("localhost", count),))
 
 
-def hosts_plan(hosts, hostfile, workers: int | None, *, source: str, tunnel: bool) -> Plan:
-    """The plan of an SSH run over ``--hosts``/``--hostfile`` words (or an allocation's)."""
+def hosts_plan(hosts, hostfile, workers: int | None, *, source: str, tunnel: bool,
+               launcher: str = "ssh") -> Plan:
+    """The plan of a run over ``--hosts``/``--hostfile`` words (or an allocation's), by SSH or srun."""
     rows = distribute(read_hosts(hosts, hostfile), workers)
-    how = "SSH, workers reach the root through SSH tunnels" if tunnel else \
-        "SSH, workers connect straight back to the root"
+    if launcher == "srun":
+        how = "srun, one agent per node in one job step; workers connect straight back to the root"
+    elif tunnel:
+        how = "SSH, workers reach the root through SSH tunnels"
+    else:
+        how = "SSH, workers connect straight back to the root"
     return Plan(source, how, f"here ({socket.gethostname()})",
                 tuple((spec.host, count) for spec, count in rows))
 

@@ -23,10 +23,10 @@ from dockkit.cluster.engine import LABEL, docker_errors
 from dockkit.errors import ImageError
 
 __all__ = ["VENV", "default_base_image", "offline_base_image", "ensure_base_image",
-           "build_offline_base", "image_exists"]
+           "build_offline_base", "build_debian_image", "image_exists", "BASE_PACKAGES"]
 
 VENV = "/opt/dockkit-venv"
-_BASE_PACKAGES = "python3,python3-venv,openssh-server,procps,ca-certificates"
+BASE_PACKAGES = ("python3", "python3-venv", "openssh-server", "procps", "ca-certificates")
 
 Log = Callable[[str], None]
 
@@ -95,16 +95,32 @@ def build_offline_base(client: docker.DockerClient, log: Log = print) -> str:
         ImageError: mmdebstrap is missing or failed, or the import failed.
     """
     tag = offline_base_image()
+    build_debian_image(client, tag, BASE_PACKAGES,
+                       hooks=[f'chroot "$1" python3 -m venv {VENV}'], log=log)
+    log(f"dockkit: built {tag}")
+    return tag
+
+
+def build_debian_image(client: docker.DockerClient, tag: str, packages, *, hooks=(),
+                       log: Log = print) -> str:
+    """Build ``tag`` from Debian packages of the host's apt sources: mmdebstrap, then ``docker import``.
+
+    No host key is left in it (``/etc/ssh/ssh_host_*`` are removed: each container
+    gets its own). ``hooks`` are mmdebstrap customize hooks (``"$1"`` is the root).
+
+    Raises:
+        ImageError: mmdebstrap is missing or failed, or the import failed.
+    """
     exe = shutil.which("mmdebstrap")
     if exe is None:
         raise ImageError(f"cannot build {tag}: mmdebstrap is not installed. Install it "
                          f"(`apt-get install mmdebstrap`) or pass a local base image "
                          "(--base-image)")
     suite, sources = _host_debian()
-    cmd = [exe, "--quiet", "--variant=apt", "--skip=output/dev", f"--include={_BASE_PACKAGES}",
+    cmd = [exe, "--quiet", "--variant=apt", "--skip=output/dev", f"--include={','.join(packages)}",
            '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-           f'--customize-hook=chroot "$1" python3 -m venv {VENV}',
-           suite, "-", *sources]
+           *(f"--customize-hook={hook}" for hook in hooks), suite, "-", *sources]
+    log(f"dockkit: building {tag} from Debian packages (about a minute)")
     with tempfile.TemporaryDirectory(prefix="dockkit-base-") as tmp:
         tarball = Path(tmp, "rootfs.tar")
         with tarball.open("wb") as out:
@@ -118,7 +134,6 @@ def build_offline_base(client: docker.DockerClient, log: Log = print) -> str:
             client.api.import_image_from_file(
                 str(tarball), repository=repo, tag=version,
                 changes=['CMD ["/bin/bash"]', f'LABEL {LABEL}="true"'])
-    log(f"dockkit: built {tag}")
     return tag
 
 

@@ -274,15 +274,18 @@ class Cluster:
         return mounts
 
     def _configure_nodes(self, state: ClusterState) -> None:
-        """Give every node the client key and an ssh_config naming every node (the new ones too)."""
+        """Give every node an ssh_config naming every node (the new ones too), and the head
+        alone the client key: its root starts the run's agents over SSH, no other node
+        logs in anywhere, so a node taken over holds no key to the others."""
         key = self.key_path.read_bytes()
 
         def same_engine(a: NodeInfo, b: NodeInfo) -> bool:
             return self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
         for node in state.nodes:
-            node_containers.install_ssh_files(self._container(node), node, self.name,
-                                     node_containers.node_ssh_files(state, node, key, same_engine))
+            node_containers.install_ssh_files(
+                self._container(node), node, self.name,
+                node_containers.node_ssh_files(state, node, key if node.name == HEAD else None, same_engine))
 
     # --- down ---------------------------------------------------------------------------
     def _remove_node(self, node: NodeInfo) -> None:

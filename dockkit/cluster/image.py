@@ -77,7 +77,8 @@ def ensure_worker_image(client: docker.DockerClient, *, base_image: str | None =
         client: A connected Docker client.
         base_image: Base to build on; default as in :func:`ensure_base_image`.
         requirements: A pip requirements file (plain requirement lines) whose
-            packages the workers need; wheels only.
+            packages the workers need: published wheels, or, when the base's
+            Python is this one's, source packages built into wheels here.
         log: Receives one-line progress messages.
 
     Returns:
@@ -254,7 +255,11 @@ def _download_wheels(reqfile: Path, dest: Path, python: str, log: Log) -> None:
     if _pip(cmd + ["--no-index", "-d", str(dest)], None):
         return
     log(f"dockkit: downloading wheels into {cache}")
-    _pip(cmd + ["-d", str(cache)], "downloading the workers' wheels")
+    if _target_flags(python):  # another Python: only published wheels will do
+        _pip(cmd + ["-d", str(cache)], "downloading the workers' wheels")
+    else:  # the same Python: a package published only as source (pure Python) is built here
+        _pip([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "-r", str(reqfile),
+              "--find-links", str(cache), "-w", str(cache)], "downloading the workers' wheels")
     _pip(cmd + ["--no-index", "-d", str(dest)], "collecting the workers' wheels")
 
 

@@ -163,8 +163,8 @@ def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: floa
             raise failed[0].exception()
 
 
-def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes, same_engine) -> dict[str, bytes]:
-    """``/root/.ssh`` of ``node``: the client key and a config naming every node.
+def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes | None, same_engine) -> dict[str, bytes]:
+    """``/root/.ssh`` of ``node``: a config naming every node, and the client key if given.
 
     Nodes on the same engine are reached by name on the private network; the others
     on their Docker host's published port. ``same_engine(a, b)`` compares two nodes.
@@ -175,7 +175,8 @@ def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes, same_engine)
         rows.append(NodeRow(other.name, hostname, port, other.host_key))
     config, known = node_ssh_texts(rows, user="root", identity_file="/root/.ssh/id_ed25519",
                                    known_hosts_file="/root/.ssh/known_hosts")
-    return {"config": config.encode(), "known_hosts": known.encode(), "id_ed25519": key}
+    files = {"config": config.encode(), "known_hosts": known.encode()}
+    return files if key is None else {**files, "id_ed25519": key}
 
 
 def private_archive(files: dict[str, bytes], folder: str | None = None) -> bytes:

@@ -1,4 +1,5 @@
-"""The host agent: one per remote host, started over that host's one SSH connection.
+"""The host agent: one per remote host, started over that host's one SSH connection
+(or, inside a SLURM job, as one task per node of an ``srun`` job step).
 
 ``python -m dockkit.launch.agent`` reads one JSON line of configuration from stdin
 (broker address, the run's secret, the workers to start), starts the workers
@@ -9,7 +10,7 @@ with a :class:`~dockkit.launch.supervisor.WorkerGroup`, and then:
 - exchanges heartbeats with the broker, and stops its workers and exits when
   the broker has been silent for ``heartbeat_timeout`` seconds (a dead root);
 - stops its workers and exits when stdin reaches EOF (the SSH connection
-  closed: the root ended, was interrupted, or lost the network).
+  or srun's stdin closed: the root ended, was interrupted, or lost the network).
 
 Worker output goes to the agent's stdout/stderr with a ``[host:wN]`` prefix and
 so reaches the root's terminal over SSH.
@@ -102,10 +103,18 @@ def _stop_on_eof(agent: HostAgent) -> None:
     agent.stop()
 
 
+def read_config(line: bytes, argv: list[str]) -> P.AgentConfig:
+    """The agent's configuration: the line itself, or with ``--from-table`` this host's entry
+    of a table sent to every host (by SLURM's node name inside a job step)."""
+    if "--from-table" not in argv:
+        return P.AgentConfig.from_json(line)
+    return P.AgentConfig.from_table(line, os.environ.get("SLURMD_NODENAME") or os.uname().nodename)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    agent = HostAgent(P.AgentConfig.from_json(sys.stdin.buffer.readline()))
+    agent = HostAgent(read_config(sys.stdin.buffer.readline(), sys.argv[1:]))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.stop())
     threading.Thread(target=_stop_on_eof, args=(agent,), daemon=True).start()

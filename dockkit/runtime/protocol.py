@@ -250,6 +250,26 @@ class AgentConfig:
         return (json.dumps({"worker": self.worker.as_dict(), "identity": self.identity,
                             "workers": self.workers, "env": self.env}) + "\n").encode()
 
+    @staticmethod
+    def table_to_json(by_host: dict[str, "AgentConfig"]) -> bytes:
+        """One line holding every host's configuration, for launchers that send the same
+        stdin to every host (``srun --input=all``); each agent picks its own (:meth:`from_table`)."""
+        return (json.dumps({"by_host": {host: json.loads(config.to_json())
+                                        for host, config in by_host.items()}}) + "\n").encode()
+
+    @classmethod
+    def from_table(cls, line: bytes | str, host: str) -> "AgentConfig":
+        """This host's configuration from a :meth:`table_to_json` line.
+
+        Raises: ProtocolError: not such a line, or no entry for ``host``.
+        """
+        table = _json_object(line, "agent configuration table").get("by_host")
+        if not isinstance(table, dict) or host not in table:
+            hosts = ", ".join(sorted(table)) if isinstance(table, dict) else "none"
+            raise _protocol_error(f"agent configuration table has no entry for host {host!r} "
+                                  f"(it has: {hosts})")
+        return cls.from_json(json.dumps(table[host]))
+
     @classmethod
     def from_json(cls, line: bytes | str) -> "AgentConfig":
         """Raises: ProtocolError: not what :meth:`to_json` writes."""

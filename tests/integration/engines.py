@@ -30,14 +30,15 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from dockkit.cluster.base_image import image_exists
+from dockkit.cluster.base_image import build_debian_image, image_exists
 from dockkit.cluster.engine import LABEL, docker_client as connect_docker
 from dockkit.cluster.nodes import install_node_keys
 from dockkit.launch.ssh.keys import KeyPair, generate_keypair, known_hosts_line
+from tests.integration.beds import Bed
 
 RUN_LABEL = "org.dockkit.test-run"
 ENGINE_IMAGE = "dockkit-test-engine:bookworm"
-ENGINE_PACKAGES = "docker.io,iptables,ca-certificates,procps,openssh-server"
+ENGINE_PACKAGES = ("docker.io", "iptables", "ca-certificates", "procps", "openssh-server")
 API_PORT = 2375
 READY_TIMEOUT = 90  # s for dockerd and sshd to answer
 
@@ -82,7 +83,7 @@ class Engine:
 
 
 @dataclass
-class EngineBed:
+class EngineBed(Bed):
     """``with EngineBed(client, n, run_id) as bed:`` n extra engines, removed at the end.
 
     ``bed.ssh_home`` is a HOME whose ``.ssh`` holds the client key, a config naming it, and
@@ -97,17 +98,6 @@ class EngineBed:
     ssh_home: Path | None = None
     _rules: list[list[str]] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> EngineBed:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _start(self) -> None:
         ensure_engine_image(self.docker, self.log)
@@ -171,24 +161,8 @@ class EngineBed:
 
 def ensure_engine_image(client: docker.DockerClient, log=print) -> str:
     """Build the engine image from the host's apt sources once (about 70 s), like the base image."""
-    if image_exists(client, ENGINE_IMAGE):
-        return ENGINE_IMAGE
-    exe = shutil.which("mmdebstrap")
-    if exe is None:
-        raise RuntimeError(f"building {ENGINE_IMAGE} needs mmdebstrap (apt-get install mmdebstrap)")
-    sources = [p for p in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list")
-               if Path(p).is_file() and Path(p).stat().st_size > 0][:1]
-    log(f"building {ENGINE_IMAGE} with mmdebstrap (about a minute)")
-    with tempfile.TemporaryDirectory(prefix="dockkit-engine-image-") as tmp:
-        tarball = Path(tmp, "rootfs.tar")
-        with tarball.open("wb") as out:
-            subprocess.run([exe, "--quiet", "--variant=apt", "--skip=output/dev",
-                            f"--include={ENGINE_PACKAGES}",
-                            '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-                            "bookworm", "-", *sources], stdout=out, check=True)
-        repo, _, tag = ENGINE_IMAGE.partition(":")
-        client.api.import_image_from_file(str(tarball), repository=repo, tag=tag,
-                                          changes=['CMD ["/bin/bash"]', f'LABEL {LABEL}="true"'])
+    if not image_exists(client, ENGINE_IMAGE):
+        build_debian_image(client, ENGINE_IMAGE, ENGINE_PACKAGES, log=log)
     return ENGINE_IMAGE
 
 

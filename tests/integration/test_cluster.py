@@ -359,6 +359,10 @@ def test_scaling_recreates_dead_nodes_with_one_image(state_env, docker_client):
         assert [n.state for n in nodes] == ["running"] * 3
         assert {cluster.container(n.name).attrs["Config"]["Image"] for n in nodes} == {image}
         assert cluster.exec("node0", ["ssh", "-o", "BatchMode=yes", "node1", "true"]) == 0  # new host key pinned
+        # only the head holds the client key: a node taken over logs in nowhere
+        for node in ("node1", "node2"):
+            assert cluster.exec(node, ["test", "-e", "/root/.ssh/id_ed25519"]) == 1
+        assert cluster.exec("node1", ["ssh", "-o", "BatchMode=yes", "node0", "true"]) == 255
         login = subprocess.run(cluster.ssh_argv("node2", ["true"]), capture_output=True, text=True,
                                timeout=30, stdin=subprocess.DEVNULL)
         assert login.returncode == 0, login.stderr
