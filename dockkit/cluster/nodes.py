@@ -321,9 +321,8 @@ def _stop_reading(sock) -> None:
         pass
 
 
-def extract(container, tar: bytes, folder) -> None:
-    """Unpack a tar at ``/`` of the container, after making ``folder`` (its files' parent)."""
-    container.exec_run(["mkdir", "-p", str(folder)])
+def extract(container, tar: bytes) -> None:
+    """Unpack a tar at ``/`` of the container (members carry their absolute paths)."""
     container.put_archive("/", tar)
 
 

@@ -15,6 +15,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockkit.config import state_dir
 from dockkit.errors import ConfigError
 
 DEFAULT_LIMIT = 200_000_000  # 200 MB, as `dockkit run --max-upload` counts (10^6 bytes a MB)
@@ -54,13 +55,14 @@ def _is_virtualenv(path: Path) -> bool:
 def walk(root: Path):
     """Yield (absolute path, path relative to root) of every file to copy."""
     spec = ignore_spec(root)
+    state = state_dir().resolve()  # its keys never leave this machine, even from inside root
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
         kept = []
         for name in sorted(dirnames):
             rel = (rel_dir / name).as_posix() + "/"
-            if not spec.match_file(rel) and not _is_virtualenv(here / name):
+            if not spec.match_file(rel) and not _is_virtualenv(here / name) and (here / name).resolve() != state:
                 kept.append(name)
         dirnames[:] = kept
         for name in sorted(filenames):
@@ -90,6 +92,9 @@ def pack(root: str | os.PathLike, *, limit: int = DEFAULT_LIMIT) -> Bundle:
             "or raise the limit (--max-upload MB)")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        # root itself first, so it exists on the nodes even with no file to copy; the engine
+        # makes the missing parents of each member, and leaves those that exist as they are
+        tar.add(root, arcname=root.as_posix().lstrip("/"), recursive=False)
         for path, rel in files:
             tar.add(path, arcname=(root / rel).as_posix().lstrip("/"), recursive=False)
     manifest = {rel: (stat.st_size, int(stat.st_mtime)) for rel, stat in stats.items()}

@@ -43,15 +43,18 @@ class HostAgent:
         self.worker_ids = [identity for _, identity in config.workers]
         self._exits: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
+        # The workers first, forked while this process has one thread and no ZeroMQ context
+        # (see ForkedProcess): they start with zmq, cloudpickle and dockkit imported, which
+        # is most of a fresh interpreter's start, and the agent never imports the script.
+        self.group = WorkerGroup(config.workers,
+                                 on_exit=lambda identity, reason: self._exits.put((identity, reason)),
+                                 env=config.env, allow_fork=True).spawn()
         self._context = zmq.Context()
         self._socket = broker_socket(self._context, worker, config.identity)
         self.heartbeat_timeout = float(worker.heartbeat_timeout)
         # The root's working directory, where this host has it; else the login directory.
         cwd = worker.cwd if worker.cwd and os.path.isdir(worker.cwd) else None
         self._worker_config = worker.replace(host=self.host, cwd=cwd)
-        self.group = WorkerGroup(config.workers,
-                                 on_exit=lambda identity, reason: self._exits.put((identity, reason)),
-                                 env=config.env)
 
     def stop(self) -> None:
         self._stop.set()

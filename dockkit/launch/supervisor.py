@@ -42,9 +42,11 @@ class ForkedProcess:
     thread that does not exist in the child), so :meth:`WorkerGroup.spawn` forks
     only then, and otherwise, or with ``DOCKKIT_START_METHOD=spawn``, starts a new
     interpreter. A forked worker starts with this process's modules and state, as
-    ``multiprocessing``'s fork does, so script runs (whose workers must import the
-    script afresh) always spawn. The child keeps nothing of ours but its three
-    pipes, runs the worker's ``main`` and leaves with ``os._exit``.
+    ``multiprocessing``'s fork does, so a root that runs a script (whose workers must
+    import it afresh) spawns; a host agent, which never imports the script, forks.
+    The child keeps nothing of ours but its three pipes, takes the name
+    ``dockkit-worker`` (``ps -o comm``, ``top``), runs the worker's ``main`` and leaves
+    with ``os._exit``.
     """
 
     def __init__(self, *, env: dict, cwd: str | None, inherited_fds: list[int]):
@@ -67,6 +69,7 @@ class ForkedProcess:
                 os.environ.update(env)
                 if cwd:
                     os.chdir(cwd)
+                _name_process(WORKER_PROCESS_NAME)
                 from dockkit.runtime.worker import main
 
                 main()
@@ -111,6 +114,19 @@ class ForkedProcess:
                 os.kill(self.pid, signum)
             except ProcessLookupError:
                 pass
+
+
+WORKER_PROCESS_NAME = "dockkit-worker"  # what ps -o comm, top and pgrep -x show for a forked worker
+
+
+def _name_process(name: str) -> None:
+    """Set this process's name as ps and top show it (Linux; elsewhere a no-op): a forked
+    worker keeps its parent's command line, and would otherwise look like its root or agent."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name)
+    except OSError:
+        pass
 
 
 def process_running(pid: int) -> bool:

@@ -17,6 +17,7 @@ import cloudpickle
 import pytest
 
 import dockkit
+from dockkit.launch.supervisor import WORKER_PROCESS_NAME
 from dockkit.errors import LaunchError
 from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 from dockkit.launch.ssh.connection import resolve
@@ -41,13 +42,17 @@ def _executor(ssh_nodes, hosts, **options):
     return dockkit.Executor(hosts=hosts, ssh_config=str(ssh_nodes.ssh_config_path), **options)
 
 
-_MODULES = {"worker": r"runtime\.worker", "agent": r"launch\.agent"}  # as `python -m` names them
+def _role(comm: str, args: str) -> str | None:
+    """A dockkit process's role: workers forked by their agent keep its command line, but
+    carry their own name; spawned ones run ``python -m dockkit.runtime.worker``."""
+    if comm == WORKER_PROCESS_NAME or "dockkit.runtime.worker" in args:
+        return "worker"
+    return "agent" if "dockkit.launch.agent" in args else None
 
 
 def _worker_pids(ssh_nodes, node, which: str = "worker|agent") -> list[int]:
-    pattern = "|".join(_MODULES[role] for role in which.split("|"))
-    out = ssh_nodes.exec(node, f"pgrep -f 'dockkit\\.({pattern})' || true").output
-    return [int(p) for p in out.split()]
+    rows = (line.split(None, 2) for line in ssh_nodes.exec(node, "ps -eo pid=,comm=,args=").output.splitlines())
+    return [int(pid) for pid, comm, args in rows if _role(comm, args) in which.split("|")]
 
 
 def _assert_nothing_left(ssh_nodes, nodes, timeout: float = 15) -> None:

@@ -33,6 +33,20 @@ def test_the_upload_records_what_it_copied(project):
     assert set(bundle.manifest) == {"job.py", "data/in.csv", ".gitignore"}
 
 
+def test_the_upload_makes_its_root_and_never_takes_the_state_directory(project, monkeypatch):
+    import io
+    import tarfile
+
+    monkeypatch.setenv("DOCKKIT_STATE_DIR", str(project / "state"))
+    (project / "state" / "clusters" / "c").mkdir(parents=True)
+    (project / "state" / "clusters" / "c" / "id_ed25519").write_text("PRIVATE")
+    bundle = pack(project)
+    assert set(bundle.manifest) == {"job.py", "data/in.csv", ".gitignore"}
+    members = tarfile.open(fileobj=io.BytesIO(bundle.tar)).getmembers()
+    assert members[0].isdir() and members[0].name == project.as_posix().lstrip("/")  # made even if empty
+    assert not any("id_ed25519" in m.name for m in members)
+
+
 def test_new_and_changed_files_come_home_under_the_upload_ignore_rules(project):
     uploaded = pack(project).manifest
     on_head = dict(uploaded)
