@@ -1,16 +1,18 @@
-"""The Docker-cluster section: ``dockkit up`` / ``down`` times and W1, W2, W4 over 3 nodes.
+"""The Docker-cluster section: clusters of 3 and 16 nodes beside the same jobs on local workers.
 
-Kept apart from the local table on purpose: three containers on the same machine,
-reached through SSH tunnels, are not comparable with the local pools. Everything
-goes through the CLI, as a user would type it: ``dockkit up --nodes 3`` (timed with
+Kept apart from the local table on purpose: containers on the same machine are not
+comparable with the local pools, so each cluster figure stands beside the same job
+run with ``dockkit run --local`` and as many local workers, in the same run.
+Everything goes through the CLI, as a user would type it: ``dockkit up`` (timed with
 the worker image already built), ``dockkit run benchmarks/cluster_job.py`` per
-workload, ``dockkit down`` (timed). Skipped with the reason when there is no
-Docker Engine, or in a ``--quick`` run.
+workload (see there), ``dockkit down`` (timed). Skipped with the reason when there
+is no Docker Engine, or in a ``--quick`` run.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,17 +22,18 @@ from pathlib import Path
 
 from benchmarks.env import ROOT, child_env
 
-NODES = 3
-RUNS = {"W1": 6, "W2": 16, "W4": 6}  # workers (-n) per workload
+# (nodes, workers per node) and the workloads measured on each
+CLUSTERS = {"small": (3, 2, ("W1", "W2", "W4")), "large": (16, 4, ("W2",))}
+TRIVIAL_RUNS = 5  # a trivial run's figures are the median of this many
 
 
-def _cli(*args, env, timeout=900) -> subprocess.CompletedProcess:
+def cli(*args, env, timeout=900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def section(env: dict[str, str], *, quick: bool = False) -> dict:
-    """Measure the cluster, or return ``{"status": "skipped", "reason": …}``."""
+    """Measure the clusters, or return ``{"status": "skipped", "reason": …}``."""
     if quick:
         return {"status": "skipped", "reason": "not part of a --quick run"}
     probe = subprocess.run([sys.executable, "-c", "from dockkit.cluster.engine import docker_client; docker_client()"],
@@ -39,28 +42,56 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
         lines = [line for line in probe.stderr.splitlines() if line.strip()]
         return {"status": "skipped", "reason": f"no Docker Engine ({lines[-1] if lines else 'unknown'})"}
     env = dict(env, DOCKKIT_STATE_DIR=tempfile.mkdtemp(prefix="dockkit-bench-"))
-    name = f"bench{uuid.uuid4().hex[:6]}"
-    build = _cli("image", "build", env=env)  # not timed: `up` is measured with the image built
+    build = cli("image", "build", env=env)  # not timed: `up` is measured with the image built
     if build.returncode != 0:
         return {"status": "skipped", "reason": f"the worker image did not build: {build.stderr[-300:]}"}
-    figures: dict[str, object] = {}
+    figures = {size: _measure(env, nodes, per_node, workloads)
+               for size, (nodes, per_node, workloads) in CLUSTERS.items()}
+    return {"status": "measured",
+            "reason": "nodes on this machine's Docker Engine; each figure beside the same job on "
+                      "as many local workers", "figures": figures}
+
+
+def _measure(env, nodes: int, per_node: int, workloads) -> dict:
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    workers = nodes * per_node
+    figures: dict[str, object] = {"nodes": nodes, "workers": workers}
     try:
         started = time.perf_counter()
-        up = _cli("up", "--nodes", str(NODES), "--name", name, env=env)
+        up = cli("up", "--nodes", str(nodes), "--workers-per-node", str(per_node), "--name", name, env=env)
         figures["up_s"] = round(time.perf_counter() - started, 2)
         if up.returncode != 0:
-            return {"status": "failed", "reason": f"dockkit up failed: {up.stderr[-300:]}"}
-        for workload, workers in RUNS.items():
-            run = _cli("run", "--name", name, "benchmarks/cluster_job.py", "-n", str(workers), workload,
-                       env=env)
-            line = next((l for l in run.stdout.splitlines() if l.startswith("BENCH ")), None)
-            figures[workload] = json.loads(line[6:]) if line else {"error": run.stderr[-300:]}
+            figures["error"] = f"dockkit up failed: {up.stderr[-300:]}"
+            return figures
+        figures["T"] = {where: trivial(env, name, workers, local=where == "local") for where in ("cluster", "local")}
+        for workload in workloads:
+            figures[workload] = {where: job(env, name, workers, workload, local=where == "local")
+                                 for where in ("cluster", "local")}
     finally:
         started = time.perf_counter()
-        _cli("down", "--name", name, env=env)
+        cli("down", "--name", name, env=env)
         figures["down_s"] = round(time.perf_counter() - started, 2)
-    return {"status": "measured", "reason": f"{NODES} nodes on this machine's Docker Engine, one run each",
-            "figures": figures}
+    return figures
+
+
+def job(env, name: str, workers: int, workload: str, *, local: bool = False) -> dict:
+    run = cli("run", "--name", name, *(["--local"] if local else []), "benchmarks/cluster_job.py",
+               "-n", str(workers), workload, env=env)
+    line = next((line for line in run.stdout.splitlines() if line.startswith("BENCH ")), None)
+    return json.loads(line[6:]) if line else {"error": run.stderr[-300:]}
+
+
+def trivial(env, name: str, workers: int, *, local: bool = False) -> dict:
+    """A trivial run's wall time and the time to its first results, from the command's start."""
+    walls, firsts = [], []
+    for _ in range(TRIVIAL_RUNS):
+        started_at, started = time.time(), time.perf_counter()
+        figure = job(env, name, workers, "T", local=local)
+        walls.append(time.perf_counter() - started)
+        if "first_results_at" not in figure:
+            return figure
+        firsts.append(figure["first_results_at"] - started_at)
+    return {"run_s": statistics.median(walls), "first_results_s": statistics.median(firsts)}
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
-"""Run inside the Docker cluster by ``benchmarks.cluster``: W1, W2 or W4 over the nodes.
+"""Run by ``benchmarks.cluster`` on a Docker cluster, or locally for comparison.
 
-    dockkit run benchmarks/cluster_job.py -n N W1|W2|W4
+    dockkit run benchmarks/cluster_job.py [-n N] [--local] T|W1|W2|W4
 
-Prints one line ``BENCH {json}`` with the figure (the pool is warmed first).
+Prints one line ``BENCH {json}`` with the figure. T (a trivial run) reports the wall-clock
+time of its first results, so the caller can time a run from its start to them; the
+others warm the pool first and time the workload alone.
 """
 
 import json
@@ -10,15 +12,19 @@ import os
 import sys
 import time
 
+import dockkit
 from dockkit import futures
+
+W1_TASKS = 1_000_000
+W2_TASKS, W2_SLEEP = 4_000, 0.01
 
 
 def square(x):
     return x * x
 
 
-def seed(_):
-    time.sleep(0.01)
+def nap(_):
+    time.sleep(W2_SLEEP)
     return os.getpid()
 
 
@@ -27,16 +33,19 @@ def size(blob):
 
 
 def main(workload: str) -> dict:
+    if workload == "T":
+        list(futures.map(square, range(dockkit.SIZE)))
+        return {"first_results_at": time.time()}
     list(futures.map(square, range(1000)))  # warm: every worker has the code
     if workload == "W1":
         started = time.perf_counter()
-        list(futures.map(square, range(20_000)))
-        return {"tasks_per_s": 20_000 / (time.perf_counter() - started)}
+        list(futures.map(square, range(W1_TASKS)))
+        return {"tasks_per_s": W1_TASKS / (time.perf_counter() - started)}
     if workload == "W2":
         started = time.perf_counter()
-        list(futures.map(seed, range(1000)))
+        list(futures.map(nap, range(W2_TASKS)))
         elapsed = time.perf_counter() - started
-        return {"seconds": elapsed, "efficiency": 0.625 / elapsed}
+        return {"seconds": elapsed, "efficiency": W2_TASKS * W2_SLEEP / dockkit.SIZE / elapsed}
     payload = [os.urandom(1 << 20) for _ in range(64)]
     list(futures.map(size, payload[:4]))
     started = time.perf_counter()

@@ -211,6 +211,8 @@ def print_report(data: dict, out: Path) -> None:
         table.add_row(*styled)
     console.print(table)
     console.print(f"Cluster (Docker): {data['cluster']['status']}: {data['cluster']['reason']}")
+    engines = data.get("engines", {"status": "not measured", "reason": "an older run"})
+    console.print(f"Over separate engines: {engines['status']}: {engines['reason']}")
     console.print(f"Written: {_shown(out)}/{STEM}.json, .png, .md")
 
 

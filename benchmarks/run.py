@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cluster, report, results
+from benchmarks import cluster, engines, report, results
 from benchmarks.child import RESULT_MARK, T0_ENV
 from benchmarks.env import ROOT, child_env
 from benchmarks.systems import SYSTEMS
@@ -268,6 +268,7 @@ def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
         "cases": [case._asdict() for case in cases],
         "results": cells,
         "cluster": cluster.section(env, quick=args.quick),
+        "engines": engines.section(env, quick=args.quick),
     }
     data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
     return data

@@ -47,7 +47,7 @@ __all__ = ["Cluster", "NodeInfo", "ClusterState", "CLUSTER_LABEL", "HEAD", "LOCA
 KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGSEGV: "SIGSEGV"}
 MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
-PARALLEL_COPIES = 16  # uploads in flight at once (docker-py pools 10 connections per engine)
+PARALLEL_COPIES = 16  # uploads or removals in flight at once on an engine
 
 
 class Cluster:
@@ -161,6 +161,8 @@ class Cluster:
                 f"--name {self.name}` first, or pick another --name")
         for node in (state.nodes if state else [])[:self.node_count]:
             node.state = self._live(node)
+        if state is not None:
+            self._mend_ports(state)
         stale = [n for n in (state.nodes if state else [])[:self.node_count] if n.state != "running"]
         if state is not None and len(state.nodes) == self.node_count and not stale:
             self.log(f"dockkit: cluster {self.name!r} is already up with {self.node_count} nodes")
@@ -174,6 +176,28 @@ class Cluster:
                          f"({', '.join(state.volumes) or 'none'}); --volume shapes a new cluster")
             self._scale(state, stale)
         return self
+
+    def _mend_ports(self, state: ClusterState) -> None:
+        """Record the sshd ports running nodes publish now, where they moved.
+
+        Docker may publish a new port when a node's network is disconnected and connected
+        again; the ssh_config here, and the nodes that reach that node by its port (those
+        on other engines), then point at nothing until they are rewritten.
+        """
+        moved = []
+        for node in state.nodes:
+            if node.state != "running":
+                continue
+            port = node_containers.published_port(self._container(node))
+            if port is not None and port != node.port:
+                moved.append(f"{node.name} ({node.port} → {port})")
+                node.port = port
+        if moved:
+            state.save(self.files)
+            state.write_ssh_files(self.files)
+            if all(n.state == "running" for n in state.nodes):  # else the recreation that follows does it
+                self._configure_nodes(state)
+            self.log(f"dockkit: the sshd port of {', '.join(moved)} moved; ssh_config updated")
 
     def _worker_image(self, state: ClusterState | None) -> str:
         """The one image for every node: the cluster's own, or built on the first engine."""
@@ -317,15 +341,17 @@ class Cluster:
 
     def _remove_from_docker(self, hosts: list[str]) -> int:
         """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
+        from concurrent.futures import ThreadPoolExecutor
+
         def remove(host: str) -> int:
             client = self._client(host)
-            removed = 0
-            for container in node_containers.labelled_containers(client, self.name):
-                remove_container(container)
-                removed += 1
+            containers = node_containers.labelled_containers(client, self.name)
+            # all at once: the engine stops each one's processes and unmounts it in parallel
+            with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_COPIES, len(containers)))) as pool:
+                list(pool.map(remove_container, containers))  # the first failure, after every removal
             node_containers.remove_networks(client, self.name)
             volumes.remove_volumes(client, f"{CLUSTER_LABEL}={self.name}")
-            return removed
+            return len(containers)
 
         return on_each_engine(hosts, remove, f"taking down cluster {self.name}")
 

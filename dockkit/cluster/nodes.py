@@ -26,7 +26,7 @@ from dockkit.cluster.state import ClusterState, NodeInfo
 
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
            "remove_networks", "create_node", "wait_ready", "private_archive", "node_keys_archive",
-           "install_node_keys", "node_ssh_files", "install_ssh_files",
+           "install_node_keys", "node_ssh_files", "install_ssh_files", "published_port",
            "exec_streaming", "extract", "container_logs", "gone_message"]
 
 CLUSTER_LABEL = "dockkit.cluster"
@@ -103,10 +103,9 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         with docker_errors(f"starting {full_name}", ClusterError):
             container.start()
             container.reload()
-        published = (container.attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp")
-        if not published:  # it stopped already: no port is published for a stopped container
+        port = published_port(container)
+        if port is None:  # it stopped already: no port is published for a stopped container
             raise _stopped(name, container)
-        port = int(published[0]["HostPort"])
         # cpus limit, else the CPUs of the machine the node runs on (not this one's)
         count = workers or (max(1, int(cpus)) if cpus else engine_cpus(client))
     except BaseException:
@@ -117,6 +116,12 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         raise
     return NodeInfo(name, full_name, docker_host, address, port, host_key.public_line, count,
                     "running"), container
+
+
+def published_port(container) -> int | None:
+    """The host port that publishes the node's sshd (as last inspected), or None when none is."""
+    published = (container.attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp")
+    return int(published[0]["HostPort"]) if published else None
 
 
 def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: float) -> None:

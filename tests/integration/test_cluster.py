@@ -169,6 +169,31 @@ def test_exec_and_ssh_login_with_generated_config(cluster, state_env):
     assert result.stdout.strip() == "node2"
 
 
+def test_up_mends_the_ssh_config_when_a_nodes_port_moved(cluster, state_env, docker_client):
+    # A network disconnected and connected again may get the node a new published port;
+    # a state that still names the old one is what `dockkit ssh` then fails on.
+    node2 = cluster.container("node2")
+    network = docker_client.networks.get(f"dockkit-{cluster.name}")
+    network.disconnect(node2)
+    network.connect(node2, aliases=["node2"])
+    state = cluster.state()
+    live = next(n for n in state.nodes if n.name == "node2")
+    stale = 1 if live.port != 1 else 2  # no sshd listens there
+    live.port = stale
+    state.save(cluster.files)
+    state.write_ssh_files(cluster.files)
+    result = dockkit_cli("up", "--nodes", "3", "--name", cluster.name, env=state_env)
+    assert result.returncode == 0, result.stderr
+    assert f"the sshd port of node2 ({stale} → " in result.stderr
+    node2.reload()
+    assert next(n for n in cluster.state().nodes if n.name == "node2").port == \
+        int(node2.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
+    login = subprocess.run(cluster.ssh_argv("node2", ["hostname"]), capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+    assert (login.returncode, login.stdout.strip()) == (0, "node2"), login.stderr
+    assert cluster.exec("node0", ["ssh", "-o", "BatchMode=yes", "node2", "true"]) == 0  # by name inside
+
+
 def test_openssh_refuses_a_node_whose_pinned_key_does_not_match(cluster, tmp_path):
     """OpenSSH with the generated files; then node1's line corrupted (node0's key in its place)."""
     ssh = shutil.which("ssh")

@@ -33,7 +33,7 @@ def smoke(tmp_path_factory):
 
 def test_the_run_describes_itself(smoke):
     data, _ = smoke
-    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "targets"}
+    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "engines", "targets"}
     meta = data["meta"]
     assert (meta["quick"], meta["complete"], meta["reps"], meta["cpus"]) == (True, False, 1, os.cpu_count())
     assert meta["command"].startswith("python -m benchmarks --quick")
@@ -43,6 +43,7 @@ def test_the_run_describes_itself(smoke):
     assert data["systems"]["dockkit"]["version"] == dockkit.__version__
     # a quick run skips the Docker section, and says so
     assert data["cluster"] == {"status": "skipped", "reason": "not part of a --quick run"}
+    assert data["engines"] == {"status": "skipped", "reason": "not part of a --quick run"}
 
 
 def test_every_case_is_measured_for_every_system(smoke):
@@ -85,3 +86,24 @@ def test_the_page_shows_the_table_and_the_skipped_cluster(smoke):
     assert "## Results" in page and "This is a partial run" in page
     assert "| W1 tiny · 2,000 tasks · tasks/s |" in page
     assert "## Cluster (Docker)" in page and "**skipped**: not part of a --quick run" in page
+
+
+def test_a_measured_cluster_stands_beside_local_workers():
+    from benchmarks.markdown import _cluster
+
+    pair = lambda key, cluster, local: {"cluster": {key: cluster}, "local": {key: local}}  # noqa: E731
+    figures = {
+        "small": {"nodes": 3, "workers": 6, "up_s": 1.2, "down_s": 0.7,
+                  "T": {"cluster": {"run_s": 0.8, "first_results_s": 0.6}, "local": {"run_s": 0.4, "first_results_s": 0.3}},
+                  "W1": pair("tasks_per_s", 4e6, 8e6), "W2": pair("efficiency", 0.97, 0.99),
+                  "W4": {"cluster": {"error": "boom"}, "local": {"mb_per_s": 900.0}}},
+        "large": {"nodes": 16, "workers": 64, "up_s": 4.0, "down_s": 1.5,
+                  "T": {"cluster": {"run_s": 1.6, "first_results_s": 1.2}, "local": {"error": "x"}},
+                  "W2": pair("efficiency", 0.95, 0.93)},
+    }
+    page = _cluster({"status": "measured", "reason": "r", "figures": figures})
+    assert "| **3 nodes × 2**: `dockkit up` (image built) · s | 1.20 |" in page
+    assert "| W1 tiny tasks, 1M · tasks/s | 4,000,000 | 8,000,000 | 0.50× | ≥ 0.8× local |" in page
+    assert "| W4 64 × 1 MiB · MB/s | error | 900 |  | ≥ 0.6× local |" in page  # a failed job says so
+    assert "| **16 nodes × 4**: `dockkit up` (image built) · s | 4.00 |  |  | ≤ 5 s |" in page
+    assert "| start to first results · s | 1.20 | error |  | ≤ 3 s |" in page
