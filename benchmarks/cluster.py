@@ -18,9 +18,8 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-from benchmarks.env import ROOT, child_env
+from benchmarks.env import ROOT, store_section
 
 # (nodes, workers per node) and the workloads measured on each
 CLUSTERS = {"small": (3, 2, ("W1", "W2", "W4")), "large": (16, 4, ("W2",))}
@@ -94,15 +93,5 @@ def trivial(env, name: str, workers: int, *, local: bool = False) -> dict:
     return {"run_s": statistics.median(walls), "first_results_s": statistics.median(firsts)}
 
 
-def main() -> None:
-    """``python -m benchmarks.cluster [docs/benchmarks.json]``: measure the cluster section
-    alone and store it into a saved run (then redraw with ``--from-json``)."""
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "benchmarks.json")
-    data = json.loads(path.read_text())
-    data["cluster"] = section(child_env())
-    path.write_text(json.dumps(data, indent=1))
-    print(json.dumps(data["cluster"], indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    store_section("cluster", section)

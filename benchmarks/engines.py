@@ -77,21 +77,7 @@ def _measure(env, hosts: list[str], nodes: int, *, runs: bool) -> dict:
     return figures
 
 
-def main() -> None:
-    """``python -m benchmarks.engines [docs/benchmarks.json]``: measure this section alone and
-    store it into a saved run (then redraw with ``python -m benchmarks --from-json``)."""
-    import json
-    import sys
-    from pathlib import Path
-
-    from benchmarks.env import ROOT, child_env
-
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "benchmarks.json")
-    data = json.loads(path.read_text())
-    data["engines"] = section(child_env())
-    path.write_text(json.dumps(data, indent=1))
-    print(json.dumps(data["engines"], indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    from benchmarks.env import store_section
+
+    store_section("engines", section)

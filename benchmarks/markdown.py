@@ -137,6 +137,12 @@ _CLUSTER_ROWS = [
 ]
 
 
+def _table(header, rows) -> str:
+    """A markdown table: the first and last columns left-aligned, the figures right."""
+    align = ["---", *["---:"] * (len(header) - 2), "---"]
+    return "".join(f"| {' | '.join(row)} |\n" for row in [header, align, *rows])
+
+
 def _cell(value, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, (int, float)) else "error"
 
@@ -166,9 +172,7 @@ def _cluster(cluster: dict) -> str:
             rows.append((label, _cell(on_cluster, fmt), _cell(on_local, fmt), ratio, target))
         rows.append(("`dockkit down` · s", _cell(measured.get("down_s"), "{:.2f}"), "", "",
                      "≤ 2 s" if size == "large" else ""))
-    table = "| figure | cluster | local | cluster / local | target |\n| --- | ---: | ---: | ---: | --- |\n" + "".join(
-        f"| {' | '.join(row)} |\n" for row in rows)
-    return head + f"This run: {cluster['reason']}.\n\n" + table
+    return head + f"This run: {cluster['reason']}.\n\n" + _table(("figure", "cluster", "local", "cluster / local", "target"), rows)
 
 
 def _engines(engines: dict) -> str:
@@ -190,9 +194,8 @@ def _engines(engines: dict) -> str:
                      ("W2 4,000 sleeps of 10 ms · efficiency", _cell(w2.get("efficiency"), "{:.3f}"), "≥ 0.90"),
                      ("W4 64 × 1 MiB · MB/s", _cell(w4.get("mb_per_s"), "{:,.0f}"), "≥ 300")]
         rows.append((f"`dockkit down` ({size} nodes) · s", _cell(measured.get("down_s"), "{:.2f}"), ""))
-    table = "| figure | dockkit | target |\n| --- | ---: | --- |\n" + "".join(
-        f"| {' | '.join(row)} |\n" for row in rows)
-    return head + f"This run: {engines['reason']}; the engine bed started in {figures.get('bed_s', '?')} s.\n\n" + table
+    return (head + f"This run: {engines['reason']}; the engine bed started in {figures.get('bed_s', '?')} s.\n\n"
+            + _table(("figure", "dockkit", "target"), rows))
 
 
 def render(data: dict, table: str) -> str:
