@@ -116,6 +116,32 @@ class AgentPeer:
         self.identity, self.host, self.expected, self.last_seen = identity, host, expected, last_seen
 
 
+OPEN_FILES_WANTED = 65536  # every worker and agent is one connection, one descriptor
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise this process's soft limit of open descriptors towards ``wanted``, as far as
+    its hard limit allows; return the soft limit now in force.
+
+    Many systems start processes with a soft limit of 1024, which a broker of 250 hosts
+    with 4 workers each would pass; the hard limit is usually far higher, and raising
+    the soft one up to it needs no privilege.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 class Broker:
     """Routes batches between clients and workers; runs in its own thread.
 
@@ -137,6 +163,7 @@ class Broker:
         self.max_retries = max_retries
         self.heartbeat_timeout = heartbeat_timeout
         self._on_local = on_local or (lambda kind, frames: None)
+        raise_open_files_limit()
         self._context = zmq.Context()
         self._gatekeeper = Gatekeeper(self._context, secret=secret, curve=curve)
         self._router = self._context.socket(zmq.ROUTER)

@@ -145,3 +145,25 @@ def test_one_batch_at_a_time_leaves_the_credit_queue_bounded(broker_and_peers):
         worker.send_multipart([P.RESULT, P.RESULT_HEADER.pack(task_key, 1, 1), b"result"])
     wait_for_credit(broker, b"run/0/w0", 2)
     assert len(broker._ready) <= 2
+
+
+def test_a_broker_raises_a_low_open_files_limit_towards_its_hard_limit():
+    # A root started with the common soft limit of 1024 (here 256) could not accept a
+    # connection per worker of hundreds of hosts; the broker lifts it, no privilege needed.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        from dockkit.runtime.broker import Broker
+        broker = Broker(secret=b"s")
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+        broker.stop()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    soft, hard = (int(value) for value in out.stdout.split())
+    assert soft == min(65536, hard if hard >= 0 else 65536) and soft > 256
