@@ -195,7 +195,7 @@ def engine_hint(exc: BaseException, where: str | None = None) -> str:
     if any(s in text for s in ("No such file", "Connection refused", "Connection aborted",
                                "Failed to establish", "Max retries")):
         return (f"cannot reach the Docker Engine at {where}: is it running? "
-                "Check with `docker info`, or set DOCKER_HOST")
+                f"Check with `docker -H {where} info`, or give the right address (--docker-host, DOCKER_HOST)")
     return text
 
 

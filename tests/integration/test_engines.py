@@ -29,16 +29,24 @@ from tests.names import TEST_RUN, unique_name
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
 
 
+def engine_urls(engine_bed) -> list[str]:
+    """How the spread cluster reaches the bed's engines: the first over ssh://, the second over tcp://."""
+    return [engine_bed.engines[0].ssh_url, engine_bed.engines[1].tcp_url]
+
+
 @pytest.fixture(scope="module")
 def spread(engine_bed, docker_client, worker_image):
-    """Three nodes, one per engine: node0 here, node1 and node2 on the bed's engines."""
+    """Three nodes, one per engine: node0 here, node1 and node2 on the bed's engines, the one
+    reached over ssh:// (docker-py's ssh transport, the bed's pinned key) and the other over tcp://."""
     messages: list[str] = []
-    hosts = ["local"] + [engine.tcp_url for engine in engine_bed.engines]
-    cluster = dockkit.Cluster(3, name=unique_name("e"), docker_hosts=hosts, workers_per_node=2,
-                              log=messages.append).up()
-    cluster.up_messages = messages
-    yield cluster
-    assert cluster.down() == 3
+    hosts = ["local", *engine_urls(engine_bed)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(engine_bed.ssh_home))  # ~/.ssh of the bed: its key and known_hosts
+        cluster = dockkit.Cluster(3, name=unique_name("e"), docker_hosts=hosts, workers_per_node=2,
+                                  log=messages.append).up()
+        cluster.up_messages = messages
+        yield cluster
+        assert cluster.down() == 3
     for engine in engine_bed.engines:
         client = engine.client()
         flt = {"label": f"{CLUSTER_LABEL}={cluster.name}"}
@@ -49,7 +57,7 @@ def spread(engine_bed, docker_client, worker_image):
 
 def test_nodes_are_placed_one_per_engine(spread, engine_bed):
     nodes = spread.status()
-    assert [n.docker_host for n in nodes] == ["local"] + [e.tcp_url for e in engine_bed.engines]
+    assert [n.docker_host for n in nodes] == ["local", *engine_urls(engine_bed)]
     assert [n.address for n in nodes] == ["127.0.0.1"] + [e.address for e in engine_bed.engines]
     assert all(n.state == "running" for n in nodes)
     for node, engine in zip(nodes[1:], engine_bed.engines):
@@ -88,6 +96,32 @@ def test_an_engine_is_reached_over_ssh(engine_bed, monkeypatch):
     assert client.info()["Name"] == "engine0"  # really the other engine, not this one
     client.close()
     assert b"Accepted publickey for root" in engine.container.logs()
+
+
+def _cli(*args, state_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, DOCKKIT_STATE_DIR=str(state_dir), COLUMNS="250"))
+
+
+def test_up_names_an_engine_that_does_not_answer_and_leaves_nothing(engine_bed, docker_client, tmp_path):
+    name = unique_name("x")
+    dead = f"tcp://{engine_bed.engines[0].address}:1"  # the bed engine's address, no dockerd there
+    result = _cli("up", "--nodes", "2", "--name", name, "--docker-host", "unix:///var/run/docker.sock",
+                  "--docker-host", dead, state_dir=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and dead in result.stderr, result.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={name}"})
+    assert not (tmp_path / "clusters" / name).exists()
+
+
+def test_up_refuses_a_name_in_use_on_another_engine(spread, engine_bed, tmp_path):
+    # Another machine (its own, empty state) asks for the name the spread cluster uses there.
+    engine = engine_bed.engines[1]
+    result = _cli("up", "--nodes", "1", "--name", spread.name, "--docker-host", engine.tcp_url, state_dir=tmp_path)
+    assert result.returncode == 1
+    assert f"containers labelled {CLUSTER_LABEL}={spread.name} exist" in result.stderr, result.stderr
+    assert "pick another --name" in result.stderr
+    assert [n.state for n in spread.status()] == ["running"] * 3  # the cluster there is untouched
 
 
 def _hostname(_):

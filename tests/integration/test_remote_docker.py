@@ -16,8 +16,9 @@ as every node reaches a real remote host. What the "remote" engine publishes on
     node0 ── ssh <addr>:<node1's published port> ──► node1
 
 The same engine is behind both URLs, so these tests check what dockkit does per
-URL (placement, published address, how the head reaches each node, cleanup), not
-the isolation of two machines.
+URL (placement, published address, how the head reaches each node, cleanup, Docker
+contexts, refused host keys), not the isolation of two machines: test_engines.py runs
+a cluster over engines that really are others, over ssh:// and tcp://.
 """
 
 from __future__ import annotations
