@@ -26,6 +26,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dockkit.cluster import copying, fetch, volumes
@@ -267,20 +268,32 @@ class Cluster:
         if not self.key_path.exists():
             generate_keypair(f"dockkit-{self.name}").write(self.key_path)
         client_public = Path(f"{self.key_path}.pub").read_text().strip()
+        plan = self._place(state, hosts, count)
+        # What the nodes of one engine share is made first, once: their network and volumes.
+        engines = {}
+        for host in dict.fromkeys(host for _, host in plan):
+            address = engine_address(self._engine_url(host))
+            node_containers.ensure_network(self._client(host), self.name)
+            engines[host] = (address, self._mounts(host, state, local_engine=address == "127.0.0.1"))
+
+        def create(index: int, host: str):
+            address, mounts = engines[host]
+            return node_containers.create_node(
+                self._client(host), cluster=self.name, index=index, image=state.image,
+                docker_host=host, address=address, client_public=client_public, cpus=self.cpus,
+                memory=self.memory, workers=self.workers_per_node, volumes=mounts)
+
         started = []
         try:
-            for k in range(count):
-                index = state.free_index()
-                host = hosts[k] if k < len(hosts) else self.docker_hosts[index % len(self.docker_hosts)]
-                address = engine_address(self._engine_url(host))
-                node, container = node_containers.create_node(
-                    self._client(host), cluster=self.name, index=index, image=state.image,
-                    docker_host=host, address=address, client_public=client_public, cpus=self.cpus,
-                    memory=self.memory, workers=self.workers_per_node,
-                    volumes=self._mounts(host, state, local_engine=address == "127.0.0.1"))
-                started.append((node, container))
-                state.nodes.append(node)
-                state.nodes.sort(key=lambda n: n.index)
+            # all at once: each is a few round trips the engines mostly wait on
+            with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_COPIES, len(plan)))) as pool:
+                futures = [pool.submit(create, index, host) for index, host in plan]
+            failures = [future.exception() for future in futures if future.exception() is not None]
+            started = [future.result() for future in futures if future.exception() is None]
+            state.nodes.extend(node for node, _ in started)
+            state.nodes.sort(key=lambda n: n.index)
+            if failures:
+                raise failures[0]
             state.write_ssh_files(self.files)
             node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout)
             self._configure_nodes(state)
@@ -290,6 +303,12 @@ class Cluster:
                 state.nodes.remove(node)
             raise
         state.save(self.files)
+
+    def _place(self, state: ClusterState, hosts: list[str], count: int) -> list[tuple[int, str]]:
+        """(index, engine) of ``count`` new nodes: the free numbers, the first on ``hosts``,
+        the rest on the cluster's engines in turn."""
+        return [(index, hosts[k] if k < len(hosts) else self.docker_hosts[index % len(self.docker_hosts)])
+                for k, index in enumerate(state.free_indices(count))]
 
     def _mounts(self, host: str, state: ClusterState, *, local_engine: bool) -> dict:
         specs = [VolumeSpec.parse(v) for v in state.volumes]
@@ -341,8 +360,6 @@ class Cluster:
 
     def _remove_from_docker(self, hosts: list[str]) -> int:
         """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
-        from concurrent.futures import ThreadPoolExecutor
-
         def remove(host: str) -> int:
             client = self._client(host)
             containers = node_containers.labelled_containers(client, self.name)
@@ -443,8 +460,6 @@ class Cluster:
     # --- running work ------------------------------------------------------------------------
     def upload(self, directory=".", *, limit: int | None = None):
         """Copy ``directory`` (ignore rules applied) to the same path on every node, all at once."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from dockkit.cluster.sync import DEFAULT_LIMIT, pack
 
         bundle = pack(directory, limit=limit or DEFAULT_LIMIT)

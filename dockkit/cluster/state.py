@@ -97,10 +97,10 @@ class ClusterState:
             raise ConfigError(f"{files.state} is damaged ({exc}); remove the cluster with "
                               f"`dockkit down --name {files.directory.name}`") from exc
 
-    def free_index(self) -> int:
-        """The smallest node number not in use (node0, the head, first)."""
+    def free_indices(self, count: int) -> list[int]:
+        """The ``count`` smallest node numbers not in use (node0, the head, first)."""
         used = {n.index for n in self.nodes}
-        return next(i for i in range(len(used) + 1) if i not in used)
+        return [i for i in range(len(used) + count) if i not in used][:count]
 
     def write_ssh_files(self, files: ClusterFiles) -> None:
         """Write the ssh_config (Host node0…) and known_hosts that reach the nodes from here."""

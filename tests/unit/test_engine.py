@@ -42,9 +42,10 @@ def test_state_round_trip_and_free_node_numbers(tmp_path):
     assert oct(files.state.stat().st_mode & 0o777) == "0o600"
     state = ClusterState.load(files)
     assert state == ClusterState("c", "dockkit-worker:abc", nodes)
-    assert state.free_index() == 1
+    assert state.free_indices(1) == [1]
+    assert state.free_indices(3) == [1, 3, 4]  # the gap first, then past the end
     state.nodes.insert(1, NodeInfo("node1", "x", "local", "127.0.0.1", 1, nodes[0].host_key, 1))
-    assert state.free_index() == 3
+    assert state.free_indices(2) == [3, 4]
 
 
 def test_a_damaged_state_file_names_the_fix(tmp_path):
