@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench system-deps clean
+.PHONY: install demo test test-unit test-integration bench chaos system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test-integration: install system-deps
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks
+
+# Faults injected into real runs, locally and in a Docker cluster (built as for the
+# tests): writes docs/reliability.md. CHAOS_TRIALS=2 for a short run.
+chaos: install system-deps
+	$(BIN)/python -m benchmarks.chaos
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -205,7 +205,7 @@ class Broker:
         # Workers that said hello or were lost: an agent's announcement, which travels on
         # a connection of its own, may arrive after them and must not expect them again.
         self._arrived: set[bytes] = set()
-        self._lost: set[bytes] = set()      # workers dropped as lost: told to stop if they speak
+        self._lost: set[bytes] = set()      # workers and agents dropped as lost: told to stop if they speak
         self._last_exit = ""
         self.batches_dispatched = 0         # read by Executor.stats(); ints are safe to share
         self.tasks_dispatched = 0
@@ -463,6 +463,10 @@ class Broker:
         info = P.unpack_info(P.view(frames[0]).tobytes())
         identity, reason = info.get("identity"), info.get("reason", "exited")
         agent = self.agents.get(peer)
+        if agent is None and peer in self._lost:
+            # a host given up on as silent, awake again: its workers were dealt with then
+            self._send(peer, [P.STOP, b""])
+            return
         if not isinstance(identity, bytes) or not isinstance(reason, str) or len(reason) > 1000:
             raise ProtocolError("EXITED needs a bytes identity and a short str reason")
         # An agent reports its own workers only; the root also speaks for hosts whose SSH link died.
@@ -649,6 +653,7 @@ class Broker:
                 continue
             if now - agent.last_seen > self.heartbeat_timeout:
                 del self.agents[identity]
+                self._lost.add(identity)  # if it speaks again, it is told to stop
                 for worker_id in [w for w in self.workers if w in agent.expected] + list(
                         agent.expected & self._expected):
                     self._worker_lost(worker_id, f"lost: host {agent.host} silent for "

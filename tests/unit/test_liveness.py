@@ -53,3 +53,32 @@ def test_tiny_tasks_travel_in_batches():
         after = ex.stats()
         assert after["tasks"] - before["tasks"] == 100_000
         assert 2 <= after["batches"] - before["batches"] <= 100, (before, after)
+
+
+def test_an_agent_given_up_as_silent_is_told_to_stop_when_it_speaks_again(caplog):
+    import zmq
+
+    from dockkit.runtime import protocol as P
+    from tests.unit.test_security import raw_dealer, receive
+
+    with dockkit.Executor(workers=1, heartbeat_timeout=2.5) as ex:
+        context = zmq.Context()
+        try:
+            agent = raw_dealer(context, ex.address, user=P.AUTH_USER, password=ex._secret.encode())
+            agent.send_multipart(P.hello_agent("paused", [b"paused/w0"]))
+            assert receive(agent, 10_000)[0] == P.WELCOME
+            deadline = time.monotonic() + 30
+            while agent.identity in ex._broker.agents:  # silent (a paused host): given up on
+                assert time.monotonic() < deadline, "the silent agent was never given up on"
+                time.sleep(0.05)
+            # awake again, it reports what became of its worker meanwhile
+            agent.send_multipart(P.exited(b"paused/w0", "was killed by SIGTERM"))
+            answers = []
+            while (message := receive(agent, 5_000)) is not None and message[0] != P.STOP:
+                answers.append(message[0])
+            assert message is not None, answers  # told to stop
+            still_works(ex)
+        finally:
+            context.destroy(linger=0)
+    # a late report of a host given up on is expected, not a malformed message
+    assert not [r for r in caplog.records if "malformed" in r.getMessage()], caplog.text

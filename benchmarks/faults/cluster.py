@@ -1,0 +1,211 @@
+"""Faults in the nodes of a Docker cluster: a worker killed, a node killed, a node paused.
+
+One cluster serves the whole section, made and removed as a user would
+(``dockkit up --nodes 3 --name chaos-…``, ``dockkit down``), with a scratch directory
+of this machine mounted at ``/chaos`` in every node for the task log. Each trial is
+one ``dockkit run --name chaos-… -n 6`` of :mod:`benchmarks.faults.job` from this
+machine; the fault goes through the Docker Engine, on node1 (node0 holds the run's
+root). What a run leaves behind is counted here (the ``dockkit run`` process) and in
+every running node (``ps`` lines that name dockkit).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+
+from benchmarks.env import ROOT, child_env
+from benchmarks.faults.local import BOTH, finish, maps_correct
+from benchmarks.faults.job import REPORT_MARK
+from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
+
+NODES = 3
+WORKERS = 6
+ITEMS = 600
+UNDER_WAY = 30
+VICTIM = "node1"
+PAUSE_S = 20.0
+NOTICE_TIMEOUT_S = 60.0
+MOUNTED_AT = PurePosixPath("/chaos")
+DROPPED = "dockkit broker: dropping "  # the broker's word for a peer it cut off as malformed
+
+
+class ClusterUnavailable(Exception):
+    """No cluster could be made here (no Docker Engine, or ``dockkit up`` failed); says why."""
+
+
+class ChaosCluster:
+    """A cluster of NODES nodes for the section: ``up`` on entry, ``down`` on exit, whatever happens."""
+
+    def __init__(self):
+        self.name = f"chaos-{uuid.uuid4().hex[:6]}"
+        self._state = Path(tempfile.mkdtemp(prefix="chaos-state-"))
+        self.volume = Path(tempfile.mkdtemp(prefix="chaos-tasks-"))
+        self.volume.chmod(0o777)  # the nodes' users write their task logs here
+        self.containers_left: int | None = None
+        self._client = None
+
+    def __enter__(self) -> "ChaosCluster":
+        try:
+            self.up()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.down()
+        finally:
+            shutil.rmtree(self._state, ignore_errors=True)
+            shutil.rmtree(self.volume, ignore_errors=True)
+
+    def _cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**child_env(), "DOCKKIT_STATE_DIR": str(self._state)}
+
+    def up(self) -> None:
+        """Make the cluster, or bring back the nodes a trial killed."""
+        made = self._cli("up", "--nodes", str(NODES), "--name", self.name,
+                         "--volume", f"{self.volume}:{MOUNTED_AT}")
+        if made.returncode != 0:
+            lines = [line for line in made.stderr.splitlines() if line.strip()]
+            raise ClusterUnavailable(f"`dockkit up` failed: {lines[-1] if lines else made.returncode}")
+
+    def down(self) -> None:
+        self._cli("down", "--name", self.name)
+        if self._client is not None:
+            from dockkit.cluster.nodes import labelled_containers
+
+            self.containers_left = len(labelled_containers(self._client, self.name))
+
+    def node(self, name: str):
+        """The container of node ``name`` (docker-py)."""
+        from dockkit.cluster.engine import docker_client
+        from dockkit.cluster.nodes import NODE_LABEL, labelled_containers
+
+        self._client = self._client or docker_client()
+        return next(container for container in labelled_containers(self._client, self.name)
+                    if container.labels.get(NODE_LABEL) == name)
+
+    def dockkit_processes(self) -> int:
+        """Processes whose command line names dockkit, in every running node."""
+        count = 0
+        for index in range(NODES):
+            container = self.node(f"node{index}")
+            container.reload()
+            if container.status != "running":
+                continue
+            listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
+            count += sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
+        return count
+
+    def trial(self) -> Trial:
+        return Trial(self.volume, seen_as=MOUNTED_AT, env={"DOCKKIT_STATE_DIR": str(self._state)})
+
+
+def _node_lost(node: str) -> re.Pattern:
+    return re.compile(rf"dockkit: (?:worker \S+ \(pid \d+\) on {node} |host {node} lost)")
+
+
+def _kill_worker(cluster: ChaosCluster):
+    node = cluster.node(VICTIM)
+    pid = node.exec_run(["pgrep", "-f", "dockkit.runtime.worker"]).output.split()[0].decode()
+    node.exec_run(["kill", "-9", pid])
+    return re.compile(rf"dockkit: worker \S+ \(pid {pid}\) on {VICTIM} "), lambda: None
+
+
+def _kill_node(cluster: ChaosCluster):
+    cluster.node(VICTIM).kill()
+    return _node_lost(VICTIM), lambda: None
+
+
+def _pause_node(cluster: ChaosCluster):
+    node = cluster.node(VICTIM)
+    node.pause()
+    paused_at = time.monotonic()
+
+    def resume() -> None:
+        time.sleep(max(0.0, paused_at + PAUSE_S - time.monotonic()))
+        node.unpause()
+
+    return _node_lost(VICTIM), resume
+
+
+def _trial(inject, cluster: ChaosCluster, max_retries: int) -> Outcome:
+    """One run with the fault ``inject`` does once the map is under way.
+
+    ``inject(cluster)`` returns the pattern of the line that says the fault was
+    noticed, and what to do once it was (or once NOTICE_TIMEOUT_S passed).
+    """
+    with cluster.trial() as trial:
+        run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
+                                job=["map", str(ITEMS)])
+        injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
+        seen = None
+        if injected:
+            at = time.monotonic()
+            noticed, afterwards = inject(cluster)
+            seen = run.wait_for_line(noticed, timeout=NOTICE_TIMEOUT_S, since=at)
+            afterwards()
+        status = finish(run)
+        lingering = trial.processes() + cluster.dockkit_processes()
+        left, _ = trial.settle(time.monotonic(), elsewhere=cluster.dockkit_processes)
+        allowed = "WorkerLostError" if max_retries == 0 else None
+        lines = run.lines()
+        said = [at for at, line in lines if line.startswith(REPORT_MARK) or ERROR.match(line)]
+        detail = {"dropped_peers": sum(DROPPED in line for _, line in lines),
+                  # how long the run took to end after the script's last word (a paused node holds it)
+                  "tail_s": run.ended_at - said[-1] if said and run.ended_at else None}
+        if not injected:
+            detail["injected"] = False
+        outcome = Outcome(correct=maps_correct(run, status, allowed), duplicates=trial.log.duplicates(),
+                          noticed_s=seen[0] - at if seen else None, status=status, error=run.error(),
+                          lingering=lingering, left=left, detail=detail)
+    cluster.up()  # a node the fault took is made again for the next trial
+    return outcome
+
+
+def worker_killed(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    return _trial(_kill_worker, cluster, max_retries)
+
+
+def node_killed(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    return _trial(_kill_node, cluster, max_retries)
+
+
+def node_paused(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    return _trial(_pause_node, cluster, max_retries)
+
+
+_RUN = (f"`dockkit run --name chaos-… -n {WORKERS}` runs the job on a cluster of {NODES} nodes (2 workers "
+        f"each): two maps of {ITEMS} tasks of 10 ms that record themselves in a directory of this "
+        f"machine mounted into every node. Once {UNDER_WAY} tasks have recorded themselves, the trial ")
+FAULTS = [
+    Fault("cluster-worker-kill", "cluster: a worker SIGKILLed in a node", worker_killed, retries=BOTH,
+          docker=True,
+          does=_RUN + f"SIGKILLs one worker process of {VICTIM} (`docker exec {VICTIM} kill -9 PID`).",
+          noticed="from the `docker exec … kill` to the line in which the head's broker names the worker "
+                  "as lost"),
+    Fault("cluster-node-kill", "cluster: a node container killed mid-map", node_killed, retries=BOTH,
+          docker=True,
+          does=_RUN + f"kills the container of {VICTIM} (`docker kill`); `dockkit up` makes it again "
+                      "after the run.",
+          noticed=f"from the `docker kill` to the first line that names {VICTIM} or its workers as lost"),
+    Fault("cluster-node-pause", f"cluster: a node paused {PAUSE_S:.0f} s", node_paused, retries=BOTH,
+          docker=True,
+          does=_RUN + f"pauses the container of {VICTIM} (`docker pause`, which freezes every process "
+                      f"in it) and unpauses it {PAUSE_S:.0f} s later; the heartbeat timeout is the "
+                      "default, 10 s.",
+          noticed=f"from the `docker pause` to the first line that names {VICTIM} or its workers as lost"),
+]

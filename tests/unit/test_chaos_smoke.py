@@ -1,0 +1,59 @@
+"""One trial of each local fault of ``make chaos``, through the suite's own code.
+
+Keeps the suite from rotting, and holds dockkit to what ``docs/reliability.md``
+reports: after each fault the results are right (or the error says why they are
+not), no task runs twice with ``max_retries=0``, nothing is left behind, and the
+exit status is the documented one. Speed is never asserted.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from benchmarks.chaos import FAULTS, run_fault
+from benchmarks.faults.report import FaultResult, page
+
+LOCAL = [fault for fault in FAULTS if not fault.docker]
+#: (exit status, error the user saw) per fault and max_retries.
+EXPECTED = {
+    ("worker-kill", 0): (1, "WorkerLostError"), ("worker-kill", 3): (0, None),
+    ("worker-stop", 0): (1, "WorkerLostError"), ("worker-stop", 3): (0, None),
+    ("root-kill", 3): (-signal.SIGKILL, None), ("root-int", 3): (130, None),
+    ("result-unpicklable", 3): (0, "SerializationError"), ("result-reduce-raises", 3): (0, "SerializationError"),
+    ("result-large", 3): (0, None), ("flood", 3): (0, None),
+}
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, FaultResult]:
+    return {fault.key: run_fault(fault, 1) for fault in LOCAL}
+
+
+@pytest.mark.parametrize("key, max_retries", sorted(EXPECTED))
+def test_a_fault_is_handled_as_documented(results, key, max_retries):
+    (outcome,) = results[key].outcomes[max_retries]
+    assert (outcome.status, outcome.error) == EXPECTED[key, max_retries], outcome
+    assert outcome.correct in (True, None), outcome
+    assert outcome.left == 0 and outcome.lingering == 0, outcome
+    assert outcome.detail.get("injected", True), outcome
+    if max_retries == 0 or not key.startswith("worker-"):
+        assert outcome.duplicates == 0, outcome  # only a lost worker's batch may run again
+    if key.startswith(("worker-", "flood")):
+        assert outcome.noticed_s is not None, outcome
+
+
+def test_the_flood_gets_nowhere(results):
+    (outcome,) = results["flood"].outcomes[3]
+    assert outcome.detail["frames"] >= 10_000 and outcome.detail["refused"] > 0
+    assert outcome.detail["accepted"] == 0
+    assert not outcome.detail["unpickled"] and not outcome.detail["ran"]
+
+
+def test_the_page_names_every_fault(results):
+    meta = {"date": "today", "cpus": 2, "version": "0", "python": "3", "local": 1, "docker": 1,
+            "wall": "1 min", "unmeasured": ["something"]}
+    text = page(list(results.values()), meta)
+    assert all(f"| {fault.title} |" in text and f"### {fault.title}" in text for fault in LOCAL)
+    assert "## Not yet measured\n\n- something" in text
