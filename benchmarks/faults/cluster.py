@@ -24,6 +24,7 @@ from benchmarks.env import ROOT, child_env
 from benchmarks.faults.local import BOTH, finish, maps_correct
 from benchmarks.faults.job import REPORT_MARK
 from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
+from dockkit.launch.supervisor import WORKER_PROCESS_NAME
 
 NODES = 3
 WORKERS = 6
@@ -120,7 +121,8 @@ def _node_lost(node: str) -> re.Pattern:
 
 def _kill_worker(cluster: ChaosCluster):
     node = cluster.node(VICTIM)
-    pid = node.exec_run(["pgrep", "-f", "dockkit.runtime.worker"]).output.split()[0].decode()
+    # agents fork their workers, which take the name dockkit-worker (their command line is the agent's)
+    pid = node.exec_run(["pgrep", "-x", WORKER_PROCESS_NAME]).output.split()[0].decode()
     node.exec_run(["kill", "-9", pid])
     return re.compile(rf"dockkit: worker \S+ \(pid {pid}\) on {VICTIM} "), lambda: None
 

@@ -424,6 +424,8 @@ class _MapRun:
                     continue
                 first = min(errors)
                 yield values[:first]
+                if isinstance(errors[first], SerializationError):  # the worker knows its batch, not the map
+                    errors[first].add_note(f"map({_fn_name(self.fn)}): item {slot.start + first}")
                 raise errors[first]
         finally:
             self.close()

@@ -318,7 +318,7 @@ class WorkerLoop:
                 index, obj, exc = bad
                 values[index] = None
                 errors[index] = ExceptionWithTraceback(SerializationError(
-                    f"the result of task #{index} of a batch cannot be pickled on {self.where}: "
+                    f"a task's result cannot be pickled on {self.where}: "
                     f"{type(obj).__module__}.{type(obj).__qualname__}: {exc}"), self.where)
             return dumps((values, errors))
 

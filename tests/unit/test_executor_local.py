@@ -528,3 +528,18 @@ def test_a_worker_stopped_during_a_nested_wait_keeps_its_last_output(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "[w0] the last words" in done.stdout, (done.stdout, done.stderr)
+
+
+def _lock_at_seven(x):
+    import threading
+
+    return threading.Lock() if x == 7 else x
+
+
+def test_a_result_that_cannot_travel_names_its_item_of_the_map(executor):
+    from dockkit.errors import SerializationError
+
+    with pytest.raises(SerializationError, match=r"a task's result cannot be pickled on .*_thread\.lock") as raised:
+        list(executor.map(_lock_at_seven, range(20)))
+    assert raised.value.__notes__ == ["map(_lock_at_seven): item 7"]
+    assert list(executor.map(abs, range(-3, 3))) == [3, 2, 1, 0, 1, 2]  # the pool lives on
