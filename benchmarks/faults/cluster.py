@@ -44,8 +44,8 @@ class ClusterUnavailable(Exception):
 class ChaosCluster:
     """A cluster of NODES nodes for the section: ``up`` on entry, ``down`` on exit, whatever happens."""
 
-    def __init__(self):
-        self.name = f"chaos-{uuid.uuid4().hex[:6]}"
+    def __init__(self, name: str | None = None):
+        self.name = name or f"chaos-{uuid.uuid4().hex[:6]}"
         self._state = Path(tempfile.mkdtemp(prefix="chaos-state-"))
         self.volume = Path(tempfile.mkdtemp(prefix="chaos-tasks-"))
         self.volume.chmod(0o777)  # the nodes' users write their task logs here
