@@ -31,8 +31,8 @@ FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, *cluster.FAULTS]
 UNMEASURED = [
     "A node cut off from the network while it keeps running (`docker network disconnect`, or "
     "dropped packets): only a paused node, which falls silent the same way, is measured.",
-    "The root killed during a cluster or SSH run, where agents start the workers: the root "
-    "faults are measured on local workers, which have no agent.",
+    "The root killed during an SSH run over `--hosts`: measured on local workers and, on a "
+    "cluster, through the `dockkit run` that holds the head's root.",
     "A root that hangs (SIGSTOP) instead of dying: its workers should leave on their own within "
     "10 s; not injected yet.",
     "A worker killed by the out-of-memory killer: it needs a task that outgrows a memory limit "

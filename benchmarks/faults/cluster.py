@@ -11,8 +11,11 @@ every running node (``ps`` lines that name dockkit).
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -190,10 +193,38 @@ def node_paused(cluster: ChaosCluster, max_retries: int) -> Outcome:
     return _trial(_pause_node, cluster, max_retries)
 
 
+def local_run_signalled(signum: int, cluster: ChaosCluster, max_retries: int) -> Outcome:
+    """The ``dockkit run`` on this machine killed: the run in the cluster must end with it."""
+    with cluster.trial() as trial:
+        run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
+                                job=["map", str(ITEMS)])
+        injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
+        running = cluster.dockkit_processes()  # the head's root, agents and workers, before the signal
+        signalled_at = time.monotonic()
+        os.kill(run.pid, signum)
+        left, gone_after = trial.settle(signalled_at, elsewhere=cluster.dockkit_processes)
+        status = finish(run)
+        return Outcome(correct=None, duplicates=trial.log.duplicates(), noticed_s=gone_after, status=status,
+                       error=run.error(), left=left,
+                       detail={"running_before": running, **({} if injected else {"injected": False})})
+
+
 _RUN = (f"`dockkit run --name chaos-… -n {WORKERS}` runs the job on a cluster of {NODES} nodes (2 workers "
         f"each): two maps of {ITEMS} tasks of 10 ms that record themselves in a directory of this "
         f"machine mounted into every node. Once {UNDER_WAY} tasks have recorded themselves, the trial ")
+_GONE = ("from the signal to the moment no process naming dockkit is left in any node (the head's root, "
+         "its agents and their workers)")
 FAULTS = [
+    Fault("cluster-run-kill", "cluster: the local `dockkit run` SIGKILLed",
+          functools.partial(local_run_signalled, signal.SIGKILL), docker=True,
+          does=_RUN + "SIGKILLs the `dockkit run` process on this machine, as an out-of-memory killer or "
+                      "`kill -9` would; the root in the head node reads its end as the end of its "
+                      "stdin (the run's lifeline) and stops.",
+          noticed=_GONE),
+    Fault("cluster-run-term", "cluster: the local `dockkit run` SIGTERMed",
+          functools.partial(local_run_signalled, signal.SIGTERM), docker=True,
+          does=_RUN + "SIGTERMs the `dockkit run` process on this machine, as a CI timeout would.",
+          noticed=_GONE),
     Fault("cluster-worker-kill", "cluster: a worker SIGKILLed in a node", worker_killed, retries=BOTH,
           docker=True,
           does=_RUN + f"SIGKILLs one worker process of {VICTIM} (`docker exec {VICTIM} kill -9 PID`).",
