@@ -129,15 +129,19 @@ def test_keys_from_environment_variables(docker_client, worker_image, tmp_path):
     key_path = client_key.write(tmp_path / "id")
     env = {"DOCKKIT_HOST_KEY": base64.b64encode(host_key.private_openssh).decode(),
            "DOCKKIT_AUTHORIZED_KEYS": base64.b64encode(client_key.public_line.encode()).decode()}
+    # A published loopback port, as the cluster uses: a container's docker0 address can be
+    # briefly unreachable while the host still holds the last container's neighbour entry.
     container = docker_client.containers.run(worker_image, detach=True, environment=env,
+                                             ports={"22/tcp": ("127.0.0.1", None)},
                                              labels={LABEL: "true"})
     try:
-        ip = _wait_listening(container)
+        _wait_listening(container)
+        port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
         known = tmp_path / "known_hosts"
-        known.write_text(known_hosts_line(ip, 22, host_key.public_line) + "\n")
+        known.write_text(known_hosts_line("127.0.0.1", port, host_key.public_line) + "\n")
         with _strict_client(known) as client:
-            client.connect(ip, username="root", key_filename=str(key_path), look_for_keys=False,
-                           allow_agent=False, timeout=10)
+            client.connect("127.0.0.1", port=port, username="root", key_filename=str(key_path),
+                           look_for_keys=False, allow_agent=False, timeout=10)
             assert _run(client, "true")[0] == 0
     finally:
         container.remove(force=True)
@@ -169,14 +173,14 @@ def test_unreachable_engine_is_a_docker_error(tmp_path):
         engine.docker_client(f"unix://{tmp_path}/no-such.sock")
 
 
-def _wait_listening(container, timeout: float = 30) -> str:
+def _wait_listening(container, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         container.reload()
         if container.status == "exited":
             break
         if b"Server listening on" in container.logs():
-            return container.attrs["NetworkSettings"]["IPAddress"]
+            return
         time.sleep(0.1)
     pytest.fail(f"sshd did not start:\n{container.logs().decode(errors='replace')}")
 
