@@ -3,7 +3,9 @@
 The two extra engines are containers running their own dockerd, the test suite's engine
 bed (tests/integration/engines.py): each has its own image store, so the worker image
 really travels (cold: the engines lack it; warm: they hold it), and nodes on different
-engines reach each other through SSH tunnels, encrypted. Everything else goes through
+engines reach each other through SSH tunnels, encrypted. The two also form a Docker
+Swarm, on which a ``dockkit up --swarm`` cluster is measured the same way: its nodes talk
+straight over the swarm's overlay, encrypted by CurveZMQ. Everything else goes through
 the CLI, as a user would type it. Skipped with the reason in a ``--quick`` run, without
 a Docker Engine, or without the root and iptables the bed needs.
 """
@@ -41,17 +43,19 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
     if build.returncode != 0:
         return {"status": "skipped", "reason": f"the worker image did not build: {build.stderr[-300:]}"}
     started = time.perf_counter()
-    with EngineBed(client, 2, f"bench{uuid.uuid4().hex[:6]}", log=lambda message: None) as bed:
+    with EngineBed(client, 2, f"bench{uuid.uuid4().hex[:6]}", log=lambda message: None, swarm=True) as bed:
         figures: dict[str, object] = {"bed_s": round(time.perf_counter() - started, 1)}
         hosts = ["unix:///var/run/docker.sock", *(engine.tcp_url for engine in bed.engines)]
         for nodes in SIZES:
             figures[str(nodes)] = _measure(env, hosts, nodes, runs=nodes == SIZES[0])
+        swarm_hosts = [engine.tcp_url for engine in bed.engines]  # engine0 manages the swarm
+        figures["swarm"] = _measure(env, swarm_hosts, SIZES[0], runs=True, swarm=True)
     return {"status": "measured",
             "reason": f"this machine's engine and {len(bed.engines)} engines in containers (dockerd "
                       f"with its own image store); {PER_NODE} workers per node", "figures": figures}
 
 
-def _measure(env, hosts: list[str], nodes: int, *, runs: bool) -> dict:
+def _measure(env, hosts: list[str], nodes: int, *, runs: bool, swarm: bool = False) -> dict:
     """``up`` (cold the first time: the image travels), runs on the first size, ``down``."""
     name = f"bench{uuid.uuid4().hex[:6]}"
     docker_hosts = [word for host in hosts for word in ("--docker-host", host)]
@@ -59,7 +63,7 @@ def _measure(env, hosts: list[str], nodes: int, *, runs: bool) -> dict:
     try:
         started = time.perf_counter()
         up = cli("up", "--nodes", str(nodes), "--workers-per-node", str(PER_NODE), "--name", name,
-                 *docker_hosts, env=env)
+                 *docker_hosts, *(["--swarm"] if swarm else []), env=env)
         figures["up_s"] = round(time.perf_counter() - started, 2)
         figures["image_shipped"] = "copying" in up.stderr or "loading" in up.stderr
         if up.returncode != 0:

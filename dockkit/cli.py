@@ -333,13 +333,17 @@ def _console():
 def _node_table(cluster) -> None:
     from rich.table import Table
 
-    table = Table(title=f"cluster {cluster.name}", title_justify="left")
-    for column in ("node", "docker host", "container", "state", "address", "workers"):
+    nodes = cluster.status()
+    on_swarm = any(node.swarm_node for node in nodes)
+    table = Table(title=f"cluster {cluster.name}{' (swarm)' if on_swarm else ''}", title_justify="left")
+    columns = ("node", "docker host", *(("swarm node",) if on_swarm else ()), "container", "state", "address",
+               "workers")
+    for column in columns:
         table.add_column(column)
-    for node in cluster.status():
+    for node in nodes:
         style = "green" if node.state == "running" else "red"
-        table.add_row(node.name, node.docker_host, node.container, f"[{style}]{node.state}[/]",
-                      f"{node.address}:{node.port}", str(node.workers))
+        table.add_row(node.name, node.docker_host, *((node.swarm_node,) if on_swarm else ()), node.container,
+                      f"[{style}]{node.state}[/]", f"{node.address}:{node.port}", str(node.workers))
     _console().print(table)
 
 
@@ -361,8 +365,11 @@ def _node_table(cluster) -> None:
 @click.option("--volume", "volumes", multiple=True, metavar="HOST_PATH:NODE_PATH[:ro]",
               help="Data for every node without copying: a bind mount on this machine's engine, "
                    "a named volume (fill it with `dockkit cp`) on a remote one. Repeatable.")
+@click.option("--swarm", is_flag=True,
+              help="Nodes as Docker Swarm services: the first --docker-host is the swarm's manager, "
+                   "the others the engines of the swarm nodes to use.")
 def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, ready_timeout,
-       volumes):
+       volumes, swarm):
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
@@ -371,7 +378,8 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     started = time.perf_counter()
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
                       docker_hosts=docker_hosts or None, base_image=base_image,
-                      requirements=requirements, volumes=volumes, ready_timeout=ready_timeout).up()
+                      requirements=requirements, volumes=volumes, ready_timeout=ready_timeout,
+                      swarm=swarm).up()
     _node_table(cluster)
     click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
                f"ssh_config: {cluster.ssh_config_path}", err=True)

@@ -26,20 +26,22 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dockkit.cluster import copying, fetch, volumes
+from dockkit.cluster import copying, fetch, swarm, volumes
 from dockkit.cluster import nodes as node_containers
 from dockkit.cluster.base_image import image_exists
 from dockkit.cluster.engines import on_each_engine
 from dockkit.config import check_cluster_name
-from dockkit.cluster.engine import docker_client, docker_errors, engine_address, engine_url, find_container, remove_container
-from dockkit.errors import ClusterError, ConfigError, DockkitError, ImageError
+from dockkit.cluster.engine import (docker_client, docker_errors, engine_address, engine_cpus, engine_url,
+                                    find_container, remove_container)
+from dockkit.errors import ClusterError, ConfigError, DockerError, DockkitError, ImageError
 from dockkit.cluster.image import copy_image, ensure_worker_image
 from dockkit.launch.ssh.keys import generate_keypair
-from dockkit.cluster.head import HEAD, RunOptions, head_command
-from dockkit.cluster.nodes import CLUSTER_LABEL, gone_message
+from dockkit.cluster.head import BRIDGE, HEAD, OVERLAY, ROUTED, RunOptions, head_command
+from dockkit.cluster.nodes import CLUSTER_LABEL, container_name, gone_message
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 from dockkit.cluster.volumes import VolumeSpec
 
@@ -49,6 +51,7 @@ KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 1
 MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
 PARALLEL_COPIES = 16  # uploads or removals in flight at once on an engine
+SWARM_FOLLOW_S = 2.0  # a swarm moves nodes on its own: where they run is asked again after this
 
 
 class Cluster:
@@ -71,6 +74,10 @@ class Cluster:
         volumes: ``HOST_PATH:NODE_PATH[:ro]`` strings (:mod:`dockkit.cluster.volumes`): bind
             mounts on this machine's engine, named volumes filled by ``copy_to`` on remote ones.
         ready_timeout: seconds a node may take until key login works.
+        swarm: make the nodes Docker Swarm services (:mod:`dockkit.cluster.swarm`) on the
+            swarm that the first of ``docker_hosts`` manages. The others are the engines of
+            the swarm nodes to use: the image is loaded into each, and exec, logs and
+            copies reach a node through its engine. Nodes go only where an engine is given.
         log: receives one-line progress messages.
 
     Use ``with Cluster(3) as c:`` to have ``down()`` run at the end.
@@ -79,7 +86,7 @@ class Cluster:
     def __init__(self, nodes: int = 3, *, name: str = "dockkit", workers_per_node: int | None = None,
                  cpus: float | None = None, memory: str | None = None, docker_hosts=None,
                  base_image: str | None = None, requirements: str | None = None,
-                 volumes=(), ready_timeout: float = 60.0, log=None):
+                 volumes=(), ready_timeout: float = 60.0, swarm: bool = False, log=None):
         if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
             raise ConfigError(f"a cluster has 1 to {MAX_NODES} nodes, got {nodes!r}; for more, "
                               "give each node more workers (workers_per_node)")
@@ -95,10 +102,16 @@ class Cluster:
         self.requirements = requirements
         self.volumes = [VolumeSpec.parse(v) if isinstance(v, str) else v for v in volumes]
         self.ready_timeout = ready_timeout
+        self.swarm = swarm
+        if swarm and self.volumes:
+            raise ConfigError("--volume is not supported on a swarm cluster: copy data in with "
+                              "`dockkit cp DIR all:/path` after `up`")
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.files = ClusterFiles.for_name(self.name)
         self._clients: dict[str, object] = {}
         self._urls: dict[str, str] = {}
+        self._swarm_engines: dict[str, str] | None = None  # swarm node ID → docker_hosts entry
+        self._followed_at = float("-inf")
 
     # --- paths and state --------------------------------------------------------------
     @property
@@ -134,6 +147,8 @@ class Cluster:
 
     def _hosts(self, state: ClusterState | None) -> list[str]:
         """The docker_hosts given plus those the state's nodes live on, in a stable order."""
+        if state is not None and state.swarm_engines:  # a swarm keeps the engines it was made with
+            return list(state.swarm_engines)
         hosts = dict.fromkeys(self.docker_hosts)
         hosts.update(dict.fromkeys(n.docker_host for n in (state.nodes if state else [])))
         return list(hosts)
@@ -154,29 +169,47 @@ class Cluster:
                 or a container name is taken by something that isn't this cluster.
         """
         state = self.state()
-        if state is None and any(node_containers.labelled_containers(self._client(h), self.name)
-                                 for h in self.docker_hosts):
-            raise ClusterError(
-                f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
-                f"state for them (it was deleted, or another user made them); run `dockkit down "
-                f"--name {self.name}` first, or pick another --name")
-        for node in (state.nodes if state else [])[:self.node_count]:
-            node.state = self._live(node)
-        if state is not None:
-            self._mend_ports(state)
-        stale = [n for n in (state.nodes if state else [])[:self.node_count] if n.state != "running"]
+        if state is None:
+            self._check_name_is_free()
+        elif self.swarm and not state.swarm_manager:
+            self.log(f"dockkit: cluster {self.name!r} is up on plain engines and stays so; "
+                     f"--swarm shapes a new cluster (`dockkit down --name {self.name}` first)")
+        if state is not None and state.swarm_manager:
+            self._follow_swarm(state)  # Swarm restarts dead nodes itself: only a lost service is stale
+            stale = [n for n in state.nodes[:self.node_count] if n.state == "missing"]
+        else:
+            for node in (state.nodes if state else [])[:self.node_count]:
+                node.state = self._live(node)
+            if state is not None:
+                self._mend_ports(state)
+            stale = [n for n in (state.nodes if state else [])[:self.node_count] if n.state != "running"]
         if state is not None and len(state.nodes) == self.node_count and not stale:
             self.log(f"dockkit: cluster {self.name!r} is already up with {self.node_count} nodes")
             return self
         image = self._worker_image(state)  # before anything is created: a failed build leaves nothing
         if state is None:
-            self._create(ClusterState(self.name, image, volumes=[str(v) for v in self.volumes]))
+            self._create(ClusterState(self.name, image, volumes=[str(v) for v in self.volumes],
+                                      swarm_engines=list(self.docker_hosts) if self.swarm else []))
         else:
             if self.volumes and [str(v) for v in self.volumes] != state.volumes:
                 self.log(f"dockkit: cluster {self.name!r} keeps its volumes "
                          f"({', '.join(state.volumes) or 'none'}); --volume shapes a new cluster")
             self._scale(state, stale)
         return self
+
+    def _check_name_is_free(self) -> None:
+        """Before a new cluster: nothing of Docker's may carry its name already."""
+        if self.swarm:
+            manager = self.docker_hosts[0]
+            swarm.require_manager(self._client(manager), self._engine_url(manager))
+        leftovers = any(node_containers.labelled_containers(self._client(h), self.name) for h in self.docker_hosts)
+        if self.swarm:
+            leftovers = leftovers or bool(swarm.cluster_services(self._client(self.docker_hosts[0]), self.name))
+        if leftovers:
+            raise ClusterError(
+                f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
+                f"state for them (it was deleted, or another user made them); run `dockkit down "
+                f"--name {self.name}` first, or pick another --name")
 
     def _mend_ports(self, state: ClusterState) -> None:
         """Record the sshd ports running nodes publish now, where they moved.
@@ -254,7 +287,7 @@ class Cluster:
             self.log(f"dockkit: recreating {', '.join(f'{n.name} ({n.state})' for n in stale)} "
                      f"of cluster {self.name!r}")
         for node in state.nodes[self.node_count:]:
-            self._remove_node(node)
+            self._remove_node(node, state)
         state.nodes = [n for n in state.nodes[:self.node_count] if n not in stale]
         replace = [n.docker_host for n in stale]  # a dead node comes back on its own engine
         try:
@@ -268,6 +301,8 @@ class Cluster:
         if not self.key_path.exists():
             generate_keypair(f"dockkit-{self.name}").write(self.key_path)
         client_public = Path(f"{self.key_path}.pub").read_text().strip()
+        if state.swarm_manager:
+            return self._add_swarm_nodes(state, client_public, count)
         plan = self._place(state, hosts, count)
         # What the nodes of one engine share is made first, once: their network and volumes.
         engines = {}
@@ -317,22 +352,124 @@ class Cluster:
             volumes.ensure_volumes(self._client(host), list(mounts), {CLUSTER_LABEL: self.name})
         return mounts
 
-    def _configure_nodes(self, state: ClusterState) -> None:
-        """Give every node an ssh_config naming every node (the new ones too), and the head
-        alone the client key: its root starts the run's agents over SSH, no other node
-        logs in anywhere, so a node taken over holds no key to the others."""
-        key = self.key_path.read_bytes()
+    def _configure_nodes(self, state: ClusterState, only: list[NodeInfo] | None = None) -> None:
+        """Give every node (or ``only`` these) an ssh_config naming every node (the new ones
+        too), and the head alone the client key: its root starts the run's agents over SSH,
+        no other node logs in anywhere, so a node taken over holds no key to the others.
+        On a swarm the head's key is a secret already, and every node reaches every other
+        by name on the overlay."""
+        key = None if state.swarm_manager else self.key_path.read_bytes()
 
         def same_engine(a: NodeInfo, b: NodeInfo) -> bool:
-            return self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
+            return bool(state.swarm_manager) or self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
-        for node in state.nodes:
+        for node in only if only is not None else state.nodes:
             node_containers.install_ssh_files(
                 self._container(node), node, self.name,
                 node_containers.node_ssh_files(state, node, key if node.name == HEAD else None, same_engine))
 
+    # --- a swarm's nodes ---------------------------------------------------------------
+    def _add_swarm_nodes(self, state: ClusterState, client_public: str, count: int) -> None:
+        """Start ``count`` nodes as services on the swarm; wait until each takes a login; configure."""
+        manager = self._client(state.swarm_manager)
+        engines = self._swarm_engine_map(state)
+        ready = swarm.swarm_nodes(manager)
+        avoid = [node_id for node_id in ready if node_id not in engines]
+        if count:
+            self.log(f"dockkit: swarm: nodes go to {len(ready) - len(avoid)} of {len(ready)} swarm node(s), "
+                     "those whose engine was given (--docker-host); the image was loaded into each of "
+                     "them (no registry)")
+        network = swarm.ensure_overlay(manager, self.name)
+        made: dict[str, NodeInfo] = {}
+        try:
+            for index in state.free_indices(count):
+                name = f"node{index}"
+                service = container_name(self.name, name)
+                host_key = generate_keypair(f"dockkit-{self.name}-{name}")
+                swarm.create_node_service(
+                    manager, cluster=self.name, index=index, service=service, image=state.image,
+                    network=network, host_key=host_key, authorized_keys=client_public,
+                    client_key=self.key_path.read_bytes() if name == HEAD else None,
+                    cpus=self.cpus, memory=self.memory, avoid_nodes=avoid)
+                made[service] = NodeInfo(name, "", "", "", 0, host_key.public_line, 0)
+            tasks = swarm.wait_running(manager, self.name, list(made), self.ready_timeout)
+            for service, node in made.items():
+                self._place_on_task(node, tasks[service], engines, ready)
+            state.nodes.extend(made.values())
+            state.nodes.sort(key=lambda n: n.index)
+            state.write_ssh_files(self.files)
+            node_containers.wait_ready([(n, self._container(n)) for n in made.values()],
+                                       self.ssh_config_path, self.ready_timeout)
+            self._configure_nodes(state)
+        except BaseException:
+            for service, node in made.items():
+                self._best_effort(swarm.remove_node_service, manager, self.name, service)
+                if node in state.nodes:
+                    state.nodes.remove(node)
+            raise
+        state.save(self.files)
+
+    def _swarm_engine_map(self, state: ClusterState) -> dict[str, str]:
+        """Swarm node ID → the docker_hosts entry of its engine, for the engines given."""
+        if self._swarm_engines is None:
+            manager = self._client(state.swarm_manager)
+            in_swarm = swarm.swarm_nodes(manager)
+            engines = {}
+            for host in state.swarm_engines:
+                node_id = swarm.swarm_node_id(self._client(host), self._engine_url(host))
+                if node_id is None or node_id not in in_swarm:
+                    raise ClusterError(f"the Docker Engine {self._engine_url(host)} is not a ready node of "
+                                       f"the swarm that {self._engine_url(state.swarm_manager)} manages; "
+                                       "give only the swarm's engines with --docker-host (`docker node ls`)")
+                engines.setdefault(node_id, host)
+            self._swarm_engines = engines
+        return self._swarm_engines
+
+    def _place_on_task(self, node: NodeInfo, task, engines: dict[str, str], hostnames: dict[str, str]) -> None:
+        """Record where ``node``'s task runs now: its engine, container, and published sshd."""
+        host = engines[task.node_id]
+        client = self._client(host)
+        node.docker_host, node.container = host, task.container_id[:12]
+        node.address, node.port = engine_address(self._engine_url(host)), task.port
+        node.swarm_node, node.state = hostnames.get(task.node_id, task.node_id[:12]), task.state
+        node.workers = self.workers_per_node or (max(1, int(self.cpus)) if self.cpus else engine_cpus(client))
+
+    def _follow_swarm(self, state: ClusterState) -> None:
+        """Bring the record of each node up to where Swarm runs it now.
+
+        A node whose container Swarm replaced (it died, or its swarm node did) runs with
+        the same host key, from its secret, but a new container and published port: the
+        ssh_config here and the node's own ``/root/.ssh`` are written again. A node whose
+        task does not run gets Swarm's state ('starting', 'pending', …), one whose service is
+        gone 'missing'.
+        """
+        manager = self._client(state.swarm_manager)
+        tasks = swarm.node_tasks(manager, self.name)
+        moved = []
+        for node in state.nodes:
+            task = tasks.get(container_name(self.name, node.name))
+            node.state = "missing" if task is None else task.state
+            if task is not None and task.state == "running" and task.container_id \
+                    and not task.container_id.startswith(node.container):
+                self._place_on_task(node, task, self._swarm_engine_map(state), swarm.swarm_nodes(manager))
+                moved.append(node)
+        self._followed_at = time.monotonic()
+        if not moved:
+            return
+        state.save(self.files)
+        state.write_ssh_files(self.files)
+        node_containers.wait_ready([(n, self._container(n)) for n in moved], self.ssh_config_path,
+                                   self.ready_timeout)
+        self._configure_nodes(state, only=moved)
+        self.log(f"dockkit: Swarm restarted {', '.join(f'{n.name} (on {n.swarm_node})' for n in moved)}; "
+                 "its new container is configured and ssh_config updated")
+
     # --- down ---------------------------------------------------------------------------
-    def _remove_node(self, node: NodeInfo) -> None:
+    def _remove_node(self, node: NodeInfo, state: ClusterState) -> None:
+        if state.swarm_manager:  # its container goes with it; a container alone would come back
+            swarm.remove_node_service(self._client(state.swarm_manager), self.name,
+                                      container_name(self.name, node.name))
+            return
         container = find_container(self._client(node.docker_host), node.container)
         if container is not None:
             remove_container(container)
@@ -359,7 +496,17 @@ class Cluster:
         return removed
 
     def _remove_from_docker(self, hosts: list[str]) -> int:
-        """Remove this cluster's labelled containers, then networks, on ``hosts``; count the containers."""
+        """Remove this cluster's labelled services, containers, networks, volumes and secrets on
+        ``hosts``; count the nodes (a swarm's services, else the containers)."""
+        # Services first, on whichever engine manages them: Swarm would restart a node
+        # container removed while its service lives.
+        services, gone = 0, {}
+        for host in hosts:
+            try:
+                services += swarm.remove_services(self._client(host), self.name)
+            except DockerError as exc:  # named, with the others, once the rest is cleaned
+                gone[host] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
         def remove(host: str) -> int:
             client = self._client(host)
             containers = node_containers.labelled_containers(client, self.name)
@@ -368,9 +515,11 @@ class Cluster:
                 list(pool.map(remove_container, containers))  # the first failure, after every removal
             node_containers.remove_networks(client, self.name)
             volumes.remove_volumes(client, f"{CLUSTER_LABEL}={self.name}")
+            swarm.remove_leftovers(client, self.name)
             return len(containers)
 
-        return on_each_engine(hosts, remove, f"taking down cluster {self.name}")
+        containers = on_each_engine(hosts, remove, f"taking down cluster {self.name}", gone)
+        return services or containers
 
     def __enter__(self) -> "Cluster":
         return self.up()
@@ -385,20 +534,25 @@ class Cluster:
         Raises:
             ClusterError: this cluster is not up.
         """
-        nodes = self._require().nodes
-        for node in nodes:
-            node.state = self._live(node)
-        return nodes
+        state = self._require(follow=True)
+        if not state.swarm_manager:  # a swarm's states came with following it
+            for node in state.nodes:
+                node.state = self._live(node)
+        return state.nodes
 
     def _live(self, node: NodeInfo) -> str:
         container = find_container(self._client(node.docker_host), node.container)
         return "missing" if container is None else container.status
 
-    def _require(self) -> ClusterState:
+    def _require(self, follow: bool = False) -> ClusterState:
+        """The state of this cluster, which must be up; a swarm's followed to where it runs now
+        (asked again when ``follow`` or when last asked over ``SWARM_FOLLOW_S`` ago)."""
         state = self.state()
         if state is None or not state.nodes:
             raise ClusterError(f"no cluster named {self.name!r} is up; start one with "
                                f"`dockkit up --name {self.name}`")
+        if state.swarm_manager and (follow or time.monotonic() - self._followed_at > SWARM_FOLLOW_S):
+            self._follow_swarm(state)
         return state
 
     def node(self, name: str) -> NodeInfo:
@@ -522,10 +676,8 @@ class Cluster:
         bundle = self.upload(root, limit=upload_limit)
         self.log(f"dockkit: copied {bundle.files} files ({bundle.size / 1e6:.1f} MB) from {root} "
                  f"to {len(self._require().nodes)} nodes")
-        nodes = self._require().nodes
-        one_engine = len({self._engine_url(n.docker_host) for n in nodes}) == 1
         command = head_command(self.hosts_for(workers), str(script_path), args, workers=workers,
-                               options=options, one_engine=one_engine)
+                               options=options, network=self._network_kind(self._require()))
         # The run lives as long as this process: its stdin reaches end-of-file when this
         # call ends, by Ctrl-C, SIGTERM or SIGKILL alike, and the head's root then stops.
         status = self.exec(HEAD, command, stream=stream, workdir=str(root),
@@ -537,6 +689,12 @@ class Cluster:
         if fetch:
             self.fetch_outputs(bundle, limit=fetch_limit)
         return status
+
+    def _network_kind(self, state: ClusterState) -> str:
+        """How the nodes reach each other (see :func:`dockkit.cluster.head.connect_options`)."""
+        if state.swarm_manager:
+            return OVERLAY
+        return BRIDGE if len({self._engine_url(n.docker_host) for n in state.nodes}) == 1 else ROUTED
 
     def fetch_outputs(self, bundle, *, limit: int | None = None):
         """Bring back what a run created or changed in the head's copy of ``bundle.root``.

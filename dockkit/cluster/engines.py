@@ -13,13 +13,16 @@ from dockkit.errors import DockerError, EngineGoneError
 __all__ = ["on_each_engine"]
 
 
-def on_each_engine(hosts: Iterable[str], action: Callable[[str], int], what: str) -> int:
+def on_each_engine(hosts: Iterable[str], action: Callable[[str], int], what: str,
+                   gone: dict[str, str] | None = None) -> int:
     """Run ``action(host)`` on every engine, even after one fails; sum what it returns.
 
     Args:
         hosts: The engines, as given in ``docker_hosts``.
         action: Does the work on one engine and returns a count (e.g. containers removed).
         what: What the action does, for the message (``"removing cluster c1"``).
+        gone: Engines that failed an earlier pass, with their reason: skipped here (a dead
+            engine costs a connection timeout each time it is tried) and named in the error.
 
     Returns:
         The sum of the counts.
@@ -28,8 +31,10 @@ def on_each_engine(hosts: Iterable[str], action: Callable[[str], int], what: str
         EngineGoneError: Some engines failed; the message names each with its reason,
             and ``removed`` holds the sum over the engines that answered.
     """
-    total, gone = 0, {}
+    total, gone = 0, dict(gone or {})
     for host in hosts:
+        if host in gone:
+            continue
         try:
             total += action(host)
         except DockerError as exc:

@@ -38,23 +38,35 @@ class RunOptions:
         return argv + [flag for flag, given in flags.items() if given]
 
 
-def connect_options(*, one_engine: bool) -> list[str]:
+# How the nodes of a cluster reach each other, which decides how a run connects.
+BRIDGE = "bridge"  # one engine's private network: the traffic never leaves that machine
+OVERLAY = "overlay"  # a swarm's overlay network: one network, spanning machines
+ROUTED = "routed"  # separate engines: each node only through the port its engine publishes
+NETWORKS = (BRIDGE, OVERLAY, ROUTED)
+
+
+def connect_options(*, network: str) -> list[str]:
     """How the head's root and the other nodes' workers reach each other.
 
     The nodes run one image, so the per-host check of Python and dockkit versions is
-    moot. On one engine the workers connect straight to the head over the cluster's
-    private network, which never leaves that engine: authenticated as every run is,
-    without the cost of encryption or of tunnels through the root's process. Across
-    engines the traffic goes through SSH tunnels, encrypted.
+    moot. On one engine's bridge the workers connect straight to the head, authenticated
+    as every run is, without the cost of encryption or of tunnels through the root's
+    process. On a swarm's overlay they connect straight too, but the traffic crosses
+    machines: CurveZMQ encrypts it. Between separate engines only the published sshd
+    ports reach a node: the traffic goes through SSH tunnels, encrypted.
     """
-    reach = (["--external-hostname", HEAD, "--no-encrypt"] if one_engine else ["--tunnel"])
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    reach = {BRIDGE: ["--external-hostname", HEAD, "--no-encrypt"],
+             OVERLAY: ["--external-hostname", HEAD],
+             ROUTED: ["--tunnel"]}[network]
     return ["--no-host-check", *reach, "--ssh-config", NODE_SSH_CONFIG]
 
 
 def head_command(hosts: list[str], script: str, args, *, workers: int | None,
-                 options: RunOptions, one_engine: bool) -> list[str]:
+                 options: RunOptions, network: str) -> list[str]:
     """The argv the head node runs for one cluster run."""
-    command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(one_engine=one_engine),
+    command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(network=network),
                "--exit-with-stdin", *options.argv()]
     if workers is not None:
         command += ["-n", str(workers)]

@@ -55,11 +55,16 @@ def ensure_network(client, cluster: str):
 
 
 def remove_networks(client, cluster: str) -> None:
-    """Remove the cluster's networks on this engine (after its containers)."""
+    """Remove the cluster's networks on this engine (after its containers).
+
+    A swarm's overlay shows on every engine a task of it runs on, but only its manager
+    removes it (:func:`dockkit.cluster.swarm.remove_leftovers`).
+    """
     with docker_errors("listing the cluster's networks"):
         networks = client.networks.list(filters={"label": f"{CLUSTER_LABEL}={cluster}"})
     for network in networks:
-        remove_network(network)
+        if network.attrs.get("Scope") != "swarm":
+            remove_network(network)
 
 
 def create_node(client, *, cluster: str, index: int, image: str, docker_host: str, address: str,

@@ -33,6 +33,7 @@ class NodeInfo:
     host_key: str
     workers: int
     state: str = "unknown"
+    swarm_node: str = ""  # on a swarm: the hostname of the swarm node its task runs on
 
     @property
     def index(self) -> int:
@@ -74,9 +75,17 @@ class ClusterState:
     image: str
     nodes: list[NodeInfo] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)  # `--volume` specs, for every node made later
+    # a swarm cluster's docker_hosts entries: its manager first, then the engines of the
+    # swarm nodes it may run on (Swarm moves nodes between them by itself)
+    swarm_engines: list[str] = field(default_factory=list)
+
+    @property
+    def swarm_manager(self) -> str | None:
+        return self.swarm_engines[0] if self.swarm_engines else None
 
     def save(self, files: ClusterFiles) -> None:
         data = {"name": self.name, "image": self.image, "volumes": self.volumes,
+                "swarm_engines": self.swarm_engines,
                 "nodes": [{k: v for k, v in asdict(n).items() if k != "state"} for n in self.nodes]}
         write_private(files.state, json.dumps(data, indent=2))
 
@@ -92,7 +101,7 @@ class ClusterState:
         try:
             data = json.loads(files.state.read_text())
             return cls(data["name"], data["image"], [NodeInfo(**n) for n in data["nodes"]],
-                       list(data.get("volumes", [])))
+                       list(data.get("volumes", [])), list(data.get("swarm_engines", [])))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{files.state} is damaged ({exc}); remove the cluster with "
                               f"`dockkit down --name {files.directory.name}`") from exc

@@ -11,7 +11,8 @@ Fixtures:
                     keys, a known_hosts file and an ssh_config. Shared: don't break them.
     engine_bed      (session) :class:`~tests.integration.engines.EngineBed`: two extra Docker
                     Engines (dind containers with their own image stores) reached over tcp://
-                    and ssh://, with the iptables rules they need; all removed at the end.
+                    and ssh://, with the iptables rules they need, forming a Swarm that
+                    engine0 manages; all removed at the end.
     make_ssh_nodes  (function) ``make_ssh_nodes(n, prefix="node")`` starts a fresh
                     :class:`SSHNodes` for one test (e.g. to kill a node); removed after it.
 
@@ -158,7 +159,7 @@ def engine_bed(docker_client):
     from tests.integration.engines import EngineBed
     from tests.names import TEST_RUN
 
-    with EngineBed(docker_client, 2, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}", log=_log) as bed:
+    with EngineBed(docker_client, 2, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}", log=_log, swarm=True) as bed:
         yield bed
 
 

@@ -88,12 +88,16 @@ class EngineBed(Bed):
 
     ``bed.ssh_home`` is a HOME whose ``.ssh`` holds the client key, a config naming it, and
     the engines' pinned host keys: set ``HOME`` to it to reach the engines over ``ssh://``.
+    With ``swarm=True`` the engines form a Docker Swarm as they start, before anything runs
+    on them (joining or leaving a swarm disturbs name resolution in running clusters):
+    engine0 manages it, the others join as workers. Removing the engines removes the swarm.
     """
 
     docker: docker.DockerClient
     n: int
     run_id: str
     log: callable = print
+    swarm: bool = False
     engines: list[Engine] = field(default_factory=list)
     ssh_home: Path | None = None
     _rules: list[list[str]] = field(default_factory=list)
@@ -123,6 +127,22 @@ class EngineBed(Bed):
             f"Host {e.address}\n    IdentityFile {key_path}\n" for e in self.engines))
         for engine in self.engines:
             _wait_engine(engine)
+        if self.swarm:
+            self._form_swarm()
+
+    def _form_swarm(self) -> None:
+        manager, *workers = self.engines
+        client = manager.client()
+        client.swarm.init(advertise_addr=manager.address, listen_addr="0.0.0.0:2377")
+        token = client.swarm.attrs["JoinTokens"]["Worker"]
+        for worker in workers:
+            worker.client().swarm.join(remote_addrs=[f"{manager.address}:2377"], join_token=token,
+                                       advertise_addr=worker.address, listen_addr="0.0.0.0:2377")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while sum(n.attrs["Status"]["State"] == "ready" for n in client.nodes.list()) < len(self.engines):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bed's swarm has not all {len(self.engines)} nodes ready")
+            time.sleep(0.2)
 
     def _create(self, name: str, hostname: str, labels: dict):
         host_config = self.docker.api.create_host_config(**_ENGINE_OPTIONS)

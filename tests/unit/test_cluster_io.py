@@ -11,7 +11,7 @@ import pytest
 
 from dockkit.cluster.copying import NodePath, parse_location
 from dockkit.cluster.fetch import FetchPlan, over_limit_message, plan_fetch, summary
-from dockkit.cluster.head import RunOptions, head_command
+from dockkit.cluster.head import BRIDGE, OVERLAY, ROUTED, RunOptions, head_command
 from dockkit.cluster.sync import pack
 from dockkit.cluster.volumes import VolumeSpec, mounts, volume_name
 from dockkit.errors import ConfigError
@@ -102,7 +102,7 @@ def test_a_node_without_a_path_is_refused():
 def test_the_head_command_carries_the_typed_options():
     options = RunOptions(env={"SEED": "1"}, prolog="ulimit -n 4096", max_retries=0, progress=True)
     command = head_command(["node0*2", "node1*2"], "/p/job.py", ["--size", "3"], workers=4, options=options,
-                           one_engine=False)
+                           network=ROUTED)
     assert command[:6] == ["python", "-m", "dockkit", "--hosts", "node0*2", "node1*2"]
     assert command[-3:] == ["/p/job.py", "--size", "3"]
     rest = command[6:-3]
@@ -144,7 +144,20 @@ def test_read_only_is_refused_for_a_remote_engine_volume(tmp_path):
 
 def test_on_one_engine_workers_connect_straight_to_the_head():
     command = head_command(["node0", "node1"], "/p/job.py", [], workers=None, options=RunOptions(),
-                           one_engine=True)
+                           network=BRIDGE)
     rest = command[command.index("--"):]
     assert "--tunnel" not in rest
     assert rest[rest.index("--external-hostname") + 1] == "node0" and "--no-encrypt" in rest
+
+
+def test_on_a_swarm_overlay_workers_connect_straight_to_the_head_encrypted():
+    command = head_command(["node0", "node1"], "/p/job.py", [], workers=None, options=RunOptions(),
+                           network=OVERLAY)
+    rest = command[command.index("--"):]
+    assert "--tunnel" not in rest and "--no-encrypt" not in rest  # the overlay crosses machines
+    assert rest[rest.index("--external-hostname") + 1] == "node0"
+
+
+def test_an_unknown_network_kind_is_refused():
+    with pytest.raises(ValueError, match="network must be one of"):
+        head_command(["node0"], "/p/job.py", [], workers=None, options=RunOptions(), network="mesh")

@@ -48,6 +48,28 @@ def test_state_round_trip_and_free_node_numbers(tmp_path):
     assert state.free_indices(2) == [3, 4]
 
 
+def test_a_swarm_clusters_engines_and_placement_survive_the_round_trip(tmp_path):
+    files = ClusterFiles(tmp_path / "s")
+    node = NodeInfo("node0", "0123456789ab", "tcp://10.0.0.2:2375", "10.0.0.2", 30001,
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", 2,
+                    swarm_node="worker1")
+    engines = ["tcp://10.0.0.1:2375", "tcp://10.0.0.2:2375"]
+    ClusterState("s", "dockkit-worker:abc", [node], swarm_engines=engines).save(files)
+    state = ClusterState.load(files)
+    assert (state.swarm_manager, state.swarm_engines) == ("tcp://10.0.0.1:2375", engines)
+    assert state.nodes[0].swarm_node == "worker1"
+
+
+def test_a_state_file_from_before_swarms_loads_as_a_plain_cluster(tmp_path):
+    files = ClusterFiles(tmp_path / "old")
+    files.directory.mkdir()
+    files.state.write_text('{"name": "old", "image": "dockkit-worker:abc", "nodes": [{"name": "node0", '
+                           '"container": "dockkit-old-node0", "docker_host": "local", "address": "127.0.0.1", '
+                           '"port": 2222, "host_key": "ssh-ed25519 AAAA", "workers": 2}]}')
+    state = ClusterState.load(files)
+    assert state.swarm_manager is None and state.nodes[0].swarm_node == ""
+
+
 def test_a_damaged_state_file_names_the_fix(tmp_path):
     files = ClusterFiles(tmp_path / "c")
     files.directory.mkdir()

@@ -26,3 +26,17 @@ def test_a_failing_engine_is_named_after_the_others_are_done():
     message = str(gone.value)
     assert message.startswith("taking down cluster c: 1 Docker Engine(s) did not answer")
     assert "tcp://gone:2375: connecting" in message and "\n" not in message
+
+
+def test_an_engine_that_failed_an_earlier_pass_is_not_tried_again_but_named():
+    tried = []
+
+    def action(host):
+        tried.append(host)
+        return 1
+
+    with pytest.raises(EngineGoneError) as gone:
+        on_each_engine(["a", "dead", "b"], action, "taking down cluster c", {"dead": "no route to host"})
+    assert tried == ["a", "b"]
+    assert (gone.value.engines, gone.value.removed) == (["dead"], 2)
+    assert "dead: no route to host" in str(gone.value)

@@ -1,0 +1,212 @@
+"""A cluster whose nodes are Docker Swarm services, on the engine bed's real swarm.
+
+The bed's two engines form the swarm (engine0 manages it, engine1 joins as a worker):
+each has its own image store and its own containers, so the services really spread over
+two machines' worth of engines, and an overlay network really joins them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import dockkit
+from dockkit.cluster.nodes import CLUSTER_LABEL
+from tests.integration.streams import Collect
+from tests.names import unique_name
+
+NODES = 3
+pytestmark = pytest.mark.timeout(600)  # the first test may start the bed and ship the image to it
+
+
+@pytest.fixture(scope="module")
+def swarm_cluster(engine_bed, worker_image):
+    messages: list[str] = []
+    manager, worker = engine_bed.engines
+    cluster = dockkit.Cluster(NODES, name=unique_name("sw"), docker_hosts=[manager.tcp_url, worker.tcp_url],
+                              workers_per_node=2, swarm=True, log=messages.append)
+    try:
+        cluster.up()
+        cluster.up_messages = messages
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def _labelled(client, cluster: str) -> dict[str, list]:
+    flt = {"label": f"{CLUSTER_LABEL}={cluster}"}
+    found = {"containers": client.containers.list(all=True, filters=flt),
+             "networks": [n for n in client.networks.list(filters=flt)]}
+    if client.info()["Swarm"].get("ControlAvailable"):
+        found["services"] = client.services.list(filters=flt)
+        found["secrets"] = client.secrets.list(filters=flt)
+    return found
+
+
+def _where_script(tmp_path, body: str):
+    script = tmp_path / "where.py"
+    script.write_text(textwrap.dedent(body))
+    return script
+
+
+WHERE = """
+    import socket
+    import sys
+    import time
+    from dockkit import futures
+
+    def where(i):
+        time.sleep(float(sys.argv[1]))
+        return socket.gethostname(), i * i
+
+    if __name__ == "__main__":
+        results = list(futures.map(where, range(int(sys.argv[2]))))
+        print("hosts:", " ".join(sorted({host for host, _ in results})))
+        print("sum:", sum(square for _, square in results))
+        with open("result.txt", "w") as out:
+            out.write(str(sum(square for _, square in results)))
+"""
+
+
+def test_nodes_are_services_spread_over_the_swarm(swarm_cluster, engine_bed, docker_client):
+    nodes = swarm_cluster.status()
+    assert [(n.name, n.state) for n in nodes] == [(f"node{i}", "running") for i in range(NODES)]
+    assert {n.swarm_node for n in nodes} == {"engine0", "engine1"}  # the placement preference spreads them
+    manager = engine_bed.engines[0].client()
+    services = {s.name: s for s in manager.services.list(filters={"label": f"{CLUSTER_LABEL}={swarm_cluster.name}"})}
+    assert sorted(services) == [f"dockkit-{swarm_cluster.name}-node{i}" for i in range(NODES)]
+    for node in nodes:  # each runs where the status says, on that engine, published on its address
+        engine = engine_bed.engines[int(node.swarm_node.removeprefix("engine"))]
+        assert node.address == engine.address and node.docker_host == engine.tcp_url
+        assert engine.client().containers.get(node.container).status == "running"
+    networks = manager.networks.list(names=[f"dockkit-{swarm_cluster.name}"])
+    assert [(n.attrs["Driver"], n.attrs["Attachable"]) for n in networks] == [("overlay", True)]
+    assert not _labelled(docker_client, swarm_cluster.name)["containers"]  # nothing on this machine's engine
+    assert any("no registry" in m for m in swarm_cluster.up_messages), swarm_cluster.up_messages
+
+
+def test_keys_reach_the_nodes_as_secrets_only(swarm_cluster, engine_bed):
+    manager = engine_bed.engines[0].client()
+    key_text = swarm_cluster.key_path.read_text()
+    for service in manager.services.list(filters={"label": f"{CLUSTER_LABEL}={swarm_cluster.name}"}):
+        spec = service.attrs["Spec"]
+        container_spec = spec["TaskTemplate"]["ContainerSpec"]
+        shown = repr(container_spec.get("Env")) + repr(container_spec.get("Labels")) + repr(spec.get("Labels"))
+        assert "PRIVATE KEY" not in shown and key_text not in shown
+        files = {ref["File"]["Name"] for ref in container_spec["Secrets"]}
+        head = service.name.endswith("-node0")
+        assert files == {"/etc/dockkit/ssh_host_ed25519_key", "/etc/dockkit/authorized_keys",
+                         *(("/root/.ssh/id_ed25519",) if head else ())}, service.name
+    out = []
+    status = swarm_cluster.exec("node1", "test -e /root/.ssh/id_ed25519 && echo KEY || echo NOKEY",
+                                stream=Collect(out))
+    assert (status, b"".join(out).strip()) == (0, b"NOKEY")  # only the head holds the client key
+    image = manager.images.get(swarm_cluster.state().image)
+    assert "PRIVATE KEY" not in repr(image.history())
+
+
+def test_run_maps_over_the_swarm_and_its_outputs_come_home(swarm_cluster, tmp_path):
+    script = _where_script(tmp_path, WHERE)
+    out = []
+    status = swarm_cluster.run(str(script), ["0.02", "200"], directory=str(tmp_path), stream=Collect(out))
+    text = b"".join(out).decode(errors="replace")
+    assert status == 0, text
+    assert "hosts: node0 node1 node2" in text, text
+    assert f"sum: {sum(i * i for i in range(200))}" in text, text
+    assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(200)))
+
+
+def test_exec_logs_ssh_and_status_work_on_a_swarm_cluster(swarm_cluster, tmp_path):
+    out = []
+    assert swarm_cluster.exec("node2", "hostname", stream=Collect(out)) == 0
+    assert b"".join(out).strip() == b"node2"
+    assert "Server listening on" in swarm_cluster.logs()["node1"]
+    ssh = subprocess.run(swarm_cluster.ssh_argv("node1", ["-o", "BatchMode=yes", "hostname"]),
+                         capture_output=True, text=True, timeout=30)
+    assert (ssh.returncode, ssh.stdout.strip()) == (0, "node1"), ssh.stderr
+    result = _cli("status", "--name", swarm_cluster.name)
+    assert result.returncode == 0, result.stderr
+    assert "swarm node" in result.stdout and "engine1" in result.stdout, result.stdout
+
+
+def test_a_dead_node_is_restarted_by_swarm_and_the_next_run_uses_it(swarm_cluster, engine_bed, tmp_path):
+    """Killed mid-run: that run loses the worker and re-runs its tasks; Swarm restarts the node
+    with the same host key (a pinned one: ssh would refuse another), and the next run uses it."""
+    before = swarm_cluster.node("node1")
+    engine = engine_bed.engines[int(before.swarm_node.removeprefix("engine"))]
+    script = _where_script(tmp_path, WHERE)
+    killer = threading.Timer(3.0, lambda: engine.client().containers.get(before.container).kill())
+    out = []
+    killer.start()
+    status = swarm_cluster.run(str(script), ["0.05", "600"], directory=str(tmp_path), stream=Collect(out))
+    killer.join()
+    text = b"".join(out).decode(errors="replace")
+    assert status == 0, text  # the lost worker's tasks ran again elsewhere
+    assert f"sum: {sum(i * i for i in range(600))}" in text, text
+    deadline = time.monotonic() + 60
+    while (after := next(n for n in swarm_cluster.status() if n.name == "node1")).state != "running" \
+            or after.container == before.container:
+        assert time.monotonic() < deadline, f"Swarm did not restart node1: {after}"
+        time.sleep(1)
+    assert after.host_key == before.host_key
+    out = []
+    status = swarm_cluster.run(str(script), ["0.01", "200"], directory=str(tmp_path), stream=Collect(out))
+    text = b"".join(out).decode(errors="replace")
+    assert status == 0 and "hosts: node0 node1 node2" in text, text
+
+
+def test_scaling_a_swarm_cluster_adds_and_removes_services(swarm_cluster, engine_bed):
+    manager = engine_bed.engines[0].client()
+    name = swarm_cluster.name
+
+    def services() -> list[str]:
+        return sorted(s.name for s in manager.services.list(filters={"label": f"{CLUSTER_LABEL}={name}"}))
+
+    dockkit.Cluster(NODES + 1, name=name, log=lambda message: None).up()
+    assert services() == [f"dockkit-{name}-node{i}" for i in range(NODES + 1)]
+    assert [n.state for n in swarm_cluster.status()] == ["running"] * (NODES + 1)
+    dockkit.Cluster(NODES, name=name, log=lambda message: None).up()
+    assert services() == [f"dockkit-{name}-node{i}" for i in range(NODES)]
+    secrets = {s.name for s in manager.secrets.list(filters={"label": f"{CLUSTER_LABEL}={name}"})}
+    assert f"dockkit-{name}-node{NODES}-host-key" not in secrets
+
+
+def test_down_removes_services_secrets_and_network_on_every_engine(swarm_cluster, engine_bed):
+    assert swarm_cluster.down() == NODES
+    for engine in engine_bed.engines:
+        # a worker drops its copy of the overlay once the manager tells it: give that a moment
+        deadline = time.monotonic() + 15
+        while any((left := _labelled(engine.client(), swarm_cluster.name)).values()):
+            assert time.monotonic() < deadline, (engine.name, left)
+            time.sleep(0.5)
+    assert swarm_cluster.down() == 0  # idempotent
+    assert swarm_cluster.state() is None
+
+
+def test_swarm_on_an_engine_that_manages_none_is_one_line(engine_bed, tmp_path):
+    worker = engine_bed.engines[1]
+    name = unique_name("sx")
+    result = _cli("up", "--swarm", "--nodes", "2", "--name", name, "--docker-host", worker.tcp_url,
+                  state_dir=tmp_path)
+    assert result.returncode == 1
+    assert "is a swarm worker, not a manager" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("up", "--swarm", "--nodes", "2", "--name", name, state_dir=tmp_path)  # this machine's engine
+    assert result.returncode == 1
+    assert "is not in a swarm: run `docker swarm init`" in result.stderr and "Traceback" not in result.stderr
+    for engine in engine_bed.engines:
+        assert not any(_labelled(engine.client(), name).values())
+    assert not (tmp_path / "clusters" / name).exists()
+
+
+def _cli(*args, state_dir=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="250")
+    if state_dir is not None:
+        env["DOCKKIT_STATE_DIR"] = str(state_dir)
+    return subprocess.run([sys.executable, "-m", "dockkit.cli", *args], capture_output=True, text=True,
+                          timeout=180, env=env)
