@@ -368,8 +368,10 @@ def _node_table(cluster) -> None:
 @click.option("--swarm", is_flag=True,
               help="Nodes as Docker Swarm services: the first --docker-host is the swarm's manager, "
                    "the others the engines of the swarm nodes to use.")
+@click.option("--registry", default=None, metavar="HOST:PORT",
+              help="With --swarm: push the image here from the manager's engine; the swarm nodes pull it.")
 def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, requirements, ready_timeout,
-       volumes, swarm):
+       volumes, swarm, registry):
     """Start a cluster of NODES identical SSH worker containers (or scale one)."""
     import time
 
@@ -379,7 +381,7 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
     cluster = Cluster(nodes, name=name, workers_per_node=workers_per_node, cpus=cpus, memory=memory,
                       docker_hosts=docker_hosts or None, base_image=base_image,
                       requirements=requirements, volumes=volumes, ready_timeout=ready_timeout,
-                      swarm=swarm).up()
+                      swarm=swarm, registry=registry).up()
     _node_table(cluster)
     click.echo(f"dockkit: cluster {name!r} ready in {time.perf_counter() - started:.1f} s; "
                f"ssh_config: {cluster.ssh_config_path}", err=True)

@@ -38,7 +38,7 @@ from dockkit.config import check_cluster_name
 from dockkit.cluster.engine import (docker_client, docker_errors, engine_address, engine_cpus, engine_url,
                                     find_container, remove_container)
 from dockkit.errors import ClusterError, ConfigError, DockerError, DockkitError, ImageError
-from dockkit.cluster.image import copy_image, ensure_worker_image
+from dockkit.cluster.image import copy_image, ensure_worker_image, push_image
 from dockkit.launch.ssh.keys import generate_keypair
 from dockkit.cluster.head import BRIDGE, HEAD, OVERLAY, ROUTED, RunOptions, head_command
 from dockkit.cluster.nodes import CLUSTER_LABEL, container_name, gone_message
@@ -51,6 +51,7 @@ KILLED_BY = {128 + signal.SIGKILL: "SIGKILL", 128 + signal.SIGTERM: "SIGTERM", 1
 MAX_NODES = 256  # one broker port and one SSH launch per node: past this, scale workers per node
 LOCAL_DOCKER = "local"
 PARALLEL_COPIES = 16  # uploads or removals in flight at once on an engine
+PULL_TIMEOUT_S = 300.0  # how long swarm nodes may take to pull the image from a registry
 SWARM_FOLLOW_S = 2.0  # a swarm moves nodes on its own: where they run is asked again after this
 
 
@@ -76,8 +77,11 @@ class Cluster:
         ready_timeout: seconds a node may take until key login works.
         swarm: make the nodes Docker Swarm services (:mod:`dockkit.cluster.swarm`) on the
             swarm that the first of ``docker_hosts`` manages. The others are the engines of
-            the swarm nodes to use: the image is loaded into each, and exec, logs and
-            copies reach a node through its engine. Nodes go only where an engine is given.
+            the swarm nodes to use: the image is loaded into each (or pulled from
+            ``registry``), and exec, logs and copies reach a node through its engine. Nodes
+            go only where an engine is given.
+        registry: with ``swarm``, a registry (``host:port``) the image is pushed to from the
+            manager's engine, and every swarm node pulls it from.
         log: receives one-line progress messages.
 
     Use ``with Cluster(3) as c:`` to have ``down()`` run at the end.
@@ -86,7 +90,8 @@ class Cluster:
     def __init__(self, nodes: int = 3, *, name: str = "dockkit", workers_per_node: int | None = None,
                  cpus: float | None = None, memory: str | None = None, docker_hosts=None,
                  base_image: str | None = None, requirements: str | None = None,
-                 volumes=(), ready_timeout: float = 60.0, swarm: bool = False, log=None):
+                 volumes=(), ready_timeout: float = 60.0, swarm: bool = False, registry: str | None = None,
+                 log=None):
         if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
             raise ConfigError(f"a cluster has 1 to {MAX_NODES} nodes, got {nodes!r}; for more, "
                               "give each node more workers (workers_per_node)")
@@ -103,6 +108,10 @@ class Cluster:
         self.volumes = [VolumeSpec.parse(v) if isinstance(v, str) else v for v in volumes]
         self.ready_timeout = ready_timeout
         self.swarm = swarm
+        self.registry = registry
+        if registry and not swarm:
+            raise ConfigError("--registry is for a swarm cluster (--swarm); plain engines get the "
+                              "image copied to them")
         if swarm and self.volumes:
             raise ConfigError("--volume is not supported on a swarm cluster: copy data in with "
                               "`dockkit cp DIR all:/path` after `up`")
@@ -234,16 +243,25 @@ class Cluster:
             self.log(f"dockkit: the sshd port of {', '.join(moved)} moved; ssh_config updated")
 
     def _worker_image(self, state: ClusterState | None) -> str:
-        """The one image for every node: the cluster's own, or built on the first engine."""
+        """The one image for every node: the cluster's own, or built on the first engine.
+
+        It reaches the other engines copied from one that holds it, or, for a swarm with a
+        registry, pushed there once for the swarm nodes to pull (its name then starts with
+        the registry's).
+        """
         if state is None:
             source = self.docker_hosts[0]
             tag = ensure_worker_image(self._client(source), base_image=self.base_image,
                                       requirements=self.requirements, log=self.log)
+            if self.registry:
+                return push_image(self._client(source), tag, self.registry, log=self.log)
         else:
             tag = state.image
             if self.base_image or self.requirements:
                 self.log(f"dockkit: cluster {self.name!r} keeps its image {tag}; --base-image and "
                          f"--requirements shape a new cluster (`dockkit down --name {self.name}` first)")
+            if _from_registry(tag):
+                return tag
             holders = [h for h in self._hosts(state) if image_exists(self._client(h), tag)]
             if not holders:
                 raise ImageError(f"cluster {self.name!r}'s image {tag} is gone from its Docker "
@@ -376,9 +394,10 @@ class Cluster:
         ready = swarm.swarm_nodes(manager)
         avoid = [node_id for node_id in ready if node_id not in engines]
         if count:
+            how = (f"they pull the image from {state.image.split('/')[0]}" if _from_registry(state.image)
+                   else "the image was loaded into each of them (no registry)")
             self.log(f"dockkit: swarm: nodes go to {len(ready) - len(avoid)} of {len(ready)} swarm node(s), "
-                     "those whose engine was given (--docker-host); the image was loaded into each of "
-                     "them (no registry)")
+                     f"those whose engine was given (--docker-host); {how}")
         network = swarm.ensure_overlay(manager, self.name)
         made: dict[str, NodeInfo] = {}
         try:
@@ -392,7 +411,9 @@ class Cluster:
                     client_key=self.key_path.read_bytes() if name == HEAD else None,
                     cpus=self.cpus, memory=self.memory, avoid_nodes=avoid)
                 made[service] = NodeInfo(name, "", "", "", 0, host_key.public_line, 0)
-            tasks = swarm.wait_running(manager, self.name, list(made), self.ready_timeout)
+            # pulling the image from a registry comes before a task runs
+            wait = self.ready_timeout + (PULL_TIMEOUT_S if _from_registry(state.image) else 0)
+            tasks = swarm.wait_running(manager, self.name, list(made), wait)
             for service, node in made.items():
                 self._place_on_task(node, tasks[service], engines, ready)
             state.nodes.extend(made.values())
@@ -768,3 +789,8 @@ class Cluster:
 
         return Executor(workers, hosts=self.hosts_for(workers), ssh_config=str(self.ssh_config_path),
                         tunnel=True, **options)
+
+
+def _from_registry(image: str) -> bool:
+    """Whether ``image`` names a registry (``host:port/dockkit-worker:…``), as a pushed one does."""
+    return "/" in image.rsplit(":", 1)[0]

@@ -39,7 +39,7 @@ from dockkit.errors import ImageError
 
 __all__ = [
     "WORKER_REPOSITORY", "NODE_KEY_DIR", "VENV", "WORKER_DEPS", "ImageRow",
-    "ensure_worker_image", "copy_image", "list_images",
+    "ensure_worker_image", "copy_image", "push_image", "list_images",
 ]
 
 WORKER_REPOSITORY = "dockkit-worker"
@@ -159,6 +159,30 @@ def copy_image(source: docker.DockerClient, target: docker.DockerClient, tag: st
         target.api.load_image(source.api.get_image(tag))
     if not image_exists(target, tag):
         raise ImageError(f"copying image {tag} between Docker Engines failed: it is not there")
+
+
+def push_image(client: docker.DockerClient, tag: str, registry: str, log: Log = print) -> str:
+    """Push ``tag`` from ``client``'s engine to ``registry`` (``host:port``); return the pushed name.
+
+    Why: a swarm's nodes pull the image from there themselves, instead of this machine
+    loading it into each of their engines. The engine that pushes must trust the registry
+    (a plain-HTTP one must be in its ``insecure-registries``).
+
+    Raises:
+        ImageError: the registry refused or could not be reached.
+    """
+    repository = f"{registry.rstrip('/')}/{tag.split(':')[0]}"
+    version = tag.split(":", 1)[1]
+    reference = f"{repository}:{version}"
+    log(f"dockkit: pushing {tag} to the registry {registry}")
+    with docker_errors(f"pushing image {tag} to {registry}", ImageError):
+        client.images.get(tag).tag(repository, version)
+        for line in client.images.push(repository, version, stream=True, decode=True):
+            if "error" in line:
+                raise ImageError(f"pushing image {tag} to {registry} failed: {line['error']}; "
+                                 "is the registry up, and does that engine trust it "
+                                 "(insecure-registries, for plain HTTP)?")
+    return reference
 
 
 # --- build steps ---------------------------------------------------------------------

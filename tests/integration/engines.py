@@ -53,7 +53,9 @@ _ENGINE_OPTIONS = dict(
 _ENGINE_COMMAND = (
     "mkdir -p /run/sshd && { /usr/sbin/sshd -D -e -h /etc/dockkit/ssh_host_ed25519_key "
     "-o AuthorizedKeysFile=/etc/dockkit/authorized_keys -o PasswordAuthentication=no & } && "
-    f"exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock -H tcp://0.0.0.0:{API_PORT}"
+    f"exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock -H tcp://0.0.0.0:{API_PORT} "
+    # a registry the tests start (tests.integration.registry) speaks plain HTTP on docker0
+    "--insecure-registry 172.16.0.0/12"
 )
 
 

@@ -13,13 +13,15 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
 import dockkit
 from dockkit.cluster.nodes import CLUSTER_LABEL
+from tests.integration.registry import RegistryBed
 from tests.integration.streams import Collect
-from tests.names import unique_name
+from tests.names import TEST_RUN, unique_name
 
 NODES = 3
 pytestmark = pytest.mark.timeout(600)  # the first test may start the bed and ship the image to it
@@ -187,6 +189,43 @@ def test_down_removes_services_secrets_and_network_on_every_engine(swarm_cluster
             time.sleep(0.5)
     assert swarm_cluster.down() == 0  # idempotent
     assert swarm_cluster.state() is None
+
+
+def test_with_a_registry_the_swarm_nodes_pull_the_image_from_it(engine_bed, docker_client, tmp_path):
+    manager, worker = engine_bed.engines
+    with RegistryBed(docker_client, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}") as registry:
+        messages: list[str] = []
+        cluster = dockkit.Cluster(2, name=unique_name("sr"), docker_hosts=[manager.tcp_url, worker.tcp_url],
+                                  workers_per_node=2, swarm=True, registry=registry.address,
+                                  log=messages.append)
+        try:
+            cluster.up()
+            image = cluster.state().image
+            assert image.startswith(f"{registry.address}/dockkit-worker:"), image
+            assert registry.repositories() == ["dockkit-worker"]
+            assert any(f"they pull the image from {registry.address}" in m for m in messages), messages
+            assert not any("copying" in m for m in messages), messages  # nothing loaded from here
+            assert {n.swarm_node for n in cluster.status()} == {"engine0", "engine1"}
+            assert worker.client().images.get(image)  # pulled by the worker's engine itself
+            script = _where_script(tmp_path, WHERE)
+            out = []
+            status = cluster.run(str(script), ["0.01", "100"], directory=str(tmp_path), stream=Collect(out))
+            text = b"".join(out).decode(errors="replace")
+            assert status == 0 and "hosts: node0 node1" in text, text
+        finally:
+            cluster.down()
+
+
+def test_an_unreachable_registry_is_one_line_and_leaves_nothing(engine_bed, tmp_path):
+    manager, worker = engine_bed.engines
+    name = unique_name("su")
+    result = _cli("up", "--swarm", "--nodes", "2", "--name", name, "--docker-host", manager.tcp_url,
+                  "--docker-host", worker.tcp_url, "--registry", "127.0.0.1:1", state_dir=tmp_path)
+    assert result.returncode == 1
+    assert "pushing image" in result.stderr and "127.0.0.1:1" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    for engine in engine_bed.engines:
+        assert not any(_labelled(engine.client(), name).values())
 
 
 def test_swarm_on_an_engine_that_manages_none_is_one_line(engine_bed, tmp_path):
