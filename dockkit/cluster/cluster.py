@@ -187,10 +187,12 @@ class Cluster:
             self._follow_swarm(state)  # Swarm restarts dead nodes itself: only a lost service is stale
             stale = [n for n in state.nodes[:self.node_count] if n.state == "missing"]
         else:
+            containers = {}  # looked up once: for the state, then for the ports
             for node in (state.nodes if state else [])[:self.node_count]:
-                node.state = self._live(node)
+                containers[node.name] = find_container(self._client(node.docker_host), node.container)
+                node.state = "missing" if containers[node.name] is None else containers[node.name].status
             if state is not None:
-                self._mend_ports(state)
+                self._mend_ports(state, containers)
             stale = [n for n in (state.nodes if state else [])[:self.node_count] if n.state != "running"]
         if state is not None and len(state.nodes) == self.node_count and not stale:
             self.log(f"dockkit: cluster {self.name!r} is already up with {self.node_count} nodes")
@@ -220,18 +222,19 @@ class Cluster:
                 f"state for them (it was deleted, or another user made them); run `dockkit down "
                 f"--name {self.name}` first, or pick another --name")
 
-    def _mend_ports(self, state: ClusterState) -> None:
+    def _mend_ports(self, state: ClusterState, containers: dict) -> None:
         """Record the sshd ports running nodes publish now, where they moved.
 
         Docker may publish a new port when a node's network is disconnected and connected
         again; the ssh_config here, and the nodes that reach that node by its port (those
-        on other engines), then point at nothing until they are rewritten.
+        on other engines), then point at nothing until they are rewritten. ``containers``
+        holds the nodes' containers as just looked up, by node name.
         """
         moved = []
         for node in state.nodes:
-            if node.state != "running":
+            if node.state != "running" or containers.get(node.name) is None:
                 continue
-            port = node_containers.published_port(self._container(node))
+            port = node_containers.published_port(containers[node.name])
             if port is not None and port != node.port:
                 moved.append(f"{node.name} ({node.port} → {port})")
                 node.port = port
