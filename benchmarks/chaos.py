@@ -27,7 +27,7 @@ from benchmarks.faults.trial import Fault
 
 LOCAL_TRIALS = 20
 DOCKER_TRIALS = 5
-FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, *cluster.FAULTS]
+FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS]
 UNMEASURED = [
     "A node cut off from the network while it keeps running (`docker network disconnect`, or "
     "dropped packets): only a paused node, which falls silent the same way, is measured.",
@@ -37,8 +37,6 @@ UNMEASURED = [
     "10 s; not injected yet.",
     "A worker killed by the out-of-memory killer: it needs a task that outgrows a memory limit "
     "(`dockkit up --memory`), not a signal; not injected yet.",
-    "A flood against an encrypted (CurveZMQ) broker: the flood measures the PLAIN broker of "
-    "local runs.",
 ]
 
 
