@@ -157,7 +157,11 @@ def _said(result: FaultResult) -> str:
                        for d in details if d.get("message")})
     for message in messages:
         lines.append(f"the map raised: `{message}`")
-    lines += _flood_said(details) + _cluster_said(details)
+    oom = [d["oom_killed"] for d in details if "oom_killed" in d]
+    if oom:
+        lines.append(f"workers the out-of-memory killer took, as their agents reported: {sum(oom)} in "
+                     f"{len(oom)} run(s) (one a run: the task is not re-run on another worker)")
+    lines += _flood_said(details) + _cut_said(details) + _cluster_said(details)
     missed = sum(1 for d in details if d.get("injected") is False)
     if missed:
         lines.append(f"in {missed} run(s) the map ended before the fault could be injected")
@@ -179,6 +183,22 @@ def _flood_said(details: list[dict]) -> list[str]:
             f"{sum(d['ran'] for d in floods)} times",
             f"throughput of maps of tiny tasks (medians): {median('tasks_per_s'):,.0f} tasks/s alone, "
             f"{median('flood_tasks_per_s'):,.0f} tasks/s during the flood"]
+
+
+def _cut_said(details: list[dict]) -> list[str]:
+    cuts = [d for d in details if d.get("rejoined") is not None]
+    if not cuts:
+        return []
+    n = len(cuts)
+    lines = [f"the node ran {sum(d['rejoined'] for d in cuts)} task(s) after it was back, in "
+             f"{sum(1 for d in cuts if d['rejoined'])} of {n} run(s); its name resolved again in the "
+             f"head node in {sum(d['resolves'] for d in cuts)} of {n}; it came back at another address "
+             f"in {sum(d['readdressed'] for d in cuts)} of {n}; Docker published its sshd on a new port "
+             f"in {sum(d.get('port_moved', False) for d in cuts)} of {n}, which the next `dockkit up` "
+             "recorded (the next trial logs in through it)"]
+    lines += [f"the first line that said it: `{said}`"
+              for said in sorted({d["lost_said"] for d in cuts if d.get("lost_said")})]
+    return lines
 
 
 def _cluster_said(details: list[dict]) -> list[str]:
