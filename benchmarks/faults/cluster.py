@@ -196,6 +196,8 @@ def _after_cut(cluster: ChaosCluster, trial: Trial, run) -> dict:
     return {"rejoined": trial.log.ran_on(VICTIM, after=cut["back_at"]),
             "resolves": cluster.node("node0").exec_run(["getent", "hosts", VICTIM]).exit_code == 0,
             "readdressed": cut["new_address"] != cut["address"],
+            "left_unheard": any(f"on {VICTIM}: the broker" in line and "has been silent" in line
+                                for _, line in run.lines()),
             "lost_said": re.sub(r"(w)\d+ \(pid \d+\)", r"\1N (pid N)", lost[0]) if lost else None}
 
 

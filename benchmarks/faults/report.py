@@ -195,7 +195,9 @@ def _cut_said(details: list[dict]) -> list[str]:
              f"head node in {sum(d['resolves'] for d in cuts)} of {n}; it came back at another address "
              f"in {sum(d['readdressed'] for d in cuts)} of {n}; Docker published its sshd on a new port "
              f"in {sum(d.get('port_moved', False) for d in cuts)} of {n}, which the next `dockkit up` "
-             "recorded (the next trial logs in through it)"]
+             "recorded (the next trial logs in through it)",
+             f"its workers said the broker had been silent too long and left, though the cut was "
+             f"shorter, in {sum(d['left_unheard'] for d in cuts)} of {n} run(s)"]
     lines += [f"the first line that said it: `{said}`"
               for said in sorted({d["lost_said"] for d in cuts if d.get("lost_said")})]
     return lines
