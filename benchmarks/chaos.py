@@ -22,13 +22,13 @@ from pathlib import Path
 
 import dockkit
 from benchmarks.env import ROOT
-from benchmarks.faults import cluster, flood, local
+from benchmarks.faults import cluster, flood, local, up
 from benchmarks.faults.report import FaultResult, page, table
 from benchmarks.faults.trial import Fault
 
 LOCAL_TRIALS = 20
 DOCKER_TRIALS = 5
-FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS]
+FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS, *up.FAULTS]
 UNMEASURED = [
     "Dropped or delayed packets short of a cut (`tc netem`): only a node cut off its network, "
     "and a paused node, are measured.",

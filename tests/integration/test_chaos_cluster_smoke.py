@@ -9,6 +9,8 @@ retries, nothing is left behind, and the exit status is the documented one. A no
 cut off its network for 5 s may be lost or not, but the results are right either
 way, and it is found by its name again afterwards. On a cluster of its own with a
 memory limit, a task that outgrows it is given up, saying so, and the pool goes on.
+A ``dockkit up`` interrupted by SIGINT or SIGKILL leaves nothing after ``down``, and
+``up`` works again.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def test_a_node_cut_off_its_network_leaves_the_results_right(results, max_retrie
     assert outcome.detail["resolves"] is True, outcome  # back under its name
     if max_retries == 0:
         assert outcome.duplicates == 0, outcome
+
+
+@pytest.mark.parametrize("key", ["up-int", "up-kill"])
+def test_after_an_interrupted_up_down_leaves_nothing_and_up_works_again(results, key):
+    (outcome,) = results[key].outcomes[3]
+    assert outcome.correct is True and outcome.left == 0, outcome
+    assert not outcome.detail["traceback"], outcome
 
 
 def test_the_cluster_is_gone_afterwards(results):
