@@ -103,7 +103,8 @@ def up_interrupted(signum: int, _cluster, max_retries: int) -> Outcome:
                    error=_error(last_words[-1]) if last_words and status not in (0, None) else None,
                    lingering=after_up, left=after_down + after_all,
                    detail={"delay_s": delay, "running": running, "traceback": "Traceback" in (said or ""),
-                           "last_word": last_words[-1] if last_words else None,
+                           # what it said as it stopped (a SIGKILLed one says nothing)
+                           "last_word": last_words[-1] if last_words and signum != signal.SIGKILL else None,
                            "down_said": None if down == 0 else down_said.strip()[-300:],
                            "again_said": None if again == 0 else again_said.strip()[-300:]})
 
@@ -116,7 +117,7 @@ def _error(line: str) -> str | None:
 
 
 _DOES = ("`dockkit up --nodes 3 --name chaos-up-…` makes a cluster (the worker image is already built); "
-         f"after a random delay of 0 to {LATEST_S:.0f} s (an `up` takes about 2.2 s here), the trial sends "
+         f"after a random delay of 0 to {LATEST_S:g} s (an `up` takes about 2.2 s here), the trial sends "
          "it {signal}. Then `dockkit down --name chaos-up-…`, and a count of what Docker holds with the "
          "cluster's label (containers, networks, volumes); then `up` and `down` again, as a user starting "
          "over would. Correct: both `down`s and the second `up` succeeded, and nothing labelled was left. "
