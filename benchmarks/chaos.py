@@ -5,7 +5,8 @@
 Each fault (see :mod:`benchmarks.faults`) runs ``CHAOS_TRIALS`` times per setting
 of ``max_retries`` (default: 20 for local faults, 5 for faults that need Docker
 containers), every trial in fresh processes. The local faults come first; the
-Docker ones share one cluster, made for them and removed after them. The page,
+Docker ones share one cluster, made for them and removed after them (those that
+need a memory limit, a small one of their own). The page,
 ``docs/reliability.md``, is written whole from the outcomes.
 """
 
@@ -21,24 +22,20 @@ from pathlib import Path
 
 import dockkit
 from benchmarks.env import ROOT
-from benchmarks.faults import cluster, flood, local
+from benchmarks.faults import cluster, flood, local, up
 from benchmarks.faults.report import FaultResult, page, table
 from benchmarks.faults.trial import Fault
 
 LOCAL_TRIALS = 20
 DOCKER_TRIALS = 5
-FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, *cluster.FAULTS]
+FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS, *up.FAULTS]
 UNMEASURED = [
-    "A node cut off from the network while it keeps running (`docker network disconnect`, or "
-    "dropped packets): only a paused node, which falls silent the same way, is measured.",
+    "Dropped or delayed packets short of a cut (`tc netem`): only a node cut off its network, "
+    "and a paused node, are measured.",
     "The root killed during an SSH run over `--hosts`: measured on local workers and, on a "
     "cluster, through the `dockkit run` that holds the head's root.",
     "A root that hangs (SIGSTOP) instead of dying: its workers should leave on their own within "
     "10 s; not injected yet.",
-    "A worker killed by the out-of-memory killer: it needs a task that outgrows a memory limit "
-    "(`dockkit up --memory`), not a signal; not injected yet.",
-    "A flood against an encrypted (CurveZMQ) broker: the flood measures the PLAIN broker of "
-    "local runs.",
 ]
 
 
@@ -63,14 +60,14 @@ def run_fault(fault: Fault, trials: int, *context) -> FaultResult:
 
 def run_suite(faults: list[Fault], local_trials: int, docker_trials: int) -> list[FaultResult]:
     results = [run_fault(fault, local_trials) for fault in faults if not fault.docker]
-    docker_faults = [fault for fault in faults if fault.docker]
-    if not docker_faults:
-        return results
-    try:
-        with cluster.ChaosCluster() as nodes:
-            results += [run_fault(fault, docker_trials, nodes) for fault in docker_faults]
-    except cluster.ClusterUnavailable as exc:
-        results += [FaultResult(fault, skipped=str(exc)) for fault in docker_faults]
+    # one cluster per memory limit the Docker faults need: most need none
+    for memory in dict.fromkeys(fault.memory for fault in faults if fault.docker):
+        docker_faults = [fault for fault in faults if fault.docker and fault.memory == memory]
+        try:
+            with cluster.ChaosCluster(memory=memory) as nodes:
+                results += [run_fault(fault, docker_trials, nodes) for fault in docker_faults]
+        except cluster.ClusterUnavailable as exc:
+            results += [FaultResult(fault, skipped=str(exc)) for fault in docker_faults]
     return results
 
 

@@ -6,5 +6,6 @@
 - :mod:`~benchmarks.faults.local`: faults on local workers and on the root;
 - :mod:`~benchmarks.faults.flood`: strangers flooding the broker's port;
 - :mod:`~benchmarks.faults.cluster`: faults in the nodes of a Docker cluster;
+- :mod:`~benchmarks.faults.up`: ``dockkit up`` interrupted, then ``down`` and ``up`` again;
 - :mod:`~benchmarks.faults.report`: ``docs/reliability.md`` from the outcomes.
 """

@@ -1,7 +1,9 @@
-"""Faults in the nodes of a Docker cluster: a worker killed, a node killed, a node paused.
+"""Faults in the nodes of a Docker cluster: a worker killed, a node killed, paused or cut off,
+a task past the nodes' memory limit.
 
 One cluster serves the whole section, made and removed as a user would
-(``dockkit up --nodes 3 --name chaos-…``, ``dockkit down``), with a scratch directory
+(``dockkit up --nodes 3 --name chaos-…``, ``dockkit down``; the memory fault gets a
+cluster of 2 nodes with ``--memory`` of its own), with a scratch directory
 of this machine mounted at ``/chaos`` in every node for the task log. Each trial is
 one ``dockkit run --name chaos-… -n 6`` of :mod:`benchmarks.faults.job` from this
 machine; the fault goes through the Docker Engine, on node1 (node0 holds the run's
@@ -19,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path, PurePosixPath
@@ -27,7 +30,7 @@ from benchmarks.env import ROOT, child_env
 from benchmarks.faults.local import BOTH, finish, maps_correct
 from benchmarks.faults.job import REPORT_MARK
 from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
-from dockkit.launch.supervisor import WORKER_PROCESS_NAME
+from dockkit.launch.supervisor import OUT_OF_MEMORY, WORKER_PROCESS_NAME
 
 NODES = 3
 WORKERS = 6
@@ -35,6 +38,11 @@ ITEMS = 600
 UNDER_WAY = 30
 VICTIM = "node1"
 PAUSE_S = 20.0
+CUT_S = 5.0
+CUT_ITEMS = 3000  # maps of 5 s on 6 workers: the second starts after the cut node is back
+MEMORY = "256m"
+MEMORY_NODES = 2
+OOM_WORKERS = 4
 NOTICE_TIMEOUT_S = 60.0
 MOUNTED_AT = PurePosixPath("/chaos")
 DROPPED = "dockkit broker: dropping "  # the broker's word for a peer it cut off as malformed
@@ -47,12 +55,15 @@ class ClusterUnavailable(Exception):
 class ChaosCluster:
     """A cluster of NODES nodes for the section: ``up`` on entry, ``down`` on exit, whatever happens."""
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, *, memory: str | None = None):
         self.name = name or f"chaos-{uuid.uuid4().hex[:6]}"
+        self.memory = memory
+        self.nodes = MEMORY_NODES if memory else NODES
         self._state = Path(tempfile.mkdtemp(prefix="chaos-state-"))
         self.volume = Path(tempfile.mkdtemp(prefix="chaos-tasks-"))
         self.volume.chmod(0o777)  # the nodes' users write their task logs here
         self.containers_left: int | None = None
+        self.cut: dict = {}  # what the network cut of the trial under way saw
         self._client = None
 
     def __enter__(self) -> "ChaosCluster":
@@ -78,13 +89,15 @@ class ChaosCluster:
     def env(self) -> dict[str, str]:
         return {**child_env(), "DOCKKIT_STATE_DIR": str(self._state)}
 
-    def up(self) -> None:
-        """Make the cluster, or bring back the nodes a trial killed."""
-        made = self._cli("up", "--nodes", str(NODES), "--name", self.name,
-                         "--volume", f"{self.volume}:{MOUNTED_AT}")
+    def up(self) -> str:
+        """Make the cluster, or bring back the nodes a trial killed; what ``dockkit up`` said."""
+        limit = ["--memory", self.memory] if self.memory else []
+        made = self._cli("up", "--nodes", str(self.nodes), "--name", self.name,
+                         "--volume", f"{self.volume}:{MOUNTED_AT}", *limit)
         if made.returncode != 0:
             lines = [line for line in made.stderr.splitlines() if line.strip()]
             raise ClusterUnavailable(f"`dockkit up` failed: {lines[-1] if lines else made.returncode}")
+        return made.stdout + made.stderr
 
     def down(self) -> None:
         self._cli("down", "--name", self.name)
@@ -102,10 +115,15 @@ class ChaosCluster:
         return next(container for container in labelled_containers(self._client, self.name)
                     if container.labels.get(NODE_LABEL) == name)
 
+    def network(self):
+        """The cluster's network (docker-py), as ``dockkit up`` made it."""
+        self.node(VICTIM)  # connects the client
+        return self._client.networks.get(f"dockkit-{self.name}")
+
     def dockkit_processes(self) -> int:
         """Processes whose command line names dockkit, in every running node."""
         count = 0
-        for index in range(NODES):
+        for index in range(self.nodes):
             container = self.node(f"node{index}")
             container.reload()
             if container.status != "running":
@@ -147,15 +165,53 @@ def _pause_node(cluster: ChaosCluster):
     return _node_lost(VICTIM), resume
 
 
-def _trial(inject, cluster: ChaosCluster, max_retries: int) -> Outcome:
+def _cut_node(cluster: ChaosCluster):
+    """node1 off the cluster's network for CUT_S, then back on it under its name, as ``up`` put it."""
+    node, network = cluster.node(VICTIM), cluster.network()
+    cluster.cut = {"address": _address(node, network.name)}
+    network.disconnect(node)
+    cut_at = time.monotonic()
+
+    def reconnect() -> None:
+        time.sleep(max(0.0, cut_at + CUT_S - time.monotonic()))
+        network.connect(node, aliases=[VICTIM])  # the other nodes find it by this name
+        cluster.cut.update(back_at=time.time(), new_address=_address(node, network.name))
+
+    back = threading.Thread(target=reconnect, name="chaos-reconnect")
+    back.start()
+    return _node_lost(VICTIM), back.join
+
+
+def _address(node, network: str) -> str | None:
+    node.reload()
+    return (node.attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress")
+
+
+def _after_cut(cluster: ChaosCluster, trial: Trial, run) -> dict:
+    """Whether node1 came back: tasks it ran once reconnected, its name and address, what was said."""
+    cut = cluster.cut
+    if "back_at" not in cut:
+        return {"rejoined": None}
+    lost = [line for _, line in run.lines() if _node_lost(VICTIM).search(line)]
+    return {"rejoined": trial.log.ran_on(VICTIM, after=cut["back_at"]),
+            "resolves": cluster.node("node0").exec_run(["getent", "hosts", VICTIM]).exit_code == 0,
+            "readdressed": cut["new_address"] != cut["address"],
+            "left_unheard": any(f"on {VICTIM}: the broker" in line and "has been silent" in line
+                                for _, line in run.lines()),
+            "lost_said": re.sub(r"(w)\d+ \(pid \d+\)", r"\1N (pid N)", lost[0]) if lost else None}
+
+
+def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEMS, after=None) -> Outcome:
     """One run with the fault ``inject`` does once the map is under way.
 
     ``inject(cluster)`` returns the pattern of the line that says the fault was
-    noticed, and what to do once it was (or once NOTICE_TIMEOUT_S passed).
+    noticed, and what to do once it was (or once NOTICE_TIMEOUT_S passed, or the
+    run ended). ``after(cluster, trial, run)``, if given, adds to the trial's details
+    once the run is over.
     """
     with cluster.trial() as trial:
         run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
-                                job=["map", str(ITEMS)])
+                                job=["map", str(items)])
         injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
         seen = None
         if injected:
@@ -174,10 +230,13 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int) -> Outcome:
                   "tail_s": run.ended_at - said[-1] if said and run.ended_at else None}
         if not injected:
             detail["injected"] = False
+        elif after:
+            detail.update(after(cluster, trial, run))
         outcome = Outcome(correct=maps_correct(run, status, allowed), duplicates=trial.log.duplicates(),
                           noticed_s=seen[0] - at if seen else None, status=status, error=run.error(),
                           lingering=lingering, left=left, detail=detail)
-    cluster.up()  # a node the fault took is made again for the next trial
+    said = cluster.up()  # a node the fault took is made again for the next trial
+    outcome.detail["port_moved"] = "ssh_config updated" in said
     return outcome
 
 
@@ -191,6 +250,37 @@ def node_killed(cluster: ChaosCluster, max_retries: int) -> Outcome:
 
 def node_paused(cluster: ChaosCluster, max_retries: int) -> Outcome:
     return _trial(_pause_node, cluster, max_retries)
+
+
+def node_cut(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    return _trial(_cut_node, cluster, max_retries, items=CUT_ITEMS, after=_after_cut)
+
+
+def out_of_memory(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    """One task of a map writes 1 GiB on a node limited to MEMORY: the OOM killer takes its worker."""
+    with cluster.trial() as trial:
+        run = trial.dockkit_run("--name", cluster.name, "-n", str(OOM_WORKERS), "--max-retries",
+                                str(max_retries), job=["payload", "oom"])
+        status = finish(run)
+        lingering = trial.processes() + cluster.dockkit_processes()
+        left, _ = trial.settle(time.monotonic(), elsewhere=cluster.dockkit_processes)
+        reports = run.reports()
+        first, following = reports.get(0), reports.get(1)
+        said = first and first["error"]
+        killed = [line for _, line in run.lines() if OUT_OF_MEMORY in line and line.startswith("dockkit: ")]
+        told = bool(said and said.startswith("WorkerLostError:") and "out of memory" in said)
+        outcome = Outcome(correct=status == 0 and told and bool(following and following["correct"]),
+                          duplicates=trial.log.duplicates(), noticed_s=first and first["seconds"],
+                          status=status, error=said.partition(":")[0] if said else run.error(),
+                          lingering=lingering, left=left,
+                          detail={"message": said and _anonymous(said), "oom_killed": len(killed)})
+    cluster.up()  # the node's agent carries on with a worker fewer; a fresh run starts them all again
+    return outcome
+
+
+def _anonymous(message: str) -> str:
+    """The message without what changes from run to run (which worker, its pid)."""
+    return re.sub(r"worker \S+ \(pid \d+\) on node\d+", "worker W (pid N) on nodeK", message)
 
 
 def local_run_signalled(signum: int, cluster: ChaosCluster, max_retries: int) -> Outcome:
@@ -241,4 +331,25 @@ FAULTS = [
                       f"in it) and unpauses it {PAUSE_S:.0f} s later; the heartbeat timeout is the "
                       "default, 10 s.",
           noticed=f"from the `docker pause` to the first line that names {VICTIM} or its workers as lost"),
+    Fault("cluster-node-cut", f"cluster: a node cut off its network for {CUT_S:.0f} s", node_cut, retries=BOTH,
+          docker=True,
+          does=_RUN.replace(f"maps of {ITEMS} tasks", f"maps of {CUT_ITEMS} tasks (5 s each)")
+          + f"disconnects {VICTIM} from the cluster's network (`docker network disconnect`: the node "
+            f"runs on, its packets go nowhere) and connects it again {CUT_S:.0f} s later under its "
+            f"name, as `dockkit up` made it (`docker network connect --alias {VICTIM}`): inside the "
+            "heartbeat timeout (10 s), and inside the 7 s after which a worker that hears nothing from "
+            "its broker leaves. After the run the trial counts the tasks that ran on "
+            f"{VICTIM} after it was back, asks node0 whether the name {VICTIM} resolves again, and "
+            "runs `dockkit up`, which records the sshd port Docker may have published anew.",
+          noticed=f"from the disconnection to the first line that names {VICTIM} or its workers as "
+                  "lost; \"never\" where none did"),
+    Fault("cluster-oom", f"cluster: a task outgrows the node's memory (`--memory {MEMORY}`)", out_of_memory,
+          docker=True, memory=MEMORY,
+          does=f"On a cluster of its own, `dockkit up --nodes {MEMORY_NODES} --memory {MEMORY}`, "
+               f"`dockkit run -n {OOM_WORKERS}` runs a job that maps a task over 8 items; item 3 "
+               "writes 1 GiB, so the kernel's out-of-memory killer kills its worker. The script "
+               "catches what the map raises, then maps 200 plain tasks on the same pool. Correct: "
+               "the map raised `WorkerLostError` saying the batch ran out of memory, and the plain "
+               "map after it returned the right list.",
+          noticed="from the map's call to the error it raised, timed in the script"),
 ]

@@ -1,15 +1,17 @@
 """Strangers flood the broker's port while maps run; none may get in.
 
-    python -m benchmarks.faults.flood LOG SCRATCH     (one trial's run; prints CHAOS {json})
+    python -m benchmarks.faults.flood LOG SCRATCH [plain|curve]    (one trial's run; prints CHAOS {json})
 
 What the flood sends, and around which maps, is said in :data:`FAULT` (the report's
-words). A stranger counts as accepted if any reply reaches it, or if the broker
+words); :data:`CURVE_FAULT` floods a broker that encrypts with CurveZMQ, as SSH and
+cluster runs do, forced here with ``Executor(encrypt=True)``. A stranger counts as accepted if any reply reaches it, or if the broker
 lists it among its workers or agents; the broker's own log says how many
 handshakes it refused. The intruders are those of ``tests/unit/test_security.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -62,11 +64,12 @@ def zmtp_frame(body: bytes, more: bool) -> bytes:
 class Flood(threading.Thread):
     """The flooding thread: strangers of every kind, in turn, until stopped and MIN_FRAMES are out."""
 
-    def __init__(self, address: str, scratch: Path):
+    def __init__(self, address: str, scratch: Path, *, server_key: bytes | None = None):
         super().__init__(name="chaos-flood", daemon=True)
         host, port = address.rsplit("//", 1)[1].rsplit(":", 1)
         self._target = (host.strip("[]"), int(port))
         self._address = address
+        self._server_key = server_key  # a CURVE broker's public key: strangers may know it
         self._trap = pickle.dumps(Trap(scratch / "unpickled"))
         self._ran_marker = scratch / "ran"
         self._stop_flooding = threading.Event()
@@ -82,7 +85,10 @@ class Flood(threading.Thread):
                 for greeting in (GREETING, os.urandom(len(GREETING))):
                     self._raw_connection(greeting)
                 self._dealer(context, user=P.AUTH_USER, password=b"not-the-secret")
-                self._dealer(context)
+                if self._server_key:
+                    self._dealer(context, curve=self._server_key)
+                else:
+                    self._dealer(context)
         finally:
             context.destroy(linger=0)
 
@@ -101,8 +107,14 @@ class Flood(threading.Thread):
         except OSError:  # the broker hung up first: what it should do
             pass
 
-    def _dealer(self, context: zmq.Context, **credentials) -> None:
-        sock = raw_dealer(context, self._address, **credentials)
+    def _dealer(self, context: zmq.Context, *, curve: bytes | None = None, **credentials) -> None:
+        if curve:  # a CURVE client with keys of its own, not the run's
+            sock = context.socket(zmq.DEALER)
+            sock.curve_serverkey = curve
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.connect(self._address)
+        else:
+            sock = raw_dealer(context, self._address, **credentials)
         sock.sndtimeo = 0  # refused peers can't take messages: a flood moves on at once
         self.connections += 1
         self.strangers.add(sock.identity)
@@ -155,20 +167,21 @@ def _maps(executor, log: str, rounds: list[int], until) -> tuple[bool, float]:
             return correct, tasks / (time.perf_counter() - started)
 
 
-def main(log: str, scratch: Path) -> dict:
+def main(log: str, scratch: Path, encrypt: bool = False) -> dict:
     refusals = RefusalCount()
     logging.getLogger("dockkit.broker").addHandler(refusals)
     rounds = [0]
-    with dockkit.Executor(workers=WORKERS) as executor:
+    with dockkit.Executor(workers=WORKERS, encrypt=encrypt) as executor:
         executor.wait_for_workers()
         quiet_right, quiet_rate = _maps(executor, log, rounds, until=lambda: True)
-        flood = Flood(executor.address, scratch)
+        server_key = executor._curve["server_public"].encode() if executor._curve else None
+        flood = Flood(executor.address, scratch, server_key=server_key)
         flood.start()
         flood_right, flood_rate = _maps(executor, log, rounds, until=lambda: flood.frames >= MIN_FRAMES)
         flood.stop()
         after_right, _ = _maps(executor, log, rounds, until=lambda: True)
         admitted = [p for p in (*executor._broker.workers, *executor._broker.agents) if p in flood.strangers]
-    return {"round": 0, "correct": quiet_right and flood_right and after_right,
+    return {"round": 0, "correct": quiet_right and flood_right and after_right, "encrypted": bool(server_key),
             "tasks_per_s": round(quiet_rate), "flood_tasks_per_s": round(flood_rate),
             "frames": flood.frames, "connections": flood.connections,
             "accepted": flood.replies + len(admitted), "refused": refusals.refused,
@@ -176,11 +189,11 @@ def main(log: str, scratch: Path) -> dict:
             "noticed_s": None if refusals.first_at is None else refusals.first_at - flood.started_at}
 
 
-def flooded(max_retries: int) -> Outcome:
+def flooded(mechanism: str, max_retries: int) -> Outcome:
     """One trial: the run above in a process of its own (``max_retries`` plays no part)."""
     with Trial() as trial:
         run = trial.start([sys.executable, "-m", "benchmarks.faults.flood", str(trial.log.path),
-                           str(trial.scratch)])
+                           str(trial.scratch), mechanism])
         status = run.wait(180)
         if status is None:
             run.process.kill()
@@ -188,14 +201,15 @@ def flooded(max_retries: int) -> Outcome:
         lingering = trial.processes()
         left, _ = trial.settle(time.monotonic())
         seen = run.reports().get(0, {})
-        safe = seen.get("accepted") == 0 and not seen.get("unpickled") and not seen.get("ran")
+        safe = (seen.get("accepted") == 0 and not seen.get("unpickled") and not seen.get("ran")
+                and seen.get("encrypted") == (mechanism == "curve"))
         return Outcome(correct=bool(seen.get("correct")) and safe, duplicates=trial.log.duplicates(),
                        noticed_s=seen.get("noticed_s"), status=status, error=run.error(),
                        lingering=lingering, left=left, detail=seen)
 
 
 FAULT = Fault(
-    "flood", "broker port flooded by strangers", flooded,
+    "flood", "broker port flooded by strangers", functools.partial(flooded, "plain"),
     does=f"A program starts `dockkit.Executor(workers={WORKERS})` and runs maps of {MAP_ITEMS:,} tiny tasks "
          f"(each records itself) for {MIN_SECONDS:.0f} s; then a thread of the same program floods the "
          f"broker's port while the maps go on, until it has written {MIN_FRAMES:,} frames or more: raw "
@@ -206,7 +220,16 @@ FAULT = Fault(
          "and that pickle. A last map follows the flood. The flooding thread shares the root's "
          "interpreter lock, so the throughput it costs is an upper bound.",
     noticed="from the flood's first connection to the broker's first refusal in its log")
+CURVE_FAULT = Fault(
+    "flood-curve", "encrypted (CurveZMQ) broker flooded by strangers", functools.partial(flooded, "curve"),
+    does="As above, against a broker that encrypts with CurveZMQ, as the broker of an SSH or cluster "
+         "run does (`dockkit.Executor(workers=4, encrypt=True)`; its workers too are on this "
+         "machine). The ZeroMQ strangers are DEALERs with a wrong PLAIN password, and CURVE clients "
+         "that know the broker's public key (it is no secret) but hold a key pair of their own.",
+    noticed=FAULT.noticed)
 
 
 if __name__ == "__main__":
-    print(REPORT_MARK + json.dumps(main(sys.argv[1], Path(sys.argv[2]))), flush=True)
+    mechanism = sys.argv[3] if len(sys.argv) > 3 else "plain"
+    print(REPORT_MARK + json.dumps(main(sys.argv[1], Path(sys.argv[2]), encrypt=mechanism == "curve")),
+          flush=True)

@@ -3,7 +3,7 @@
     dockkit run benchmarks/faults/job.py LOG map [ITEMS [SLEEP [ROUNDS]]]
     dockkit run benchmarks/faults/job.py LOG payload KIND
 
-Each task appends ``round item pid time`` to LOG in one short write in append mode
+Each task appends ``round item pid time host`` to LOG in one short write in append mode
 (lines from many processes never interleave, nor from several containers writing
 to one mounted directory): how a trial counts the tasks that ran twice. After each
 map the script prints ``CHAOS {json}``: the round, whether its results were
@@ -12,13 +12,15 @@ exactly right, how long it took, and the error it raised, if any.
 ``map`` runs ROUNDS maps of ITEMS tasks that sleep SLEEP seconds, and lets an error
 end the script, as a user's script would. ``payload`` makes one task of a map
 return something that cannot travel as it is (KIND: ``unpicklable``,
-``reduce-raises``, ``large``), reports what that map raised, then runs a plain map
-on the same pool to show whether the pool survived it.
+``reduce-raises``, ``large``) or outgrow its node's memory (``oom``), reports what
+that map raised, then runs a plain map on the same pool to show whether the pool
+survived it.
 """
 
 import functools
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from dockkit import futures
 
 REPORT_MARK = "CHAOS "
 LARGE_BYTES = 5 << 29  # 2.5 GiB: past every 32-bit size field on the way
+OOM_BYTES = 1 << 30  # 1 GiB, written to: far past the memory limit of the nodes that run ``oom``
 BAD_ITEM = 3
 PAYLOAD_ITEMS = 8
 ROUNDS = 2  # maps of a ``map`` run: the second shows whether the pool went on after the fault
@@ -35,7 +38,7 @@ ROUNDS = 2  # maps of a ``map`` run: the second shows whether the pool went on a
 def record(log: str, round_: int, sleep: float, x: int) -> int:
     time.sleep(sleep)
     with open(log, "a") as tasks:
-        tasks.write(f"{round_} {x} {os.getpid()} {time.time():.6f}\n")
+        tasks.write(f"{round_} {x} {os.getpid()} {time.time():.6f} {socket.gethostname()}\n")
     return x * x
 
 
@@ -53,6 +56,8 @@ def bad_result(log: str, kind: str, x: int):
         return threading.Lock()
     if kind == "reduce-raises":
         return RefusesPickling()
+    if kind == "oom":
+        return len(bytearray(b"\1") * OOM_BYTES)  # every page written: resident, not just reserved
     return bytes(LARGE_BYTES)
 
 

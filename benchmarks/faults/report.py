@@ -157,7 +157,11 @@ def _said(result: FaultResult) -> str:
                        for d in details if d.get("message")})
     for message in messages:
         lines.append(f"the map raised: `{message}`")
-    lines += _flood_said(details) + _cluster_said(details)
+    oom = [d["oom_killed"] for d in details if "oom_killed" in d]
+    if oom:
+        lines.append(f"workers the out-of-memory killer took, as their agents reported: {sum(oom)} in "
+                     f"{len(oom)} run(s) (one a run: the task is not re-run on another worker)")
+    lines += _flood_said(details) + _cut_said(details) + _up_said(details) + _cluster_said(details)
     missed = sum(1 for d in details if d.get("injected") is False)
     if missed:
         lines.append(f"in {missed} run(s) the map ended before the fault could be injected")
@@ -179,6 +183,41 @@ def _flood_said(details: list[dict]) -> list[str]:
             f"{sum(d['ran'] for d in floods)} times",
             f"throughput of maps of tiny tasks (medians): {median('tasks_per_s'):,.0f} tasks/s alone, "
             f"{median('flood_tasks_per_s'):,.0f} tasks/s during the flood"]
+
+
+def _cut_said(details: list[dict]) -> list[str]:
+    cuts = [d for d in details if d.get("rejoined") is not None]
+    if not cuts:
+        return []
+    n = len(cuts)
+    lines = [f"the node ran {sum(d['rejoined'] for d in cuts)} task(s) after it was back, in "
+             f"{sum(1 for d in cuts if d['rejoined'])} of {n} run(s); its name resolved again in the "
+             f"head node in {sum(d['resolves'] for d in cuts)} of {n}; it came back at another address "
+             f"in {sum(d['readdressed'] for d in cuts)} of {n}; Docker published its sshd on a new port "
+             f"in {sum(d.get('port_moved', False) for d in cuts)} of {n}, which the next `dockkit up` "
+             "recorded (the next trial logs in through it)",
+             f"its workers said the broker had been silent too long and left, though the cut was "
+             f"shorter, in {sum(d['left_unheard'] for d in cuts)} of {n} run(s)"]
+    lines += [f"the first line that said it: `{said}`"
+              for said in sorted({d["lost_said"] for d in cuts if d.get("lost_said")})]
+    return lines
+
+
+def _up_said(details: list[dict]) -> list[str]:
+    ups = [d for d in details if "delay_s" in d]
+    if not ups:
+        return []
+    running = [d for d in ups if d["running"]]
+    lines = [f"the signal came while `up` ran in {len(running)} of {len(ups)} trial(s) (the others had "
+             "finished: their `down` took down a whole cluster)"
+             + (f", after {', '.join(f'{delay:.1f}' for delay in sorted(d['delay_s'] for d in running))} s"
+                if running else "")]
+    words = collections.Counter(d["last_word"] for d in running if d["last_word"])
+    lines += [f"its last word: `{word}` ×{n}" for word, n in words.most_common()]
+    lines.append(f"tracebacks printed: {sum(d['traceback'] for d in ups)}")
+    lines += [f"`down` failed: `{d['down_said']}`" for d in ups if d["down_said"]]
+    lines += [f"`up` again failed: `{d['again_said']}`" for d in ups if d["again_said"]]
+    return lines
 
 
 def _cluster_said(details: list[dict]) -> list[str]:

@@ -68,21 +68,27 @@ class Fault:
     noticed: str    # what "noticed after" measures in this fault
     retries: tuple[int, ...] = (DEFAULT_RETRIES,)
     docker: bool = False
+    memory: str | None = None  # a Docker fault's nodes need this memory limit (a cluster of their own)
 
 
 class TaskLog:
-    """The file every task appends ``round item pid time`` to: what ran, and how often."""
+    """The file every task appends ``round item pid time host`` to: what ran, where, and how often."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def records(self) -> list[tuple[int, int, int, float]]:
+    def _fields(self) -> list[list[str]]:
         try:
-            lines = self.path.read_text().splitlines()
+            return [line.split() for line in self.path.read_text().splitlines()]
         except FileNotFoundError:
             return []
-        fields = (line.split() for line in lines)
-        return [(int(r), int(x), int(pid), float(t)) for r, x, pid, t in fields]
+
+    def records(self) -> list[tuple[int, int, int, float]]:
+        return [(int(r), int(x), int(pid), float(t)) for r, x, pid, t, _ in self._fields()]
+
+    def ran_on(self, host: str, *, after: float) -> int:
+        """Tasks that ran on ``host`` (its hostname) and ended after ``after`` (``time.time()``)."""
+        return sum(1 for *_, t, where in self._fields() if where == host and float(t) > after)
 
     def duplicates(self) -> int:
         """Task runs beyond the first of each (round, item)."""

@@ -22,7 +22,7 @@ EXPECTED = {
     ("worker-stop", 0): (1, "WorkerLostError"), ("worker-stop", 3): (0, None),
     ("root-kill", 3): (-signal.SIGKILL, None), ("root-int", 3): (130, None),
     ("result-unpicklable", 3): (0, "SerializationError"), ("result-reduce-raises", 3): (0, "SerializationError"),
-    ("result-large", 3): (0, None), ("flood", 3): (0, None),
+    ("result-large", 3): (0, None), ("flood", 3): (0, None), ("flood-curve", 3): (0, None),
 }
 
 
@@ -44,8 +44,10 @@ def test_a_fault_is_handled_as_documented(results, key, max_retries):
         assert outcome.noticed_s is not None, outcome
 
 
-def test_the_flood_gets_nowhere(results):
-    (outcome,) = results["flood"].outcomes[3]
+@pytest.mark.parametrize("key, encrypted", [("flood", False), ("flood-curve", True)])
+def test_the_flood_gets_nowhere(results, key, encrypted):
+    (outcome,) = results[key].outcomes[3]
+    assert outcome.detail["encrypted"] is encrypted
     assert outcome.detail["frames"] >= 10_000 and outcome.detail["refused"] > 0
     assert outcome.detail["accepted"] == 0
     assert not outcome.detail["unpickled"] and not outcome.detail["ran"]
