@@ -30,7 +30,7 @@ import zmq
 
 from dockkit.runtime import protocol as P
 from dockkit.launch.supervisor import WorkerGroup
-from dockkit.runtime.worker import broker_socket
+from dockkit.runtime.worker import watched_broker_socket
 
 
 class HostAgent:
@@ -49,9 +49,10 @@ class HostAgent:
         self.group = WorkerGroup(config.workers,
                                  on_exit=lambda identity, reason: self._exits.put((identity, reason)),
                                  env=config.env, allow_fork=True).spawn()
-        self._context = zmq.Context()
-        self._socket = broker_socket(self._context, worker, config.identity)
         self.heartbeat_timeout = float(worker.heartbeat_timeout)
+        self._context = zmq.Context()
+        self._socket, self._watch = watched_broker_socket(self._context, worker, config.identity,
+                                                          self.heartbeat_timeout)
         # The root's working directory, where this host has it; else the login directory.
         cwd = worker.cwd if worker.cwd and os.path.isdir(worker.cwd) else None
         self._worker_config = worker.replace(host=self.host, cwd=cwd)
@@ -84,13 +85,15 @@ class HostAgent:
                 if now >= next_beat:
                     self._send(P.vouch(self.group.running_identities()))
                     next_beat = now + P.HEARTBEAT_INTERVAL
-                if now - last_heard > self.heartbeat_timeout:
+                if now - last_heard > self.heartbeat_timeout and not self._watch.update():
                     print(f"dockkit agent on {self.host}: the broker has been silent for "
-                          f"{self.heartbeat_timeout:.0f} s; stopping this host's workers", file=sys.stderr)
+                          f"{self.heartbeat_timeout:.0f} s and its connection is down; stopping "
+                          "this host's workers", file=sys.stderr)
                     status = 3
                     break
         finally:
             self.group.stop()
+            self._watch.close()
             self._socket.close(linger=500)
             self._context.term()
         return status

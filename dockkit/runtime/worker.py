@@ -41,6 +41,7 @@ from dockkit.runtime import protocol as P
 from dockkit.runtime.auth import join_as_peer
 from dockkit.runtime.client import Client
 from dockkit.runtime.context import become_worker
+from dockkit.runtime.liveness import BrokerWatch
 from dockkit.errors import RemoteError, SerializationError
 from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, load_constants, loads,
                                        out_of_band_items, script_frames)
@@ -59,13 +60,28 @@ MAX_HELPERS = 64
 
 def broker_socket(context: zmq.Context, config: P.WorkerConfig, identity: str) -> zmq.Socket:
     """A DEALER connected to the broker with the run's credentials (workers, agents)."""
+    socket = _dealer(context, config, identity)
+    socket.connect(config.address)
+    return socket
+
+
+def watched_broker_socket(context: zmq.Context, config: P.WorkerConfig, identity: str,
+                          silence: float) -> tuple[zmq.Socket, BrokerWatch]:
+    """:func:`broker_socket`, and a :class:`BrokerWatch` of its connection made before the
+    connection is, so that it misses none of its news."""
+    socket = _dealer(context, config, identity)
+    watch = BrokerWatch(socket, silence)
+    socket.connect(config.address)
+    return socket, watch
+
+
+def _dealer(context: zmq.Context, config: P.WorkerConfig, identity: str) -> zmq.Socket:
     socket = context.socket(zmq.DEALER)
     socket.identity = identity.encode()
     socket.ipv6 = True  # IPv4 as well
     join_as_peer(socket, secret=config.secret, curve=config.curve)
     socket.linger = 1000
     socket.sndhwm = socket.rcvhwm = 0  # credit bounds what is queued, not the socket
-    socket.connect(config.address)
     return socket
 
 
@@ -110,8 +126,10 @@ class WorkerLoop:
                          name="dockkit-watchdog", daemon=True).start()
 
     def _watch_broker(self, config: P.WorkerConfig, silence: float) -> None:
-        """Heartbeats on a socket of its own; ends the process when the broker goes silent."""
-        socket = broker_socket(self._context, config, config.identity + P.WATCHDOG_SUFFIX.decode())
+        """Heartbeats on a socket of its own; ends the process when the broker has gone silent
+        and its connection is down (see :mod:`dockkit.runtime.liveness`)."""
+        socket, watch = watched_broker_socket(self._context, config,
+                                              config.identity + P.WATCHDOG_SUFFIX.decode(), silence)
         last_heard = next_ping = time.monotonic()
         while True:
             now = time.monotonic()
@@ -127,9 +145,9 @@ class WorkerLoop:
                     if socket.recv_multipart()[0] == P.STOP:  # run over, or given up on us
                         _leave(0)
                 last_heard = time.monotonic()
-            elif time.monotonic() - last_heard > silence:
+            elif time.monotonic() - last_heard > silence and not watch.update():
                 print(f"dockkit {self.where}: the broker at {config.address} has been silent "
-                      f"for {silence:.0f} s; exiting", file=sys.stderr)
+                      f"for {silence:.0f} s and its connection is down; exiting", file=sys.stderr)
                 _leave(1)
 
     def _send(self, frames) -> None:

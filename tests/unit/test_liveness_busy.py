@@ -50,3 +50,17 @@ def test_a_stopped_worker_is_still_given_up_on(processes):
             assert list(ex.map(abs, range(-50, 0))) == list(range(50, 0, -1))
         finally:
             os.kill(stopped, signal.SIGCONT)
+
+
+def test_a_root_holding_the_gil_past_the_timeout_keeps_its_workers():
+    """The root's own long C call (unpickling a huge result, for one) stops its broker thread,
+    so no beat reaches the workers for its whole length; they must not take the quiet for a
+    dead root while the connection to it is alive."""
+    with dockkit.Executor(workers=2, heartbeat_timeout=HEARTBEAT_TIMEOUT, max_retries=0) as ex:
+        ex.wait_for_workers()
+        pids = set(ex.worker_pids)
+        # here, in the root, whose broker thread makes the calibration err on the short side
+        right, held = hold_the_gil(3.5 * HEARTBEAT_TIMEOUT)
+        assert right and held > 1.5 * HEARTBEAT_TIMEOUT, f"the GIL was held only {held:.1f} s"
+        assert list(ex.map(abs, range(-50, 0))) == list(range(50, 0, -1))
+        assert set(ex.worker_pids) == pids and ex.stats()["requeued"] == 0  # the same workers
