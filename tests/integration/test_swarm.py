@@ -17,6 +17,8 @@ import uuid
 
 import pytest
 
+import cloudpickle
+
 import dockkit
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from tests.integration.registry import RegistryBed
@@ -24,6 +26,7 @@ from tests.integration.streams import Collect
 from tests.names import TEST_RUN, unique_name
 
 NODES = 3
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
 pytestmark = pytest.mark.timeout(600)  # the first test may start the bed and ship the image to it
 
 
@@ -122,6 +125,20 @@ def test_run_maps_over_the_swarm_and_its_outputs_come_home(swarm_cluster, tmp_pa
     assert "hosts: node0 node1 node2" in text, text
     assert f"sum: {sum(i * i for i in range(200))}" in text, text
     assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(200)))
+
+
+def test_an_executor_from_this_machine_maps_over_the_swarm(swarm_cluster):
+    with swarm_cluster.executor(workers=6) as executor:
+        hosts = set(executor.map(_hostname, range(300)))
+    assert hosts == {f"node{i}" for i in range(NODES)}
+
+
+def test_cp_reaches_every_node_through_its_own_engine(swarm_cluster, tmp_path):
+    (tmp_path / "data.txt").write_text("payload")
+    assert swarm_cluster.copy_to(tmp_path / "data.txt", "all", "/srv/") == [
+        f"node{i}:/srv/data.txt" for i in range(NODES)]
+    landed = swarm_cluster.copy_from("all", "/srv/data.txt", tmp_path / "back")
+    assert [path.read_text() for path in landed] == ["payload"] * NODES
 
 
 def test_exec_logs_ssh_and_status_work_on_a_swarm_cluster(swarm_cluster, tmp_path):
@@ -241,6 +258,12 @@ def test_swarm_on_an_engine_that_manages_none_is_one_line(engine_bed, tmp_path):
     for engine in engine_bed.engines:
         assert not any(_labelled(engine.client(), name).values())
     assert not (tmp_path / "clusters" / name).exists()
+
+
+def _hostname(_):
+    import socket
+
+    return socket.gethostname()
 
 
 def _cli(*args, state_dir=None) -> subprocess.CompletedProcess:
