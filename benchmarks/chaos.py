@@ -34,8 +34,6 @@ UNMEASURED = [
     "and a paused node, are measured.",
     "The root killed during an SSH run over `--hosts`: measured on local workers and, on a "
     "cluster, through the `dockkit run` that holds the head's root.",
-    "A root that hangs (SIGSTOP) instead of dying: its workers should leave on their own within "
-    "10 s; not injected yet.",
 ]
 
 

@@ -1,5 +1,5 @@
-"""Faults on this machine: a worker killed or stopped mid-map, the root killed or
-interrupted, results that cannot travel as they are.
+"""Faults on this machine: a worker killed or stopped mid-map, the root killed, stopped
+or interrupted, results that cannot travel as they are.
 
 Each trial is one ``dockkit run --local -n 4`` of :mod:`benchmarks.faults.job`, a
 real root with real worker processes; the fault is a real signal, sent once the
@@ -124,6 +124,24 @@ def root_signalled(signum: int, max_retries: int) -> Outcome:
                        error=run.error(), left=left)
 
 
+def root_stopped(max_retries: int) -> Outcome:
+    """The root hangs (SIGSTOP): its workers must leave on their own; the root itself stays
+    stopped until the trial kills it, so it is not counted as left behind."""
+    with Trial() as trial:
+        run = trial.dockkit_run(*_options(max_retries), job=["map", str(ITEMS)])
+        trial.log.wait_for(UNDER_WAY, alive=run.running)
+        stopped_at = time.monotonic()
+        os.kill(run.pid, signal.SIGSTOP)
+        try:
+            left, gone_after = trial.settle(stopped_at, elsewhere=lambda: -1)  # all but the root
+        finally:
+            os.kill(run.pid, signal.SIGKILL)
+            os.kill(run.pid, signal.SIGCONT)  # a stopped process must wake to die
+        status = finish(run)
+        return Outcome(correct=None, duplicates=trial.log.duplicates(), noticed_s=gone_after, status=status,
+                       error=run.error(), left=left)
+
+
 def bad_result(kind: str, max_retries: int) -> Outcome:
     with Trial() as trial:
         run = trial.dockkit_run(*_options(max_retries), job=["payload", kind])
@@ -166,6 +184,11 @@ FAULTS = [
     Fault("root-int", "root SIGINTed mid-map (Ctrl-C)", functools.partial(root_signalled, signal.SIGINT),
           does="As above, with SIGINT (what Ctrl-C sends) instead of SIGKILL.",
           noticed="from the SIGINT until no process of the run is left, the root included"),
+    Fault("root-stop", "root SIGSTOPped mid-map (hung)", root_stopped,
+          does="As above, with SIGSTOP: the root hangs, its broker with it, and stays stopped for "
+               "15 s while the trial watches its workers (the root itself is then killed, and not "
+               "counted).",
+          noticed="from the SIGSTOP until no worker of the run is left"),
     Fault("result-unpicklable", "a task returns an unpicklable object",
           functools.partial(bad_result, "unpicklable"),
           does="The job maps a task over 8 items; item 3 returns a `threading.Lock`. The script "

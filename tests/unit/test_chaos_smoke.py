@@ -21,6 +21,7 @@ EXPECTED = {
     ("worker-kill", 0): (1, "WorkerLostError"), ("worker-kill", 3): (0, None),
     ("worker-stop", 0): (1, "WorkerLostError"), ("worker-stop", 3): (0, None),
     ("root-kill", 3): (-signal.SIGKILL, None), ("root-int", 3): (130, None),
+    ("root-stop", 3): (-signal.SIGKILL, None),
     ("result-unpicklable", 3): (0, "SerializationError"), ("result-reduce-raises", 3): (0, "SerializationError"),
     ("result-large", 3): (0, None), ("flood", 3): (0, None), ("flood-curve", 3): (0, None),
 }
