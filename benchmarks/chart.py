@@ -12,6 +12,7 @@ _COLORS = {"dockkit": "#d62728", "pool": "#1f77b4", "processpool": "#6baed6", "l
 # (case id, metric, title, log scale, target line or None)
 _PANELS = [
     ("W1", "tasks_per_s", "W1 tiny tasks · tasks/s (higher is better)", True, None),
+    ("W1-1M", "tasks_per_s", "W1 tiny tasks, large · tasks/s", False, None),
     ("W2", "efficiency", "W2 sleep 10 ms · efficiency", False, 0.95),
     ("W3", "efficiency", "W3 cpu 10 ms · efficiency", False, None),
     ("W4", "mb_per_s", "W4 1 MiB payloads · MB/s", True, None),
@@ -94,22 +95,24 @@ def draw(data: dict, path: Path) -> str:
     except ImportError as exc:
         return f"not drawn: {exc} (pip install the 'bench' extra)"
     present = {c["id"] for c in data["cases"]}
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    fig, axes = plt.subplots(3, 3, figsize=(13, 12))
     axes = list(axes.flat)
+    sizes = {c["id"]: c["size"] for c in data["cases"]}
     for ax, (case_id, metric, title, log, target) in zip(axes, _PANELS):
         if case_id in present:
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title.replace("large", f"{sizes[case_id]:,}"), fontsize=9)
             _bars(ax, data, case_id, metric, log, target)
         else:
             ax.axis("off")
+    streams = axes[len(_PANELS):]
     if any(c["workload"] == "W7" for c in data["cases"]):
-        _streams(axes[5], data, "items_per_s", "W7 stream · items/s", True)
-        _streams(axes[6], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)",
+        _streams(streams[0], data, "items_per_s", "W7 stream · items/s", True)
+        _streams(streams[1], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)",
                  False)
     else:
-        axes[5].axis("off")
-        axes[6].axis("off")
-    _lambdas(axes[7], data)
+        streams[0].axis("off")
+        streams[1].axis("off")
+    _lambdas(streams[2], data)
     meta = data["meta"]
     fig.suptitle(f"dockkit and its peers — median of {meta['reps']} fresh-process run(s), "
                  f"{meta['cpus']} CPUs, Python {meta['python']} ({meta['date']})", fontsize=11)
