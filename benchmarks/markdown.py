@@ -26,12 +26,15 @@ _REPRODUCE = """\
 pip install -e '.[bench]'     # the peers and the chart: loky, dask, ray, scoop, matplotlib
 python -m benchmarks          # the full run (make bench): rewrites docs/benchmarks.{md,json,png}
 python -m benchmarks --quick  # smoke test: one run, tiny sizes, under a minute, no peer needed
-python -m benchmarks --reps 3 --systems dockkit,pool --workloads W1,W4
+python -m benchmarks --reps 3 --systems dockkit,pool --workloads W1,W4 --table-only
+python -m benchmarks.cluster docs/benchmarks.json      # one section alone, stored into a saved run
 python -m benchmarks --from-json docs/benchmarks.json   # redraw the report, measure nothing
 ```
 
-This run took {minutes}. A run that is not complete (`--quick`, `--systems`, `--workloads`) writes to
-`benchmarks/results/` instead of `docs/`, unless `--out DIR` says otherwise.
+This run took {minutes}. A run that is not complete (`--quick`, `--systems`, `--workloads`,
+`--table-only`) writes to `benchmarks/results/` instead of `docs/`, unless `--out DIR` says
+otherwise. `--table-only` skips the Docker cluster and engines sections; each of them also
+runs alone (`python -m benchmarks.cluster`, `.engines`), stored into a saved run.
 `--strict` exits 1 when an installed system crashes or hangs on a case. A peer that is
 not installed, or cannot start, is reported in the table with the reason, never as a
 failure of the suite.

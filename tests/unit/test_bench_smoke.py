@@ -97,6 +97,18 @@ def test_the_page_shows_the_table_and_the_skipped_cluster(smoke):
     assert "## Cluster (Docker)" in page and "**skipped**: not part of a --quick run" in page
 
 
+def test_table_only_measures_the_table_and_skips_every_section(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--table-only", "--reps", "1", "--systems", "dockkit",
+         "--workloads", "W5", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert data["meta"]["complete"] is False and data["results"]["W5"]["dockkit"]["status"] == "ok"
+    for name in ("cluster", "engines"):
+        assert data[name] == {"status": "skipped", "reason": "not part of a --table-only run"}
+
+
 def test_a_measured_cluster_stands_beside_local_workers():
     from benchmarks.markdown import _cluster
 
