@@ -1,4 +1,5 @@
-"""The chart: one small panel per workload, one bar per system (matplotlib, optional)."""
+"""The charts (matplotlib, optional): one small panel per workload, one bar per system;
+and the scale section's figures against the number of workers."""
 
 from __future__ import annotations
 
@@ -116,6 +117,57 @@ def draw(data: dict, path: Path) -> str:
     meta = data["meta"]
     fig.suptitle(f"dockkit and its peers — median of {meta['reps']} fresh-process run(s), "
                  f"{meta['cpus']} CPUs, Python {meta['python']} ({meta['date']})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "drawn"
+
+
+# (series, label, where, system, line style)
+_SCALE_SERIES = [
+    ("dockkit", "dockkit, local", "local", "dockkit", "-o"),
+    ("pool", "mp.Pool, local", "local", "pool", "--s"),
+    ("cluster", "dockkit, Docker cluster (4 workers a node)", "cluster", "dockkit", ":^"),
+]
+
+
+def draw_scale(scale: dict, path: Path) -> str:
+    """Draw the scale section to ``path``: tasks/s and efficiency against workers."""
+    from benchmarks.scale import lines
+
+    if scale.get("status") != "measured":
+        return "not drawn: the section was not measured"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"not drawn: {exc} (pip install the 'bench' extra)"
+    points = lines(scale)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [("W1", "W1 tiny tasks · tasks/s", True), ("W2", "W2 sleep 10 ms · efficiency", False)]
+    for ax, (workload, title, log) in zip(axes, panels):
+        for series, label, where, system, style in _SCALE_SERIES:
+            shown = [(p["workers"], p[f"{system}:{workload}"]) for p in points
+                     if p["where"] == where and p[f"{system}:{workload}"] is not None]
+            if shown:
+                xs, ys = zip(*sorted(shown))
+                ax.plot(xs, ys, style, color=_COLORS.get(system if where == "local" else "ray"),
+                        label=label)
+        ax.set_xscale("log", base=2)
+        workers = sorted({p["workers"] for p in points})
+        ax.set_xticks(workers, [str(n) for n in workers], fontsize=8)
+        ax.set_xlabel("workers", fontsize=9)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.axhline(0.95, color="black", linestyle="--", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle("dockkit against the number of workers, on this machine's "
+                 "cores (local pools and containers alike)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -83,9 +83,9 @@ def run_case(name: str, case_id: str, quick: bool) -> None:
     """Measure one case, report it, then stop the system."""
     from benchmarks.measure import measure
     from benchmarks.systems import SYSTEMS
-    from benchmarks.workloads import build_cases
+    from benchmarks.workloads import find_case
 
-    case = {c.id: c for c in build_cases(quick)}[case_id]
+    case = find_case(case_id, quick)
     system = SYSTEMS[name]()
     main_fns = {"W6-lambda": add_one, "W6-closure": make_adder(1)}
     grace = STOP_GRACE_S

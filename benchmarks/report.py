@@ -223,6 +223,8 @@ def print_report(data: dict, out: Path) -> None:
     console.print(f"Cluster (Docker): {data['cluster']['status']}: {data['cluster']['reason']}")
     engines = data.get("engines", {"status": "not measured", "reason": "an older run"})
     console.print(f"Over separate engines: {engines['status']}: {engines['reason']}")
+    scale = data.get("scale", {"status": "not measured", "reason": "an older run"})
+    console.print(f"Scale: {scale['status']}: {scale['reason']}")
     console.print(f"Written: {_shown(out)}/{STEM}.json, .png, .md")
 
 
@@ -260,5 +262,6 @@ def write_all(data: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     data["meta"]["chart"] = chart.draw(data, out / f"{STEM}.png")
+    data["meta"]["scale_chart"] = chart.draw_scale(data.get("scale", {}), out / f"{STEM}-scale.png")
     (out / f"{STEM}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     (out / f"{STEM}.md").write_text(markdown.render(data, markdown_table(data)))

@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cluster, engines, report, results
+from benchmarks import cluster, engines, report, results, scale
 from benchmarks.child import RESULT_MARK, T0_ENV
 from benchmarks.env import ROOT, child_env
 from benchmarks.systems import SYSTEMS
@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="measure nothing: redraw the table, chart and page of a saved run")
     parser.add_argument("--table-only", action="store_true",
-                        help="measure the local table alone, skipping the Docker cluster and "
-                        "engines sections (each runs alone: python -m benchmarks.<section>)")
+                        help="measure the local table alone, skipping the Docker cluster, engines "
+                        "and scale sections (each runs alone: python -m benchmarks.<section>)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when an installed system crashes or hangs on a case")
     args = parser.parse_args(argv)
@@ -272,7 +272,7 @@ def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
         "results": cells,
         **{name: ({"status": "skipped", "reason": "not part of a --table-only run"}
                   if args.table_only else module.section(env, quick=args.quick))
-           for name, module in (("cluster", cluster), ("engines", engines))},
+           for name, module in (("cluster", cluster), ("engines", engines), ("scale", scale))},
     }
     data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
     return data

@@ -145,3 +145,25 @@ def build_cases(quick: bool = False) -> list[Case]:
 def ideal_sleep_seconds(case: Case) -> float:
     """W2's lower bound: every worker sleeping all the time."""
     return case.size * SLEEP_S / case.workers
+
+
+#: The scale section's sizes, the same as ``cluster_job.py``'s (W1_TASKS, W2_TASKS), so
+#: that its local and cluster figures are of the same maps.
+SCALE_SIZES = {"W1": 1_000_000, "W2": 4_000}
+SCALE_QUICK_SIZES = {"W1": 20_000, "W2": 200}
+_SCALE_PREFIX = "scale-"
+
+
+def scale_case(workload: str, workers: int, quick: bool = False) -> Case:
+    """A case of the scale section: W1 or W2 on ``workers`` local workers."""
+    size = (SCALE_QUICK_SIZES if quick else SCALE_SIZES)[workload]
+    return Case(f"{_SCALE_PREFIX}{workload}-{workers}", workload, _TITLES[workload], workers, size,
+                60.0 if quick else 180.0)
+
+
+def find_case(case_id: str, quick: bool = False) -> Case:
+    """The case a child process is asked to run, by id (``"W1"``, ``"scale-W2-32"``)."""
+    if case_id.startswith(_SCALE_PREFIX):
+        workload, workers = case_id[len(_SCALE_PREFIX):].split("-")
+        return scale_case(workload, int(workers), quick)
+    return {c.id: c for c in build_cases(quick)}[case_id]

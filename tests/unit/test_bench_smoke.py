@@ -33,7 +33,7 @@ def smoke(tmp_path_factory):
 
 def test_the_run_describes_itself(smoke):
     data, _ = smoke
-    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "engines", "targets"}
+    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "engines", "scale", "targets"}
     meta = data["meta"]
     assert (meta["quick"], meta["complete"], meta["reps"], meta["cpus"]) == (True, False, 1, os.cpu_count())
     assert meta["command"].startswith("python -m benchmarks --quick")
@@ -44,6 +44,7 @@ def test_the_run_describes_itself(smoke):
     # a quick run skips the Docker section, and says so
     assert data["cluster"] == {"status": "skipped", "reason": "not part of a --quick run"}
     assert data["engines"] == {"status": "skipped", "reason": "not part of a --quick run"}
+    assert data["scale"] == {"status": "skipped", "reason": "not part of a --quick run"}
 
 
 def test_every_case_is_measured_for_every_system(smoke):
@@ -95,6 +96,8 @@ def test_the_page_shows_the_table_and_the_skipped_cluster(smoke):
     assert "| W1 tiny · 2,000 tasks · tasks/s |" in page
     assert "| W1 tiny · 50,000 tasks · tasks/s |" in page
     assert "## Cluster (Docker)" in page and "**skipped**: not part of a --quick run" in page
+    scale = page[page.index("## Scale"):]
+    assert "This run: **skipped**: not part of a --quick run" in scale.split("\n## ")[0]
 
 
 def test_table_only_measures_the_table_and_skips_every_section(tmp_path):
@@ -105,7 +108,7 @@ def test_table_only_measures_the_table_and_skips_every_section(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((tmp_path / "benchmarks.json").read_text())
     assert data["meta"]["complete"] is False and data["results"]["W5"]["dockkit"]["status"] == "ok"
-    for name in ("cluster", "engines"):
+    for name in ("cluster", "engines", "scale"):
         assert data[name] == {"status": "skipped", "reason": "not part of a --table-only run"}
 
 
