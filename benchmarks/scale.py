@@ -14,6 +14,7 @@ Skipped with the reason in a ``--quick`` run; the cluster half without a Docker 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 from benchmarks import results
 from benchmarks.cluster import cli, docker_env, job
@@ -35,8 +36,9 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
     """Measure both halves, or return ``{"status": "skipped", "reason": …}``."""
     if quick:
         return {"status": "skipped", "reason": "not part of a --quick run"}
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return {"status": "measured",
-            "reason": f"W1 {SCALE_SIZES['W1']:,} tasks, W2 {SCALE_SIZES['W2']:,} sleeps of 10 ms",
+            "reason": f"{date}, W1 {SCALE_SIZES['W1']:,} tasks, W2 {SCALE_SIZES['W2']:,} sleeps of 10 ms",
             "local": measure_local(env), "cluster": measure_cluster(env)}
 
 
