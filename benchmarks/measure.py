@@ -75,9 +75,11 @@ def tiny(system: System, case: Case, give_up: Callable[[dict], None] | None = No
     """
     _start_warm(system, case)
     watch = _budget_watch(case, give_up)
-    seconds, results = _timed(lambda: list(system.map(wl.square, range(case.size))))
-    if watch is not None:
-        watch.cancel()
+    try:
+        seconds, results = _timed(lambda: list(system.map(wl.square, range(case.size))))
+    finally:  # a map that failed is reported as such, never later as too slow
+        if watch is not None:
+            watch.cancel()
     if results != [x * x for x in range(case.size)]:
         raise AssertionError("W1 returned wrong results")
     return {"seconds": seconds, "tasks_per_s": case.size / seconds}

@@ -4,6 +4,9 @@
 
 import math
 import threading
+import time
+
+import pytest
 
 from benchmarks import measure, report
 from benchmarks.systems import System
@@ -64,3 +67,20 @@ def test_the_table_shows_a_given_up_w1_map_as_too_slow_with_a_bound_and_a_note()
     assert body[1] == ["W1 tiny · 1,000,000 tasks · tasks/s", "< 17k too slow [1]", "", ""]
     assert notes == ["Dask W1-1M: too slow, stopped past the 60 s budget: its map of 1,000,000 "
                      "tasks had not returned after 60 s"]
+
+
+class Failing(Squares):
+    def map(self, fn, items):
+        items = list(items)
+        if len(items) > 2 * self.workers:
+            raise RuntimeError("boom")
+        return super().map(fn, items)
+
+
+def test_a_w1_map_that_fails_within_its_budget_is_never_reported_too_slow():
+    case = Case("W1-1M", "W1", "tiny tasks, large", 2, 1000, 30.0, budget=0.1)
+    given = []
+    with pytest.raises(RuntimeError, match="boom"):
+        measure.tiny(Failing(), case, given.append)
+    time.sleep(0.3)
+    assert given == []
