@@ -1,4 +1,5 @@
-"""The chart: one small panel per workload, one bar per system (matplotlib, optional)."""
+"""The charts (matplotlib, optional): one small panel per workload, one bar per system;
+and the scale section's figures against the number of workers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ _COLORS = {"dockkit": "#d62728", "pool": "#1f77b4", "processpool": "#6baed6", "l
 # (case id, metric, title, log scale, target line or None)
 _PANELS = [
     ("W1", "tasks_per_s", "W1 tiny tasks · tasks/s (higher is better)", True, None),
+    ("W1-1M", "tasks_per_s", "W1 tiny tasks, large · tasks/s", False, None),
     ("W2", "efficiency", "W2 sleep 10 ms · efficiency", False, 0.95),
     ("W3", "efficiency", "W3 cpu 10 ms · efficiency", False, None),
     ("W4", "mb_per_s", "W4 1 MiB payloads · MB/s", True, None),
@@ -94,25 +96,78 @@ def draw(data: dict, path: Path) -> str:
     except ImportError as exc:
         return f"not drawn: {exc} (pip install the 'bench' extra)"
     present = {c["id"] for c in data["cases"]}
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    fig, axes = plt.subplots(3, 3, figsize=(13, 12))
     axes = list(axes.flat)
+    sizes = {c["id"]: c["size"] for c in data["cases"]}
     for ax, (case_id, metric, title, log, target) in zip(axes, _PANELS):
         if case_id in present:
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title.replace("large", f"{sizes[case_id]:,}"), fontsize=9)
             _bars(ax, data, case_id, metric, log, target)
         else:
             ax.axis("off")
+    streams = axes[len(_PANELS):]
     if any(c["workload"] == "W7" for c in data["cases"]):
-        _streams(axes[5], data, "items_per_s", "W7 stream · items/s", True)
-        _streams(axes[6], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)",
+        _streams(streams[0], data, "items_per_s", "W7 stream · items/s", True)
+        _streams(streams[1], data, "peak_rss_mb", "W7 stream · root peak RSS MB (complete runs)",
                  False)
     else:
-        axes[5].axis("off")
-        axes[6].axis("off")
-    _lambdas(axes[7], data)
+        streams[0].axis("off")
+        streams[1].axis("off")
+    _lambdas(streams[2], data)
     meta = data["meta"]
     fig.suptitle(f"dockkit and its peers — median of {meta['reps']} fresh-process run(s), "
                  f"{meta['cpus']} CPUs, Python {meta['python']} ({meta['date']})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "drawn"
+
+
+# (series, label, where, system, line style)
+_SCALE_SERIES = [
+    ("dockkit", "dockkit, local", "local", "dockkit", "-o"),
+    ("pool", "mp.Pool, local", "local", "pool", "--s"),
+    ("cluster", "dockkit, Docker cluster (4 workers a node)", "cluster", "dockkit", ":^"),
+]
+
+
+def draw_scale(scale: dict, path: Path) -> str:
+    """Draw the scale section to ``path``: tasks/s and efficiency against workers."""
+    from benchmarks.scale import lines
+
+    if scale.get("status") != "measured":
+        return "not drawn: the section was not measured"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"not drawn: {exc} (pip install the 'bench' extra)"
+    points = lines(scale)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [("W1", "W1 tiny tasks · tasks/s", True), ("W2", "W2 sleep 10 ms · efficiency", False)]
+    for ax, (workload, title, log) in zip(axes, panels):
+        for series, label, where, system, style in _SCALE_SERIES:
+            shown = [(p["workers"], p[f"{system}:{workload}"]) for p in points
+                     if p["where"] == where and p[f"{system}:{workload}"] is not None]
+            if shown:
+                xs, ys = zip(*sorted(shown))
+                ax.plot(xs, ys, style, color=_COLORS.get(system if where == "local" else "ray"),
+                        label=label)
+        ax.set_xscale("log", base=2)
+        workers = sorted({p["workers"] for p in points})
+        ax.set_xticks(workers, [str(n) for n in workers], fontsize=8)
+        ax.set_xlabel("workers", fontsize=9)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.axhline(0.95, color="black", linestyle="--", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle("dockkit against the number of workers, on this machine's "
+                 "cores (local pools and containers alike)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -31,19 +31,28 @@ def cli(*args, env, timeout=900) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def section(env: dict[str, str], *, quick: bool = False) -> dict:
-    """Measure the clusters, or return ``{"status": "skipped", "reason": …}``."""
-    if quick:
-        return {"status": "skipped", "reason": "not part of a --quick run"}
+def docker_env(env: dict[str, str]) -> tuple[dict[str, str] | None, str]:
+    """The environment for ``dockkit`` commands on this machine's Docker Engine, with the
+    worker image built (not timed: ``up`` is measured with it built); or ``None`` and why."""
     probe = subprocess.run([sys.executable, "-c", "from dockkit.cluster.engine import docker_client; docker_client()"],
                            env=env, capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         lines = [line for line in probe.stderr.splitlines() if line.strip()]
-        return {"status": "skipped", "reason": f"no Docker Engine ({lines[-1] if lines else 'unknown'})"}
+        return None, f"no Docker Engine ({lines[-1] if lines else 'unknown'})"
     env = dict(env, DOCKKIT_STATE_DIR=tempfile.mkdtemp(prefix="dockkit-bench-"))
-    build = cli("image", "build", env=env)  # not timed: `up` is measured with the image built
+    build = cli("image", "build", env=env)
     if build.returncode != 0:
-        return {"status": "skipped", "reason": f"the worker image did not build: {build.stderr[-300:]}"}
+        return None, f"the worker image did not build: {build.stderr[-300:]}"
+    return env, ""
+
+
+def section(env: dict[str, str], *, quick: bool = False) -> dict:
+    """Measure the clusters, or return ``{"status": "skipped", "reason": …}``."""
+    if quick:
+        return {"status": "skipped", "reason": "not part of a --quick run"}
+    env, why_not = docker_env(env)
+    if env is None:
+        return {"status": "skipped", "reason": why_not}
     figures = {size: _measure(env, nodes, per_node, workloads)
                for size, (nodes, per_node, workloads) in CLUSTERS.items()}
     return {"status": "measured",

@@ -26,12 +26,15 @@ _REPRODUCE = """\
 pip install -e '.[bench]'     # the peers and the chart: loky, dask, ray, scoop, matplotlib
 python -m benchmarks          # the full run (make bench): rewrites docs/benchmarks.{md,json,png}
 python -m benchmarks --quick  # smoke test: one run, tiny sizes, under a minute, no peer needed
-python -m benchmarks --reps 3 --systems dockkit,pool --workloads W1,W4
+python -m benchmarks --reps 3 --systems dockkit,pool --workloads W1,W4 --table-only
+python -m benchmarks.scale docs/benchmarks.json        # one section alone, stored into a saved run
 python -m benchmarks --from-json docs/benchmarks.json   # redraw the report, measure nothing
 ```
 
-This run took {minutes}. A run that is not complete (`--quick`, `--systems`, `--workloads`) writes to
-`benchmarks/results/` instead of `docs/`, unless `--out DIR` says otherwise.
+This run took {minutes}. A run that is not complete (`--quick`, `--systems`, `--workloads`,
+`--table-only`) writes to `benchmarks/results/` instead of `docs/`, unless `--out DIR` says
+otherwise. `--table-only` skips the Docker cluster, engines and scale sections; each of them
+also runs alone (`python -m benchmarks.cluster`, `.engines`, `.scale`), stored into a saved run.
 `--strict` exits 1 when an installed system crashes or hangs on a case. A peer that is
 not installed, or cannot start, is reported in the table with the reason, never as a
 failure of the suite.
@@ -62,7 +65,10 @@ def _method(data: dict) -> str:
         "Two workers unless said. Every pool is started and warmed by a tiny map before the "
         "clock starts, except in W5, which times the start.",
         "",
-        f"- **W1 tiny**: `map(square, range({size('W1', '20,000')}))`; tasks per second.",
+        f"- **W1 tiny**: `map(square, range({size('W1', '20,000')}))`; tasks per second."
+        + (f" Again with {size('W1-1M', '')} tasks, which is not bound by noise: a run whose "
+           f"map has not returned after {cases['W1-1M']['budget']:.0f} s is stopped and marked "
+           "*too slow*, its rate only known to be under tasks / time." if "W1-1M" in cases else ""),
         f"- **W2 sleep**: {size('W2', '1,000')} calls of `sleep(0.01); return os.getpid()` on "
         f"{workers_w2} workers; time, and efficiency = ideal / time with ideal = calls × 10 ms / "
         "workers (0.625 s for 1,000 on 16).",
@@ -205,6 +211,49 @@ def _engines(engines: dict) -> str:
             + _table(("figure", "dockkit", "target"), rows))
 
 
+def _scale(scale: dict, chart: str | None) -> str:
+    """The scale section: W1 and W2 against the number of workers, and its chart."""
+    from benchmarks.scale import LOCAL_WORKERS, PER_NODE, REPS, lines
+
+    head = ("## Scale\n\nW1 (tiny tasks, at a size that is not bound by noise) and W2 (10 ms "
+            f"sleeps) against the number of workers: dockkit beside mp.Pool on "
+            f"{', '.join(map(str, LOCAL_WORKERS))} local workers, each figure the median of "
+            f"{REPS} fresh-process runs of one map; and Docker clusters of {PER_NODE} workers a "
+            "node (`dockkit up --nodes N`) running the cluster section's job "
+            "(`benchmarks/cluster_job.py`: W1 the median of 5 maps in one run). Every worker "
+            "shares this machine's cores, so more workers mean more overhead to share them, "
+            "not more speed. ")
+    if scale.get("status") != "measured":
+        return _skipped(head, scale)
+    cluster = scale.get("cluster", {})
+    head += f"This run: {scale['reason']}"
+    head += (f"; the cluster half **{cluster['status']}**: {cluster['reason']}.\n\n"
+             if cluster.get("status") != "measured" else ".\n\n")
+    rows, reasons = [], []
+    for line in lines(scale):
+        where = "local" if line["where"] == "local" else f"Docker, {line['nodes']} nodes"
+        figures = ["" if line["where"] == "cluster" and system == "pool"  # Pool is local only
+                   else _scale_cell(line[f"{system}:{workload}"], fmt, line)
+                   for workload, fmt in (("W1", "{:,.0f}"), ("W2", "{:.3f}"))
+                   for system in ("dockkit", "pool")]
+        rows.append((str(line["workers"]), *figures, where))
+        reasons += line["reasons"]
+    header = ("workers", "dockkit W1 · tasks/s", "mp.Pool W1 · tasks/s", "dockkit W2 · efficiency",
+              "mp.Pool W2 · efficiency", "where")
+    text = head + _table(header, rows)
+    if reasons:
+        text += "\n" + "".join(f"- {reason}\n" for reason in reasons)
+    if chart == "drawn":
+        text += "\n![dockkit against the number of workers](benchmarks-scale.png)\n"
+    return text
+
+
+def _scale_cell(value, fmt: str, line: dict) -> str:
+    if isinstance(value, (int, float)):
+        return fmt.format(value)
+    return "error" if line["reasons"] else ""
+
+
 def render(data: dict, table: str) -> str:
     meta = data["meta"]
     scope = "" if meta["complete"] else (
@@ -221,6 +270,8 @@ def render(data: dict, table: str) -> str:
         chart,
         _cluster(cluster),
         _engines(data.get("engines", {"status": "not measured", "reason": "an older run"})),
+        _scale(data.get("scale", {"status": "not measured", "reason": "an older run"}),
+               meta.get("scale_chart")),
         _notes(),
         _method(data),
         _REPRODUCE.replace("{minutes}", _minutes(meta["wall_s"])),

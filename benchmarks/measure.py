@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
@@ -47,10 +48,38 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tiny(system: System, case: Case) -> dict:
-    """W1: many tasks that do nothing; the per-task overhead, in tasks/s."""
+def _budget_watch(case: Case, give_up: Callable[[dict], None] | None) -> threading.Timer | None:
+    """Past ``case.budget`` seconds from now, hand ``give_up`` the figures of a map
+    that has not returned (``too_slow``). A map still submitting or waiting cannot be
+    interrupted in its own thread, so ``give_up`` runs on a timer thread and must end
+    the process."""
+    if case.budget is None or give_up is None:
+        return None
+    started = time.perf_counter()
+
+    def expire() -> None:
+        seconds = time.perf_counter() - started
+        give_up({"seconds": seconds, "tasks_per_s_below": case.size / seconds, "too_slow": True})
+
+    timer = threading.Timer(case.budget, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def tiny(system: System, case: Case, give_up: Callable[[dict], None] | None = None) -> dict:
+    """W1: many tasks that do nothing; the per-task overhead, in tasks/s.
+
+    A case with a budget (W1-1M) is abandoned past it through ``give_up``; its rate is
+    then only known to be under ``size / seconds`` (``tasks_per_s_below``).
+    """
     _start_warm(system, case)
-    seconds, results = _timed(lambda: list(system.map(wl.square, range(case.size))))
+    watch = _budget_watch(case, give_up)
+    try:
+        seconds, results = _timed(lambda: list(system.map(wl.square, range(case.size))))
+    finally:  # a map that failed is reported as such, never later as too slow
+        if watch is not None:
+            watch.cancel()
     if results != [x * x for x in range(case.size)]:
         raise AssertionError("W1 returned wrong results")
     return {"seconds": seconds, "tasks_per_s": case.size / seconds}
@@ -156,7 +185,8 @@ def stream(system: System, case: Case) -> dict:
     }
 
 
-def measure(system: System, case: Case, since_start: Callable[[], float], main_fns: dict) -> dict:
+def measure(system: System, case: Case, since_start: Callable[[], float], main_fns: dict,
+            give_up: Callable[[dict], None] | None = None) -> dict:
     """Run ``case`` on ``system`` and return its figures.
 
     Args:
@@ -164,10 +194,14 @@ def measure(system: System, case: Case, since_start: Callable[[], float], main_f
         case: What to run.
         since_start: Seconds since this process started (W5).
         main_fns: W6's functions defined in ``__main__``, by case id.
+        give_up: Called from another thread with the figures of a W1 map past its
+            budget; it reports them and ends the process.
     """
+    if case.workload == "W1":
+        return tiny(system, case, give_up)
     if case.workload == "W5":
         return startup(system, case, since_start)
     if case.workload == "W6":
         return portable(system, case, main_fns[case.id])
-    runners = {"W1": tiny, "W2": sleepy, "W3": cpu, "W4": payload, "W7": stream}
+    runners = {"W2": sleepy, "W3": cpu, "W4": payload, "W7": stream}
     return runners[case.workload](system, case)

@@ -76,8 +76,9 @@ def rows_for(data: dict) -> list[Row]:
     cases = {c["id"]: c for c in data["cases"]}
     rows = []
     size = {case_id: whole(c["size"]) for case_id, c in cases.items()}
-    if "W1" in cases:
-        rows.append(Row("W1:tasks_per_s", f"W1 tiny · {size['W1']} tasks · tasks/s", rate))
+    for case_id in ("W1", "W1-1M"):
+        if case_id in cases:
+            rows.append(Row(f"{case_id}:tasks_per_s", f"W1 tiny · {size[case_id]} tasks · tasks/s", rate))
     if "W2" in cases:
         on = f"{size['W2']} on {cases['W2']['workers']}"
         rows.append(Row("W2:seconds", f"W2 sleep 10 ms · {on} · s", seconds))
@@ -127,24 +128,33 @@ def _cell_text(data: dict, row: Row, system: str, notes: Notes) -> str:
         return "n/a"
     if status in ("error", "timeout", "skipped"):
         return f"{status} {notes.ref(_about(label, reason))}"
+    if status == "too_slow":
+        return _too_slow(data, row, label, cell["median"], notes)
     value = cell["median"].get(row.metric)
     if value is None:
         return "—"
     text = row.fmt(value)
-    if status == "too_slow":
-        if row.metric != "items_per_s":
-            return "—"
-        m = cell["median"]
-        budget = next(c["budget"] for c in data["cases"] if c["id"] == row.case_id)
-        note = (f"{label} {row.case_id}: too slow, stopped past the {budget:.0f} s budget "
-                f"with {whole(m['items'])} items in {m['seconds']:.0f} s; longer streams skipped")
-        return f"{text} too slow {notes.ref(note)}"
     if row.metric == "supported" and not value:
         text += " " + notes.ref(_about(label, _why_not(cell)))
     if cell.get("failed_runs"):
         failed = f"{cell['failed_runs']} run(s) failed, the median is of the rest"
         text += " " + notes.ref(f"{label} {row.case_id}: {failed}: {reason}")
     return text
+
+
+def _too_slow(data: dict, row: Row, label: str, m: dict, notes: Notes) -> str:
+    """A run stopped past its budget: W7 with the rate it had reached, W1 with the
+    rate it stayed under (its map never returned, so nothing else is known)."""
+    case = next(c for c in data["cases"] if c["id"] == row.case_id)
+    stopped = f"{label} {row.case_id}: too slow, stopped past the {case['budget']:.0f} s budget"
+    if row.metric == "items_per_s" and row.metric in m:
+        note = f"{stopped} with {whole(m['items'])} items in {m['seconds']:.0f} s; longer streams skipped"
+        return f"{rate(m[row.metric])} too slow {notes.ref(note)}"
+    if row.metric == "tasks_per_s" and "tasks_per_s_below" in m:
+        note = (f"{stopped}: its map of {whole(case['size'])} tasks had not returned after "
+                f"{m['seconds']:.0f} s")
+        return f"< {rate(m['tasks_per_s_below'])} too slow {notes.ref(note)}"
+    return "—"
 
 
 def _about(label: str, reason: str | None) -> str:
@@ -213,6 +223,8 @@ def print_report(data: dict, out: Path) -> None:
     console.print(f"Cluster (Docker): {data['cluster']['status']}: {data['cluster']['reason']}")
     engines = data.get("engines", {"status": "not measured", "reason": "an older run"})
     console.print(f"Over separate engines: {engines['status']}: {engines['reason']}")
+    scale = data.get("scale", {"status": "not measured", "reason": "an older run"})
+    console.print(f"Scale: {scale['status']}: {scale['reason']}")
     console.print(f"Written: {_shown(out)}/{STEM}.json, .png, .md")
 
 
@@ -250,5 +262,6 @@ def write_all(data: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     data["meta"]["chart"] = chart.draw(data, out / f"{STEM}.png")
+    data["meta"]["scale_chart"] = chart.draw_scale(data.get("scale", {}), out / f"{STEM}-scale.png")
     (out / f"{STEM}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     (out / f"{STEM}.md").write_text(markdown.render(data, markdown_table(data)))

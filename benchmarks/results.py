@@ -109,6 +109,10 @@ def targets(results: dict, stream_cases: list[str]) -> list[dict]:
     add("W1", "W1:tasks_per_s", "≥ Pool.map and ≥ 100× SCOOP/Dask/Ray",
         max(bars) if bars else None, figure(results, "W1", "dockkit", "tasks_per_s"),
         note=f"without {', '.join(missing)}" if missing and bars else "", derived=True)
+    if "W1-1M" in results:  # the same bar without the noise (the slow peers stop at the budget)
+        pool_large = figure(results, "W1-1M", "pool", "tasks_per_s")
+        add("W1", "W1-1M:tasks_per_s", "≥ Pool.map", pool_large,
+            figure(results, "W1-1M", "dockkit", "tasks_per_s"), derived=True)
     add("W2", "W2:efficiency", "efficiency ≥ 0.95", 0.95,
         figure(results, "W2", "dockkit", "efficiency"))
     pool_w3 = figure(results, "W3", "pool", "efficiency")

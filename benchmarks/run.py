@@ -1,6 +1,6 @@
 """Orchestration: every system × case × repetition in a fresh process, then one report.
 
-    python -m benchmarks [--quick] [--reps N] [--systems a,b] [--workloads W1,W4]
+    python -m benchmarks [--quick] [--reps N] [--systems a,b] [--workloads W1,W4] [--table-only]
 
 Data flow::
 
@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cluster, engines, report, results
+from benchmarks import cluster, engines, report, results, scale
 from benchmarks.child import RESULT_MARK, T0_ENV
 from benchmarks.env import ROOT, child_env
 from benchmarks.systems import SYSTEMS
@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "complete run, benchmarks/results/ otherwise)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="measure nothing: redraw the table, chart and page of a saved run")
+    parser.add_argument("--table-only", action="store_true",
+                        help="measure the local table alone, skipping the Docker cluster, engines "
+                        "and scale sections (each runs alone: python -m benchmarks.<section>)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when an installed system crashes or hangs on a case")
     args = parser.parse_args(argv)
@@ -243,7 +246,7 @@ def measure_all(args, cases, env, available, cells, deadline: float | None) -> N
 def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
     """Everything the report and ``benchmarks.json`` hold."""
     available = {s for s, p in probes.items() if p["status"] == "ok"}
-    complete = (not args.quick and args.systems == list(SYSTEMS)
+    complete = (not args.quick and not args.table_only and args.systems == list(SYSTEMS)
                 and args.workloads == list(WORKLOADS))
     given = argv if argv is not None else sys.argv[1:]
     data = {
@@ -267,8 +270,9 @@ def assemble(args, argv, cases, probes, cells, wall_s: float, env) -> dict:
         },
         "cases": [case._asdict() for case in cases],
         "results": cells,
-        "cluster": cluster.section(env, quick=args.quick),
-        "engines": engines.section(env, quick=args.quick),
+        **{name: ({"status": "skipped", "reason": "not part of a --table-only run"}
+                  if args.table_only else module.section(env, quick=args.quick))
+           for name, module in (("cluster", cluster), ("engines", engines), ("scale", scale))},
     }
     data["targets"] = results.targets(cells, [c.id for c in cases if c.workload == "W7"])
     return data

@@ -33,7 +33,7 @@ def smoke(tmp_path_factory):
 
 def test_the_run_describes_itself(smoke):
     data, _ = smoke
-    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "engines", "targets"}
+    assert set(data) == {"meta", "systems", "cases", "results", "cluster", "engines", "scale", "targets"}
     meta = data["meta"]
     assert (meta["quick"], meta["complete"], meta["reps"], meta["cpus"]) == (True, False, 1, os.cpu_count())
     assert meta["command"].startswith("python -m benchmarks --quick")
@@ -44,6 +44,7 @@ def test_the_run_describes_itself(smoke):
     # a quick run skips the Docker section, and says so
     assert data["cluster"] == {"status": "skipped", "reason": "not part of a --quick run"}
     assert data["engines"] == {"status": "skipped", "reason": "not part of a --quick run"}
+    assert data["scale"] == {"status": "skipped", "reason": "not part of a --quick run"}
 
 
 def test_every_case_is_measured_for_every_system(smoke):
@@ -66,6 +67,10 @@ def test_the_figures_agree_with_each_other(smoke):
     cases = {case["id"]: case for case in data["cases"]}
     dk = {case_id: row["dockkit"]["median"] for case_id, row in data["results"].items()}
     assert math.isclose(dk["W1"]["tasks_per_s"], cases["W1"]["size"] / dk["W1"]["seconds"])
+    # the large W1 case: the same map, more tasks, under a budget it does not reach here
+    assert cases["W1-1M"]["size"] > cases["W1"]["size"] and cases["W1-1M"]["budget"] > 0
+    assert math.isclose(dk["W1-1M"]["tasks_per_s"], cases["W1-1M"]["size"] / dk["W1-1M"]["seconds"])
+    assert "too_slow" not in dk["W1-1M"]
     assert 1 <= dk["W2"]["workers_seen"] <= cases["W2"]["workers"]  # all of them, unless one started late
     assert 0 < dk["W2"]["efficiency"] <= 1.0 + 1e-9
     assert dk["W6-lambda"]["supported"] is True and dk["W6-closure"]["supported"] is True
@@ -77,6 +82,10 @@ def test_the_figures_agree_with_each_other(smoke):
     rows = {target["row"]: target for target in data["targets"]}
     assert rows["W1:tasks_per_s"]["value"] == dk["W1"]["tasks_per_s"]
     assert rows["W5:seconds"]["value"] == dk["W5"]["seconds"]
+    assert rows["W1-1M:tasks_per_s"]["value"] == dk["W1-1M"]["tasks_per_s"]
+    pool = data["results"]["W1-1M"]["pool"]
+    if pool["status"] == "ok":  # the target is Pool.map's figure of the same case
+        assert rows["W1-1M:tasks_per_s"]["threshold"] == pool["median"]["tasks_per_s"]
     for target in data["targets"]:
         assert isinstance(target["met"], bool), target
 
@@ -85,7 +94,22 @@ def test_the_page_shows_the_table_and_the_skipped_cluster(smoke):
     _, page = smoke
     assert "## Results" in page and "This is a partial run" in page
     assert "| W1 tiny · 2,000 tasks · tasks/s |" in page
+    assert "| W1 tiny · 50,000 tasks · tasks/s |" in page
     assert "## Cluster (Docker)" in page and "**skipped**: not part of a --quick run" in page
+    scale = page[page.index("## Scale"):]
+    assert "This run: **skipped**: not part of a --quick run" in scale.split("\n## ")[0]
+
+
+def test_table_only_measures_the_table_and_skips_every_section(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--table-only", "--reps", "1", "--systems", "dockkit",
+         "--workloads", "W5", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert data["meta"]["complete"] is False and data["results"]["W5"]["dockkit"]["status"] == "ok"
+    for name in ("cluster", "engines", "scale"):
+        assert data[name] == {"status": "skipped", "reason": "not part of a --table-only run"}
 
 
 def test_a_measured_cluster_stands_beside_local_workers():
