@@ -50,6 +50,7 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
             figures[str(nodes)] = _measure(env, hosts, nodes, runs=nodes == SIZES[0])
         swarm_hosts = [engine.tcp_url for engine in bed.engines]  # engine0 manages the swarm
         figures["swarm"] = _measure(env, swarm_hosts, SIZES[0], runs=True, swarm=True)
+        figures["swarm-warm"] = _measure(env, swarm_hosts, SIZES[0], runs=False, swarm=True)
     return {"status": "measured",
             "reason": f"this machine's engine and {len(bed.engines)} engines in containers (dockerd "
                       f"with its own image store); {PER_NODE} workers per node", "figures": figures}

@@ -195,17 +195,19 @@ def _engines(engines: dict) -> str:
     if not figures:
         return _skipped(head, engines)
     rows = []
-    for size in (key for key in figures if key.isdigit() or key == "swarm"):
+    for size in (key for key in figures if key.isdigit() or key.startswith("swarm")):
         measured = figures[size]
         how = "cold: the image travels" if measured.get("image_shipped") else "warm"
-        command = "--swarm --nodes 3" if size == "swarm" else f"--nodes {size}"
+        if size == "swarm" and measured.get("image_shipped"):  # the manager builds it on its own base
+            how = "cold: the image built on the manager and copied to the other engine"
+        command = "--swarm --nodes 3" if size.startswith("swarm") else f"--nodes {size}"
         rows.append((f"`dockkit up {command}` ({how}) · s", _cell(measured.get("up_s"), "{:.2f}"), ""))
         trivial, w2, w4 = (measured.get(key, {}) for key in ("T", "W2", "W4"))
         if trivial or w2 or w4:
             rows += [("a trivial `dockkit run`, end to end · s", _cell(trivial.get("run_s"), "{:.2f}"), ""),
                      ("W2 4,000 sleeps of 10 ms · efficiency", _cell(w2.get("efficiency"), "{:.3f}"), "≥ 0.90"),
                      ("W4 64 × 1 MiB (median of 5 maps) · MB/s", _cell(w4.get("mb_per_s"), "{:,.0f}"), "≥ 300")]
-        rows.append((f"`dockkit down` ({'the swarm cluster' if size == 'swarm' else f'{size} nodes'}) · s",
+        rows.append((f"`dockkit down` ({'the swarm cluster' if size.startswith('swarm') else f'{size} nodes'}) · s",
                      _cell(measured.get("down_s"), "{:.2f}"), ""))
     return (head + f"This run: {engines['reason']}; the engine bed started in {figures.get('bed_s', '?')} s.\n\n"
             + _table(("figure", "dockkit", "target"), rows))
