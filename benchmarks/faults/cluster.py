@@ -337,8 +337,8 @@ FAULTS = [
           + f"disconnects {VICTIM} from the cluster's network (`docker network disconnect`: the node "
             f"runs on, its packets go nowhere) and connects it again {CUT_S:.0f} s later under its "
             f"name, as `dockkit up` made it (`docker network connect --alias {VICTIM}`): inside the "
-            "heartbeat timeout (10 s), and inside the 7 s after which a worker that hears nothing from "
-            "its broker leaves. After the run the trial counts the tasks that ran on "
+            "heartbeat timeout (10 s), and inside the 7 s after which a worker whose broker is silent "
+            "and whose connection to it is down leaves. After the run the trial counts the tasks that ran on "
             f"{VICTIM} after it was back, asks node0 whether the name {VICTIM} resolves again, and "
             "runs `dockkit up`, which records the sshd port Docker may have published anew.",
           noticed=f"from the disconnection to the first line that names {VICTIM} or its workers as "
