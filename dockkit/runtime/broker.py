@@ -286,6 +286,9 @@ class Broker:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + P.HEARTBEAT_INTERVAL
+                    # After a stall (a long C call in the root holding the GIL) the peers'
+                    # beats may wait unread though this poll saw none: read them before judging.
+                    self._drain_router()
                     self._beat(now)
                     refusals.flush()
         except Exception:  # the broker must never die silently: fail every waiting batch
