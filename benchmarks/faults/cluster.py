@@ -1,5 +1,5 @@
-"""Faults in the nodes of a Docker cluster: a worker killed, a node killed, paused or cut off,
-a task past the nodes' memory limit.
+"""Faults in the nodes of a Docker cluster: a worker killed, a node killed, paused, cut off or
+dropping packets, a task past the nodes' memory limit.
 
 One cluster serves the whole section, made and removed as a user would
 (``dockkit up --nodes 3 --name chaos-…``, ``dockkit down``; the memory fault gets a
@@ -24,10 +24,12 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from benchmarks.env import ROOT, child_env
-from benchmarks.faults.local import BOTH, finish, maps_correct
+from benchmarks.faults.local import BOTH, finish, interruptible, maps_correct
 from benchmarks.faults.job import REPORT_MARK
 from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
 from dockkit.launch.supervisor import OUT_OF_MEMORY, WORKER_PROCESS_NAME
@@ -40,6 +42,9 @@ VICTIM = "node1"
 PAUSE_S = 20.0
 CUT_S = 5.0
 CUT_ITEMS = 3000  # maps of 5 s on 6 workers: the second starts after the cut node is back
+LOSS = 0.3  # share of node1's packets dropped, each way
+LOSSY_S = 10.0  # as long as the heartbeat timeout
+LOSSY_ITEMS = 6000  # maps of 10 s on 6 workers: the first runs through the loss, the second after it
 MEMORY = "256m"
 MEMORY_NODES = 2
 OOM_WORKERS = 4
@@ -64,6 +69,7 @@ class ChaosCluster:
         self.volume.chmod(0o777)  # the nodes' users write their task logs here
         self.containers_left: int | None = None
         self.cut: dict = {}  # what the network cut of the trial under way saw
+        self.loss: dict = {}  # when the packet loss of the trial under way began and ended
         self._client = None
 
     def __enter__(self) -> "ChaosCluster":
@@ -86,6 +92,11 @@ class ChaosCluster:
                               capture_output=True, text=True, timeout=timeout)
 
     @property
+    def ssh_config(self) -> Path:
+        """The ``ssh_config`` ``dockkit up`` wrote: it reaches every node from here (Host node0…)."""
+        return self._state / "clusters" / self.name / "ssh_config"
+
+    @property
     def env(self) -> dict[str, str]:
         return {**child_env(), "DOCKKIT_STATE_DIR": str(self._state)}
 
@@ -105,6 +116,12 @@ class ChaosCluster:
             from dockkit.cluster.nodes import labelled_containers
 
             self.containers_left = len(labelled_containers(self._client, self.name))
+
+    def ship(self, path: str) -> None:
+        """Copy a file of this checkout to the same path in every node, as plain SSH hosts need it."""
+        copied = self._cli("cp", "--name", self.name, path, f"all:{path}", timeout=120)
+        if copied.returncode != 0:
+            raise RuntimeError(f"`dockkit cp {path} all:{path}` failed: {copied.stderr.strip()}")
 
     def node(self, name: str):
         """The container of node ``name`` (docker-py)."""
@@ -140,7 +157,7 @@ def _node_lost(node: str) -> re.Pattern:
     return re.compile(rf"dockkit: (?:worker \S+ \(pid \d+\) on {node} |host {node} lost)")
 
 
-def _kill_worker(cluster: ChaosCluster):
+def kill_worker(cluster: ChaosCluster):
     node = cluster.node(VICTIM)
     # agents fork their workers, which take the name dockkit-worker (their command line is the agent's)
     pid = node.exec_run(["pgrep", "-x", WORKER_PROCESS_NAME]).output.split()[0].decode()
@@ -182,6 +199,49 @@ def _cut_node(cluster: ChaosCluster):
     return _node_lost(VICTIM), back.join
 
 
+def _in_netns(node, *argv: str) -> str:
+    """Run a command of this machine in the node's network namespace (its own firewall): its output."""
+    node.reload()
+    return subprocess.run(["nsenter", "-t", str(node.attrs["State"]["Pid"]), "-n", *argv], check=True,
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+def _lossy_node(cluster: ChaosCluster):
+    """node1 drops LOSS of its packets each way for LOSSY_S (iptables' random match in its own
+    namespace: this kernel has no netem), then none."""
+    node = cluster.node(VICTIM)
+    rules = [[chain, "-m", "statistic", "--mode", "random", "--probability", str(LOSS), "-j", "DROP"]
+             for chain in ("INPUT", "OUTPUT")]
+    for rule in rules:
+        _in_netns(node, "iptables", "-I", *rule)
+    cluster.loss = {"from": time.time()}
+    lossy_at = time.monotonic()
+
+    def heal() -> None:
+        time.sleep(max(0.0, lossy_at + LOSSY_S - time.monotonic()))
+        for rule in rules:  # each was inserted first in its chain: `-L CHAIN 1` lists its counters
+            counters = _in_netns(node, "iptables", "-L", rule[0], "1", "-v", "-n", "-x").split()
+            cluster.loss[f"dropped_{rule[0].lower()}"] = int(counters[0])
+            _in_netns(node, "iptables", "-D", *rule)
+        cluster.loss["to"] = time.time()
+
+    healer = threading.Thread(target=heal, name="chaos-heal")
+    healer.start()
+    return _node_lost(VICTIM), healer.join
+
+
+def _after_loss(cluster: ChaosCluster, trial: Trial, run) -> dict:
+    """node1's share of the tasks during the loss, and the tasks it ran after it."""
+    loss = cluster.loss
+    if "to" not in loss:
+        return {}
+    during = trial.log.ran_on(None, after=loss["from"], before=loss["to"])
+    return {"lossy_share": trial.log.ran_on(VICTIM, after=loss["from"], before=loss["to"]) / during
+            if during else None,
+            "healed_ran": trial.log.ran_on(VICTIM, after=loss["to"]),
+            "dropped": loss["dropped_input"] + loss["dropped_output"]}
+
+
 def _address(node, network: str) -> str | None:
     node.reload()
     return (node.attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress")
@@ -201,7 +261,27 @@ def _after_cut(cluster: ChaosCluster, trial: Trial, run) -> dict:
             "lost_said": re.sub(r"(w)\d+ \(pid \d+\)", r"\1N (pid N)", lost[0]) if lost else None}
 
 
-def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEMS, after=None) -> Outcome:
+@dataclass(frozen=True)
+class RunShape:
+    """How a trial's run is started, and what it may leave in the nodes.
+
+    By default a cluster run (``dockkit run --name … -n WORKERS``), whose leftovers are the
+    processes naming dockkit in the nodes; :mod:`benchmarks.faults.ssh` runs over ``--hosts``.
+    """
+
+    options: list[str]
+    leftovers: Callable[[], int]
+
+    @classmethod
+    def cluster_run(cls, cluster: "ChaosCluster") -> "RunShape":
+        return cls(["--name", cluster.name, "-n", str(WORKERS)], cluster.dockkit_processes)
+
+    def start(self, trial: Trial, max_retries: int, items: int = ITEMS):
+        return trial.dockkit_run(*self.options, "--max-retries", str(max_retries), job=["map", str(items)])
+
+
+def run_trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEMS, after=None,
+              shape: RunShape | None = None) -> Outcome:
     """One run with the fault ``inject`` does once the map is under way.
 
     ``inject(cluster)`` returns the pattern of the line that says the fault was
@@ -209,9 +289,9 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEM
     run ended). ``after(cluster, trial, run)``, if given, adds to the trial's details
     once the run is over.
     """
+    shape = shape or RunShape.cluster_run(cluster)
     with cluster.trial() as trial:
-        run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
-                                job=["map", str(items)])
+        run = shape.start(trial, max_retries, items)
         injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
         seen = None
         if injected:
@@ -220,8 +300,8 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEM
             seen = run.wait_for_line(noticed, timeout=NOTICE_TIMEOUT_S, since=at)
             afterwards()
         status = finish(run)
-        lingering = trial.processes() + cluster.dockkit_processes()
-        left, _ = trial.settle(time.monotonic(), elsewhere=cluster.dockkit_processes)
+        lingering = trial.processes() + shape.leftovers()
+        left, _ = trial.settle(time.monotonic(), elsewhere=shape.leftovers)
         allowed = "WorkerLostError" if max_retries == 0 else None
         lines = run.lines()
         said = [at for at, line in lines if line.startswith(REPORT_MARK) or ERROR.match(line)]
@@ -241,19 +321,23 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEM
 
 
 def worker_killed(cluster: ChaosCluster, max_retries: int) -> Outcome:
-    return _trial(_kill_worker, cluster, max_retries)
+    return run_trial(kill_worker, cluster, max_retries)
 
 
 def node_killed(cluster: ChaosCluster, max_retries: int) -> Outcome:
-    return _trial(_kill_node, cluster, max_retries)
+    return run_trial(_kill_node, cluster, max_retries)
 
 
 def node_paused(cluster: ChaosCluster, max_retries: int) -> Outcome:
-    return _trial(_pause_node, cluster, max_retries)
+    return run_trial(_pause_node, cluster, max_retries)
 
 
 def node_cut(cluster: ChaosCluster, max_retries: int) -> Outcome:
-    return _trial(_cut_node, cluster, max_retries, items=CUT_ITEMS, after=_after_cut)
+    return run_trial(_cut_node, cluster, max_retries, items=CUT_ITEMS, after=_after_cut)
+
+
+def node_lossy(cluster: ChaosCluster, max_retries: int) -> Outcome:
+    return run_trial(_lossy_node, cluster, max_retries, items=LOSSY_ITEMS, after=_after_loss)
 
 
 def out_of_memory(cluster: ChaosCluster, max_retries: int) -> Outcome:
@@ -283,16 +367,18 @@ def _anonymous(message: str) -> str:
     return re.sub(r"worker \S+ \(pid \d+\) on node\d+", "worker W (pid N) on nodeK", message)
 
 
-def local_run_signalled(signum: int, cluster: ChaosCluster, max_retries: int) -> Outcome:
-    """The ``dockkit run`` on this machine killed: the run in the cluster must end with it."""
+def local_run_signalled(signum: int, cluster: ChaosCluster, max_retries: int, *,
+                        shape: RunShape | None = None) -> Outcome:
+    """The ``dockkit run`` on this machine signalled: what it started elsewhere must end with it."""
+    interruptible()
+    shape = shape or RunShape.cluster_run(cluster)
     with cluster.trial() as trial:
-        run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
-                                job=["map", str(ITEMS)])
+        run = shape.start(trial, max_retries)
         injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
-        running = cluster.dockkit_processes()  # the head's root, agents and workers, before the signal
+        running = shape.leftovers()  # e.g. the head's root, agents and workers, before the signal
         signalled_at = time.monotonic()
         os.kill(run.pid, signum)
-        left, gone_after = trial.settle(signalled_at, elsewhere=cluster.dockkit_processes)
+        left, gone_after = trial.settle(signalled_at, elsewhere=shape.leftovers)
         status = finish(run)
         return Outcome(correct=None, duplicates=trial.log.duplicates(), noticed_s=gone_after, status=status,
                        error=run.error(), left=left,
@@ -342,6 +428,17 @@ FAULTS = [
             f"{VICTIM} after it was back, asks node0 whether the name {VICTIM} resolves again, and "
             "runs `dockkit up`, which records the sshd port Docker may have published anew.",
           noticed=f"from the disconnection to the first line that names {VICTIM} or its workers as "
+                  "lost; \"never\" where none did"),
+    Fault("cluster-node-lossy", f"cluster: a node drops {LOSS:.0%} of its packets for {LOSSY_S:.0f} s",
+          node_lossy, retries=BOTH, docker=True,
+          does=_RUN.replace(f"maps of {ITEMS} tasks", f"maps of {LOSSY_ITEMS} tasks (10 s each)")
+          + f"has {VICTIM} drop {LOSS:.0%} of the packets it sends and {LOSS:.0%} of those it receives, at "
+            f"random, for {LOSSY_S:.0f} s (iptables' `statistic` match in the node's own network "
+            "namespace; this kernel has no `tc netem`, so packets are lost, not delayed), then none: "
+            "a bad link rather than a cut. TCP retransmits what is lost; the heartbeat timeout is the "
+            "default, 10 s. After the run the trial counts the node's share of the tasks run during "
+            "the loss (a third on a healthy cluster) and the tasks it ran after it.",
+          noticed=f"from the start of the loss to the first line that names {VICTIM} or its workers as "
                   "lost; \"never\" where none did"),
     Fault("cluster-oom", f"cluster: a task outgrows the node's memory (`--memory {MEMORY}`)", out_of_memory,
           docker=True, memory=MEMORY,

@@ -101,7 +101,7 @@ def worker_stopped(max_retries: int) -> Outcome:
         return outcome
 
 
-def _interruptible() -> None:
+def interruptible() -> None:
     """Let runs take SIGINT as they would from a terminal.
 
     A shell starts its background jobs with SIGINT ignored, children inherit that, and
@@ -112,7 +112,7 @@ def _interruptible() -> None:
 
 
 def root_signalled(signum: int, max_retries: int) -> Outcome:
-    _interruptible()
+    interruptible()
     with Trial() as trial:
         run = trial.dockkit_run(*_options(max_retries), job=["map", str(ITEMS)])
         trial.log.wait_for(UNDER_WAY, alive=run.running)

@@ -53,7 +53,7 @@ _MEASURES = f"""\
   fault, for the root faults), summed over the trials. On this machine these are the processes
   that carry the trial's marker in their environment, which every process a run starts
   inherits (root, workers, forked or spawned); in the cluster's nodes, the `ps` lines that name
-  dockkit. If any were still there at the moment the run ended, the cell says how many.
+  dockkit, and for an SSH run also the sshd sessions still open on its hosts. If any were still there at the moment the run ended, the cell says how many.
 - **exit status seen**: the status of the command the user ran (`dockkit run`, or the
   program that made the executor), with the exception its script ended with or, for the
   results that cannot travel, the error the map raised; a signal's name where one ended it.
@@ -161,7 +161,8 @@ def _said(result: FaultResult) -> str:
     if oom:
         lines.append(f"workers the out-of-memory killer took, as their agents reported: {sum(oom)} in "
                      f"{len(oom)} run(s) (one a run: the task is not re-run on another worker)")
-    lines += _flood_said(details) + _cut_said(details) + _up_said(details) + _cluster_said(details)
+    lines += (_flood_said(details) + _cut_said(details) + _loss_said(details) + _up_said(details)
+              + _cluster_said(details))
     missed = sum(1 for d in details if d.get("injected") is False)
     if missed:
         lines.append(f"in {missed} run(s) the map ended before the fault could be injected")
@@ -203,6 +204,20 @@ def _cut_said(details: list[dict]) -> list[str]:
     return lines
 
 
+def _loss_said(details: list[dict]) -> list[str]:
+    losses = [d for d in details if "healed_ran" in d]
+    if not losses:
+        return []
+    shares = [d["lossy_share"] for d in losses if d["lossy_share"] is not None]
+    share = (f"{statistics.median(shares):.0%} (median; {min(shares):.0%} to {max(shares):.0%})"
+             if shares else "none")
+    return [f"packets the node dropped during the loss (medians): "
+            f"{statistics.median(d['dropped'] for d in losses):,.0f}",
+            f"the node's share of the tasks run during the loss: {share}",
+            f"it ran tasks after the loss in {sum(1 for d in losses if d['healed_ran'])} of {len(losses)} "
+            f"run(s), {sum(d['healed_ran'] for d in losses)} in all"]
+
+
 def _up_said(details: list[dict]) -> list[str]:
     ups = [d for d in details if "delay_s" in d]
     if not ups:
@@ -221,11 +236,15 @@ def _up_said(details: list[dict]) -> list[str]:
 
 
 def _cluster_said(details: list[dict]) -> list[str]:
+    before = [d["running_before"] for d in details if "running_before" in d]
+    span = f"{min(before)} to {max(before)}" if before and min(before) != max(before) else before and before[0]
+    lines = [f"what the run had going before the signal, counted as for *left behind*: {span} processes "
+             "and sessions"] if before else []
     tails = [d["tail_s"] for d in details if d.get("tail_s") is not None]
     if not tails:
-        return []
-    lines = [f"the run ended {_seconds(statistics.median(tails))} (median; max {_seconds(max(tails))}) after "
-             "the script's last word (its last report, or the error it ended with)"]
+        return lines
+    lines.append(f"the run ended {_seconds(statistics.median(tails))} (median; max {_seconds(max(tails))}) "
+                 "after the script's last word (its last report, or the error it ended with)")
     dropped = sum(d.get("dropped_peers", 0) for d in details)
     if dropped:
         lines.append(f"the broker printed {dropped} `dockkit broker: dropping …: malformed …` warning(s) "

@@ -86,9 +86,11 @@ class TaskLog:
     def records(self) -> list[tuple[int, int, int, float]]:
         return [(int(r), int(x), int(pid), float(t)) for r, x, pid, t, _ in self._fields()]
 
-    def ran_on(self, host: str, *, after: float) -> int:
-        """Tasks that ran on ``host`` (its hostname) and ended after ``after`` (``time.time()``)."""
-        return sum(1 for *_, t, where in self._fields() if where == host and float(t) > after)
+    def ran_on(self, host: str | None, *, after: float, before: float = float("inf")) -> int:
+        """Tasks that ran on ``host`` (its hostname; None: anywhere) and ended between ``after``
+        and ``before`` (``time.time()``)."""
+        return sum(1 for *_, t, where in self._fields()
+                   if host in (None, where) and after < float(t) < before)
 
     def duplicates(self) -> int:
         """Task runs beyond the first of each (round, item)."""

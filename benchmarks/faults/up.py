@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.env import ROOT, child_env
-from benchmarks.faults.local import _interruptible
+from benchmarks.faults.local import interruptible
 from benchmarks.faults.trial import Fault, Outcome
 
 NODES = 3
@@ -76,7 +76,7 @@ class Scratch:
 
 def up_interrupted(signum: int, _cluster, max_retries: int) -> Outcome:
     """One trial (``max_retries`` plays no part; nor does the section's cluster)."""
-    _interruptible()
+    interruptible()
     with Scratch() as scratch:
         up = scratch.start("up", "--nodes", str(NODES))
         delay = random.uniform(0.0, LATEST_S)
