@@ -11,8 +11,9 @@ been silent for its whole allowance *and* the connection is down.
 
 from __future__ import annotations
 
+import struct
+
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 __all__ = ["BrokerWatch"]
 
@@ -36,9 +37,15 @@ class BrokerWatch:
     def update(self) -> bool:
         """Read the connection's news; return whether it is up now."""
         while self._events.poll(0):
-            event = recv_monitor_message(self._events)["event"]
-            self.connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            self.connected = _event(self._events.recv_multipart()) == zmq.EVENT_HANDSHAKE_SUCCEEDED
         return self.connected
 
     def close(self) -> None:
         self._events.close(linger=0)
+
+
+def _event(message: list[bytes]) -> int:
+    """The event number of a monitor message (zmq_socket_monitor(3): its first frame starts with
+    it, a native uint16). Read here rather than with zmq.utils.monitor, which imports asyncio:
+    14 ms more for every worker to start."""
+    return struct.unpack("=H", message[0][:2])[0]
