@@ -206,6 +206,9 @@ class Broker:
         # a connection of its own, may arrive after them and must not expect them again.
         self._arrived: set[bytes] = set()
         self._lost: set[bytes] = set()      # workers and agents dropped as lost: told to stop if they speak
+        # Hosts whose agent went silent (paused, frozen, cut off): read by the launcher when it
+        # stops, so it does not wait on them. Only the broker thread adds to it.
+        self.silent_hosts: set[str] = set()
         self._last_exit = ""
         self.batches_dispatched = 0         # read by Executor.stats(); ints are safe to share
         self.tasks_dispatched = 0
@@ -657,6 +660,7 @@ class Broker:
             if now - agent.last_seen > self.heartbeat_timeout:
                 del self.agents[identity]
                 self._lost.add(identity)  # if it speaks again, it is told to stop
+                self.silent_hosts.add(agent.host)
                 for worker_id in [w for w in self.workers if w in agent.expected] + list(
                         agent.expected & self._expected):
                     self._worker_lost(worker_id, f"lost: host {agent.host} silent for "

@@ -189,6 +189,30 @@ def test_a_host_lost_mid_run_has_its_tasks_rerun_and_is_named(ssh_nodes, capfd):
     _assert_nothing_left(ssh_nodes, ["node1", "node2"])
 
 
+@pytest.mark.parametrize("tunnel", [True, False], ids=["tunnel", "direct"])
+def test_a_paused_host_given_up_on_does_not_hold_the_end_and_leaves_nothing(ssh_nodes, tunnel):
+    """Its agent cannot answer EOF, a kill or a cancelled forward: the stop drops its connection
+    instead of waiting out the stop's timeout (5 s) and then the remote kill's, and the agent
+    ends its workers when it wakes to find its session gone."""
+    node = ssh_nodes["node1"].container
+    executor = _executor(ssh_nodes, ["node1*2", "node2*2"], tunnel=tunnel, heartbeat_timeout=3)
+    try:
+        results = executor.map(slow, range(60))
+        first = [next(results) for _ in range(4)]
+        node.pause()
+        assert first + list(results) == list(range(60))  # node1's batches re-ran on node2
+        started = time.monotonic()
+        executor.shutdown()
+        stop_s = time.monotonic() - started
+    finally:
+        node.reload()
+        if node.status == "paused":
+            node.unpause()
+        executor.shutdown()
+    assert stop_s < 4, f"the stop waited {stop_s:.1f} s on the paused host"
+    _assert_nothing_left(ssh_nodes, ["node1", "node2"])
+
+
 def test_dockkit_run_over_ssh_returns_the_scripts_status(ssh_nodes, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent("""

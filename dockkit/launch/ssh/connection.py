@@ -198,6 +198,17 @@ class SSHConnection:
         if client is not None:
             client.close()
 
+    def drop(self) -> None:
+        """Disconnect at once, asking nothing of the host: for one that cannot answer (paused,
+        frozen, cut off), where a kill or a cancelled forward would wait on it. What it runs
+        stops on its own when it finds its session gone. Idempotent."""
+        with self._lock:
+            self._processes = set()
+        client, self._client = self._client, None
+        self._tunnels.close(None)
+        if client is not None:
+            client.close()
+
     def _transport(self) -> paramiko.Transport:
         if not self.is_active:
             raise SSHError(f"{self.target.where}: not connected (call connect() first, or the connection dropped)",

@@ -148,6 +148,7 @@ class SSHLauncher:
         self._console = console
         self._versions = local_versions()
         self._stopping = False
+        self._broker = None
         self._run_id = new_run_id()
 
     # --- start ---------------------------------------------------------------------------
@@ -162,6 +163,7 @@ class SSHLauncher:
         """
         from concurrent.futures import ThreadPoolExecutor
 
+        self._broker = broker
         self._print_plan()
         # Every host at once: its connection, check and agent cost round trips, not CPU here.
         with ThreadPoolExecutor(max_workers=min(32, len(self.rows))) as pool:
@@ -300,6 +302,15 @@ class SSHLauncher:
         """
         self._stopping = True
         rows = [row for row in self.rows if row.process is not None or row.connection is not None]
+        # A host the broker gave up on for silence (paused, frozen, cut off) would hold the stop
+        # for the whole timeout and then for the remote kill's: its connection is dropped at
+        # once, and its agent stops on its own when it wakes to find its SSH session gone.
+        silent = self._broker.silent_hosts if self._broker is not None else set()
+        for row in [row for row in rows if row.spec.host in silent]:
+            rows.remove(row)
+            row.process, connection, row.connection = None, row.connection, None
+            if connection is not None:
+                connection.drop()
         for row in rows:
             if row.process is not None:
                 try:
