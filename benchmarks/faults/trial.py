@@ -158,6 +158,13 @@ class ObservedRun:
                          for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err))]
         for reader in self._readers:
             reader.start()
+        # the moment it ended, whenever the trial looks: a trial busy with its fault may wait later
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        self.process.wait()
+        self.ended_at = time.monotonic()
 
     def _read(self, stream, lines: list) -> None:
         for line in stream:
@@ -195,8 +202,7 @@ class ObservedRun:
             status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        if self.ended_at is None:
-            self.ended_at = time.monotonic()
+        self._watcher.join(timeout=5)
         for reader in self._readers:
             reader.join(timeout=5)
         return status

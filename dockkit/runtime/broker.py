@@ -206,9 +206,7 @@ class Broker:
         # a connection of its own, may arrive after them and must not expect them again.
         self._arrived: set[bytes] = set()
         self._lost: set[bytes] = set()      # workers and agents dropped as lost: told to stop if they speak
-        # Hosts whose agent went silent (paused, frozen, cut off): read by the launcher when it
-        # stops, so it does not wait on them. Only the broker thread adds to it.
-        self.silent_hosts: set[str] = set()
+        self._silent_hosts: set[str] = set()  # hosts whose agent was given up on for silence
         self._last_exit = ""
         self.batches_dispatched = 0         # read by Executor.stats(); ints are safe to share
         self.tasks_dispatched = 0
@@ -241,6 +239,16 @@ class Broker:
     def connected(self, identities) -> int:
         """Thread-safe: how many of these peers (workers or agents) are connected now."""
         return sum(i in self.workers or i in self.agents for i in identities)  # atomic reads
+
+    def unresponsive_hosts(self, quiet_for: float = 3 * P.HEARTBEAT_INTERVAL) -> set[str]:
+        """Thread-safe: hosts whose agent was given up on, or has not been heard for ``quiet_for`` s.
+
+        A launcher that stops does not wait on them (a paused or cut-off host answers nothing).
+        """
+        now = time.monotonic()
+        quiet = {agent.host for agent in list(self.agents.values())  # a copy: the broker thread edits it
+                 if agent.identity != LOCAL and now - agent.last_seen > quiet_for}
+        return quiet | self._silent_hosts
 
     def report_exit(self, identity, reason: str) -> None:
         """Thread-safe: a worker of this process's own supervision exited."""
@@ -660,7 +668,7 @@ class Broker:
             if now - agent.last_seen > self.heartbeat_timeout:
                 del self.agents[identity]
                 self._lost.add(identity)  # if it speaks again, it is told to stop
-                self.silent_hosts.add(agent.host)
+                self._silent_hosts.add(agent.host)
                 for worker_id in [w for w in self.workers if w in agent.expected] + list(
                         agent.expected & self._expected):
                     self._worker_lost(worker_id, f"lost: host {agent.host} silent for "

@@ -70,6 +70,8 @@ def test_a_cluster_fault_is_handled_as_documented(results, key, max_retries, exp
     assert outcome.noticed_s is not None, outcome  # the run named the lost worker or node
     if max_retries == 0:
         assert outcome.duplicates == 0, outcome
+    if key == "cluster-node-pause":  # the stop drops the frozen node rather than wait on it (5 s and more)
+        assert outcome.detail["tail_s"] < 4, outcome
 
 
 @pytest.mark.parametrize("key", BAD_LINKS)

@@ -302,10 +302,10 @@ class SSHLauncher:
         """
         self._stopping = True
         rows = [row for row in self.rows if row.process is not None or row.connection is not None]
-        # A host the broker gave up on for silence (paused, frozen, cut off) would hold the stop
-        # for the whole timeout and then for the remote kill's: its connection is dropped at
-        # once, and its agent stops on its own when it wakes to find its SSH session gone.
-        silent = self._broker.silent_hosts if self._broker is not None else set()
+        # A host that stopped answering (paused, frozen, cut off) would hold the stop for the
+        # whole timeout and then for the remote kill's: its connection is dropped at once, and
+        # its agent stops on its own when it wakes to find its SSH session gone.
+        silent = self._broker.unresponsive_hosts() if self._broker is not None else set()
         for row in [row for row in rows if row.spec.host in silent]:
             rows.remove(row)
             row.process, connection, row.connection = None, row.connection, None
