@@ -122,18 +122,23 @@ class ChaosCluster:
 
     def dockkit_processes(self) -> int:
         """Processes whose command line names dockkit, in every running node."""
-        count = 0
-        for index in range(self.nodes):
-            container = self.node(f"node{index}")
-            container.reload()
-            if container.status != "running":
-                continue
-            listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
-            count += sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
-        return count
+        return sum(dockkit_processes(self.node(f"node{index}")) for index in range(self.nodes))
+
+    def renew(self) -> dict:
+        """Make again a node the trial's fault took, for the next trial: whether sshd's port moved."""
+        return {"port_moved": "ssh_config updated" in self.up()}
 
     def trial(self) -> Trial:
         return Trial(self.volume, seen_as=MOUNTED_AT, env={"DOCKKIT_STATE_DIR": str(self._state)})
+
+
+def dockkit_processes(container) -> int:
+    """Processes whose command line names dockkit in a node's container; 0 if it is not running."""
+    container.reload()
+    if container.status != "running":
+        return 0
+    listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
+    return sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
 
 
 def _node_lost(node: str) -> re.Pattern:
@@ -207,7 +212,9 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEM
     ``inject(cluster)`` returns the pattern of the line that says the fault was
     noticed, and what to do once it was (or once NOTICE_TIMEOUT_S passed, or the
     run ended). ``after(cluster, trial, run)``, if given, adds to the trial's details
-    once the run is over.
+    once the run is over; so does ``cluster.renew()``, which readies the cluster for the next.
+    ``cluster`` may be any context with what a ChaosCluster offers here (``name``, ``trial()``,
+    ``dockkit_processes()``, ``renew()``): a fault's own, as in :mod:`benchmarks.faults.engines`.
     """
     with cluster.trial() as trial:
         run = trial.dockkit_run("--name", cluster.name, "-n", str(WORKERS), "--max-retries", str(max_retries),
@@ -235,8 +242,7 @@ def _trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = ITEM
         outcome = Outcome(correct=maps_correct(run, status, allowed), duplicates=trial.log.duplicates(),
                           noticed_s=seen[0] - at if seen else None, status=status, error=run.error(),
                           lingering=lingering, left=left, detail=detail)
-    said = cluster.up()  # a node the fault took is made again for the next trial
-    outcome.detail["port_moved"] = "ssh_config updated" in said
+    outcome.detail.update(cluster.renew())
     return outcome
 
 

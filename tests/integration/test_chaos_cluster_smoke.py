@@ -24,7 +24,7 @@ from benchmarks.faults.cluster import MEMORY, ChaosCluster
 from benchmarks.faults.local import BOTH
 from tests.names import unique_name
 
-CLUSTER = [fault for fault in FAULTS if fault.docker and not fault.memory]
+CLUSTER = [fault for fault in FAULTS if fault.docker and not fault.memory and not fault.context]
 
 pytestmark = pytest.mark.timeout(600)
 
