@@ -6,7 +6,8 @@ Each fault (see :mod:`benchmarks.faults`) runs ``CHAOS_TRIALS`` times per settin
 of ``max_retries`` (default: 20 for local faults, 5 for faults that need Docker
 containers), every trial in fresh processes. The local faults come first; the
 Docker ones share one cluster, made for them and removed after them (those that
-need a memory limit, a small one of their own). The page,
+need a memory limit, a small one of their own; those that need another context,
+such as a Docker Engine to lose, that context). The page,
 ``docs/reliability.md``, is written whole from the outcomes.
 """
 
@@ -22,13 +23,14 @@ from pathlib import Path
 
 import dockkit
 from benchmarks.env import ROOT
-from benchmarks.faults import cluster, flood, local, ssh, up
+from benchmarks.faults import cluster, engines, flood, local, ssh, up
 from benchmarks.faults.report import FaultResult, page, table
 from benchmarks.faults.trial import Fault
 
 LOCAL_TRIALS = 20
 DOCKER_TRIALS = 5
-FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS, *ssh.FAULTS, *up.FAULTS]
+FAULTS: list[Fault] = [*local.FAULTS, flood.FAULT, flood.CURVE_FAULT, *cluster.FAULTS, *ssh.FAULTS, *up.FAULTS,
+                       engines.FAULT]
 UNMEASURED = [
     "Delayed packets: this kernel has no `tc netem`, so a bad link is measured as lost packets "
     "(which TCP's retransmissions turn into delays), a cut and a pause.",
@@ -56,11 +58,13 @@ def run_fault(fault: Fault, trials: int, *context) -> FaultResult:
 
 def run_suite(faults: list[Fault], local_trials: int, docker_trials: int) -> list[FaultResult]:
     results = [run_fault(fault, local_trials) for fault in faults if not fault.docker]
-    # one cluster per memory limit the Docker faults need: most need none
-    for memory in dict.fromkeys(fault.memory for fault in faults if fault.docker):
-        docker_faults = [fault for fault in faults if fault.docker and fault.memory == memory]
+    # one section's cluster per memory limit the Docker faults need (most need none), and one
+    # context of each kind the others need instead
+    for needs in dict.fromkeys((fault.context, fault.memory) for fault in faults if fault.docker):
+        docker_faults = [fault for fault in faults if fault.docker and (fault.context, fault.memory) == needs]
+        context, memory = needs
         try:
-            with cluster.ChaosCluster(memory=memory) as nodes:
+            with context() if context else cluster.ChaosCluster(memory=memory) as nodes:
                 results += [run_fault(fault, docker_trials, nodes) for fault in docker_faults]
         except cluster.ClusterUnavailable as exc:
             results += [FaultResult(fault, skipped=str(exc)) for fault in docker_faults]

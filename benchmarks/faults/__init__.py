@@ -7,5 +7,6 @@
 - :mod:`~benchmarks.faults.flood`: strangers flooding the broker's port;
 - :mod:`~benchmarks.faults.cluster`: faults in the nodes of a Docker cluster;
 - :mod:`~benchmarks.faults.up`: ``dockkit up`` interrupted, then ``down`` and ``up`` again;
+- :mod:`~benchmarks.faults.engines`: the Docker Engine of a node lost mid-run;
 - :mod:`~benchmarks.faults.report`: ``docs/reliability.md`` from the outcomes.
 """

@@ -139,21 +139,26 @@ class ChaosCluster:
 
     def dockkit_processes(self) -> int:
         """Processes whose command line names dockkit, in every running node."""
-        count = 0
-        for index in range(self.nodes):
-            container = self.node(f"node{index}")
-            container.reload()
-            if container.status != "running":
-                continue
-            listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
-            count += sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
-        return count
+        return sum(dockkit_processes(self.node(f"node{index}")) for index in range(self.nodes))
+
+    def renew(self) -> dict:
+        """Make again a node the trial's fault took, for the next trial: whether sshd's port moved."""
+        return {"port_moved": "ssh_config updated" in self.up()}
 
     def trial(self) -> Trial:
         return Trial(self.volume, seen_as=MOUNTED_AT, env={"DOCKKIT_STATE_DIR": str(self._state)})
 
 
-def _node_lost(node: str) -> re.Pattern:
+def dockkit_processes(container) -> int:
+    """Processes whose command line names dockkit in a node's container; 0 if it is not running."""
+    container.reload()
+    if container.status != "running":
+        return 0
+    listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
+    return sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
+
+
+def node_lost(node: str) -> re.Pattern:
     return re.compile(rf"dockkit: (?:worker \S+ \(pid \d+\) on {node} |host {node} lost)")
 
 
@@ -167,7 +172,7 @@ def kill_worker(cluster: ChaosCluster):
 
 def _kill_node(cluster: ChaosCluster):
     cluster.node(VICTIM).kill()
-    return _node_lost(VICTIM), lambda: None
+    return node_lost(VICTIM), lambda: None
 
 
 def _pause_node(cluster: ChaosCluster):
@@ -179,7 +184,7 @@ def _pause_node(cluster: ChaosCluster):
         time.sleep(max(0.0, paused_at + PAUSE_S - time.monotonic()))
         node.unpause()
 
-    return _node_lost(VICTIM), resume
+    return node_lost(VICTIM), resume
 
 
 def _cut_node(cluster: ChaosCluster):
@@ -196,7 +201,7 @@ def _cut_node(cluster: ChaosCluster):
 
     back = threading.Thread(target=reconnect, name="chaos-reconnect")
     back.start()
-    return _node_lost(VICTIM), back.join
+    return node_lost(VICTIM), back.join
 
 
 def _in_netns(node, *argv: str) -> str:
@@ -227,7 +232,7 @@ def _lossy_node(cluster: ChaosCluster):
 
     healer = threading.Thread(target=heal, name="chaos-heal")
     healer.start()
-    return _node_lost(VICTIM), healer.join
+    return node_lost(VICTIM), healer.join
 
 
 def _after_loss(cluster: ChaosCluster, trial: Trial, run) -> dict:
@@ -252,7 +257,7 @@ def _after_cut(cluster: ChaosCluster, trial: Trial, run) -> dict:
     cut = cluster.cut
     if "back_at" not in cut:
         return {"rejoined": None}
-    lost = [line for _, line in run.lines() if _node_lost(VICTIM).search(line)]
+    lost = [line for _, line in run.lines() if node_lost(VICTIM).search(line)]
     return {"rejoined": trial.log.ran_on(VICTIM, after=cut["back_at"]),
             "resolves": cluster.node("node0").exec_run(["getent", "hosts", VICTIM]).exit_code == 0,
             "readdressed": cut["new_address"] != cut["address"],
@@ -287,10 +292,12 @@ def run_trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = I
     ``inject(cluster)`` returns the pattern of the line that says the fault was
     noticed, and what to do once it was (or once NOTICE_TIMEOUT_S passed, or the
     run ended). ``after(cluster, trial, run)``, if given, adds to the trial's details
-    once the run is over.
+    once the run is over; so does ``cluster.renew()``, which readies the cluster for the next.
+    ``cluster`` may be any context with what a ChaosCluster offers here (``name``, ``trial()``,
+    ``dockkit_processes()``, ``renew()``): a fault's own, as in :mod:`benchmarks.faults.engines`.
     """
-    shape = shape or RunShape.cluster_run(cluster)
     with cluster.trial() as trial:
+        shape = shape or RunShape.cluster_run(cluster)  # after trial(): a context may make its cluster there
         run = shape.start(trial, max_retries, items)
         injected = trial.log.wait_for(UNDER_WAY, alive=run.running, timeout=120)
         seen = None
@@ -315,8 +322,7 @@ def run_trial(inject, cluster: ChaosCluster, max_retries: int, *, items: int = I
         outcome = Outcome(correct=maps_correct(run, status, allowed), duplicates=trial.log.duplicates(),
                           noticed_s=seen[0] - at if seen else None, status=status, error=run.error(),
                           lingering=lingering, left=left, detail=detail)
-    said = cluster.up()  # a node the fault took is made again for the next trial
-    outcome.detail["port_moved"] = "ssh_config updated" in said
+    outcome.detail.update(cluster.renew())
     return outcome
 
 
@@ -357,12 +363,12 @@ def out_of_memory(cluster: ChaosCluster, max_retries: int) -> Outcome:
                           duplicates=trial.log.duplicates(), noticed_s=first and first["seconds"],
                           status=status, error=said.partition(":")[0] if said else run.error(),
                           lingering=lingering, left=left,
-                          detail={"message": said and _anonymous(said), "oom_killed": len(killed)})
+                          detail={"message": said and anonymous(said), "oom_killed": len(killed)})
     cluster.up()  # the node's agent carries on with a worker fewer; a fresh run starts them all again
     return outcome
 
 
-def _anonymous(message: str) -> str:
+def anonymous(message: str) -> str:
     """The message without what changes from run to run (which worker, its pid)."""
     return re.sub(r"worker \S+ \(pid \d+\) on node\d+", "worker W (pid N) on nodeK", message)
 

@@ -5,7 +5,9 @@
 
 Each task appends ``round item pid time host`` to LOG in one short write in append mode
 (lines from many processes never interleave, nor from several containers writing
-to one mounted directory): how a trial counts the tasks that ran twice. After each
+to one mounted directory), or sends it to the trial's listener if LOG is ``tcp://HOST:PORT``
+(nodes on another Docker Engine share no directory with this machine): how a trial counts
+the tasks that ran twice. After each
 map the script prints ``CHAOS {json}``: the round, whether its results were
 exactly right, how long it took, and the error it raised, if any.
 
@@ -28,6 +30,7 @@ import time
 from dockkit import futures
 
 REPORT_MARK = "CHAOS "
+LISTENER = "tcp://"  # a LOG of this form is a trial's listener, which appends each line it gets
 LARGE_BYTES = 5 << 29  # 2.5 GiB: past every 32-bit size field on the way
 OOM_BYTES = 1 << 30  # 1 GiB, written to: far past the memory limit of the nodes that run ``oom``
 BAD_ITEM = 3
@@ -37,8 +40,14 @@ ROUNDS = 2  # maps of a ``map`` run: the second shows whether the pool went on a
 
 def record(log: str, round_: int, sleep: float, x: int) -> int:
     time.sleep(sleep)
-    with open(log, "a") as tasks:
-        tasks.write(f"{round_} {x} {os.getpid()} {time.time():.6f} {socket.gethostname()}\n")
+    line = f"{round_} {x} {os.getpid()} {time.time():.6f} {socket.gethostname()}\n"
+    if log.startswith(LISTENER):
+        host, port = log[len(LISTENER):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as listener:
+            listener.sendall(line.encode())
+    else:
+        with open(log, "a") as tasks:
+            tasks.write(line)
     return x * x
 
 

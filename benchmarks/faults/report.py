@@ -162,7 +162,7 @@ def _said(result: FaultResult) -> str:
         lines.append(f"workers the out-of-memory killer took, as their agents reported: {sum(oom)} in "
                      f"{len(oom)} run(s) (one a run: the task is not re-run on another worker)")
     lines += (_flood_said(details) + _cut_said(details) + _loss_said(details) + _up_said(details)
-              + _cluster_said(details))
+              + _cluster_said(details) + _engine_said(details))
     missed = sum(1 for d in details if d.get("injected") is False)
     if missed:
         lines.append(f"in {missed} run(s) the map ended before the fault could be injected")
@@ -249,6 +249,37 @@ def _cluster_said(details: list[dict]) -> list[str]:
     if dropped:
         lines.append(f"the broker printed {dropped} `dockkit broker: dropping …: malformed …` warning(s) "
                      f"in {sum(1 for d in details if d.get('dropped_peers'))} run(s)")
+    return lines
+
+
+def _engine_said(details: list[dict]) -> list[str]:
+    downs = [d for d in details if "down_status" in d]
+    if not downs:
+        return []
+    n = len(downs)
+
+    def spread(key: str) -> str:
+        values = [d[key] for d in downs]
+        return f"{_seconds(statistics.median(values))} (median; max {_seconds(max(values))})"
+
+    lines = [f"the first line that said it: `{said}`"
+             for said in sorted({d["lost_said"] for d in downs if d.get("lost_said")})]
+    lines.append(f"a trial took {spread('trial_s')}: the new engine started in {spread('bed_s')}, and "
+                 f"`dockkit up` over it and this machine's engine took {spread('up_s')}; `up` shipped the "
+                 f"worker image in {sum(d['shipped'] for d in downs)} of {n} trial(s)")
+    statuses = collections.Counter(d["down_status"] for d in downs)
+    lines.append(f"`dockkit down` afterwards took {spread('down_s')}: exit status "
+                 f"{', '.join(f'{status} ×{count}' for status, count in statuses.most_common())}; it named the "
+                 f"lost engine in {sum(d['down_named'] for d in downs)} of {n}, in one line in "
+                 f"{sum(d['down_lines'] == 1 for d in downs)} of {n}")
+    # double backticks: dockkit's messages quote commands in single ones
+    lines += [f"it said: `` {said} ``" for said in sorted({d["down_said"] for d in downs if d["down_said"]})]
+    failed = [message for d in downs for message in d.get("setups_failed", [])]
+    lines += [f"making a trial's engine and cluster failed, and was done again on a fresh engine: "
+              f"`` {message} ``" for message in failed]
+    left = [d["containers_left"] for d in downs]
+    lines.append(f"left on this machine's engine after `down` (containers, networks, volumes with the "
+                 f"cluster's label): {sum(left)}, in {sum(1 for x in left if x)} of {n} trial(s)")
     return lines
 
 

@@ -57,8 +57,8 @@ class Outcome:
 class Fault:
     """One fault of the suite: how a trial of it runs, and how the report speaks of it.
 
-    ``trial`` is called with ``max_retries`` (and, for a Docker fault, the cluster first),
-    once per trial and per value of ``retries``.
+    ``trial`` is called with ``max_retries`` (and, for a Docker fault, the cluster first, or
+    what ``context()`` made), once per trial and per value of ``retries``.
     """
 
     key: str
@@ -69,6 +69,7 @@ class Fault:
     retries: tuple[int, ...] = (DEFAULT_RETRIES,)
     docker: bool = False
     memory: str | None = None  # a Docker fault's nodes need this memory limit (a cluster of their own)
+    context: Callable[[], object] | None = None  # a Docker fault's own context, not the section's cluster
 
 
 class TaskLog:

@@ -28,7 +28,7 @@ from benchmarks.faults.cluster import MEMORY, ChaosCluster
 from benchmarks.faults.local import BOTH
 from tests.names import unique_name
 
-CLUSTER = [fault for fault in FAULTS if fault.docker and not fault.memory]
+CLUSTER = [fault for fault in FAULTS if fault.docker and not fault.memory and not fault.context]
 BAD_LINKS = ["cluster-node-cut", "cluster-node-lossy"]  # the node may be lost, or not
 
 pytestmark = pytest.mark.timeout(600)

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.chaos import FAULTS, run_fault
 from benchmarks.faults.report import FaultResult, page
+from benchmarks.faults.trial import Outcome
 
 LOCAL = [fault for fault in FAULTS if not fault.docker]
 #: (exit status, error the user saw) per fault and max_retries.
@@ -60,3 +61,19 @@ def test_the_page_names_every_fault(results):
     text = page(list(results.values()), meta)
     assert all(f"| {fault.title} |" in text and f"### {fault.title}" in text for fault in LOCAL)
     assert "## Not yet measured\n\n- something" in text
+
+
+def test_the_page_says_what_down_said_after_an_engine_was_lost():
+    (fault,) = [fault for fault in FAULTS if fault.key == "engine-lost"]
+    said = "dockkit: error: taking down cluster c: 1 Docker Engine(s) did not answer (tcp://ENGINE:2375: …)"
+    detail = {"bed_s": 15.0, "up_s": 20.0, "shipped": True, "down_s": 5.0, "down_status": 1, "down_lines": 1,
+              "down_named": True, "down_said": said, "containers_left": 0, "trial_s": 90.0,
+              "lost_said": "dockkit: host node1 lost"}
+    outcomes = {setting: [Outcome(correct=True, duplicates=0, noticed_s=0.1, status=0, detail=detail)]
+                for setting in fault.retries}
+    text = page([FaultResult(fault, outcomes)], {"date": "today", "cpus": 2, "version": "0", "python": "3",
+                                                 "local": 1, "docker": 1, "wall": "1 min", "unmeasured": []})
+    assert f"### {fault.title}" in text
+    assert f"it said: `` {said} ``" in text and "named the lost engine in 2 of 2" in text
+    assert "the first line that said it: `dockkit: host node1 lost`" in text
+    assert "after `down` (containers, networks, volumes with the cluster's label): 0, in 0 of 2" in text
