@@ -66,7 +66,9 @@ def test_a_cluster_fault_is_handled_as_documented(results, key, max_retries, exp
     (outcome,) = results[key].outcomes[max_retries]
     assert (outcome.status, outcome.error) == expected, outcome
     assert outcome.correct is True, outcome
-    assert outcome.left == 0 and outcome.lingering == 0, outcome
+    assert outcome.left == 0, outcome
+    if key != "cluster-node-pause":  # a frozen node's agent ends only once it wakes, after the run
+        assert outcome.lingering == 0, outcome
     assert outcome.noticed_s is not None, outcome  # the run named the lost worker or node
     if max_retries == 0:
         assert outcome.duplicates == 0, outcome
