@@ -390,11 +390,15 @@ def up(nodes, name, workers_per_node, cpus, memory, docker_hosts, base_image, re
 @cli.command()
 @click.option("--name", default=DEFAULT_CLUSTER, show_default=True)
 @click.option("--docker-host", "docker_hosts", multiple=True, help="Also clean this Docker Engine.")
-def down(name, docker_hosts):
+@click.option("--forget-unreachable", is_flag=True,
+              help="For an engine gone for good: clean the engines that answer, then forget the "
+                   "cluster anyway (what it had on the others stays there).")
+def down(name, docker_hosts, forget_unreachable):
     """Remove the cluster's containers, network, keys and state (idempotent)."""
     from dockkit.cluster.cluster import Cluster
 
-    removed = Cluster(name=name, docker_hosts=docker_hosts or None).down()
+    cluster = Cluster(name=name, docker_hosts=docker_hosts or None)
+    removed = cluster.down(forget_unreachable=forget_unreachable)
     click.echo(f"dockkit: cluster {name!r} is down ({removed} container(s) removed)", err=True)
 
 

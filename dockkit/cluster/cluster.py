@@ -37,7 +37,7 @@ from dockkit.cluster.engines import on_each_engine
 from dockkit.config import check_cluster_name
 from dockkit.cluster.engine import (docker_client, docker_errors, engine_address, engine_cpus, engine_url,
                                     find_container, remove_container)
-from dockkit.errors import ClusterError, ConfigError, DockerError, DockkitError, ImageError
+from dockkit.errors import ClusterError, ConfigError, DockerError, DockkitError, EngineGoneError, ImageError
 from dockkit.cluster.image import copy_image, ensure_worker_image, push_image
 from dockkit.launch.ssh.keys import generate_keypair
 from dockkit.cluster.head import BRIDGE, HEAD, OVERLAY, ROUTED, RunOptions, head_command
@@ -498,24 +498,39 @@ class Cluster:
         if container is not None:
             remove_container(container)
 
-    def down(self) -> int:
+    def down(self, *, forget_unreachable: bool = False) -> int:
         """Remove every container and network of this cluster, its keys and state.
 
         Works from Docker's labels, so a crashed ``up`` or a deleted state
         directory leaves nothing behind; idempotent.
+
+        Args:
+            forget_unreachable: for an engine gone for good: clean the engines that answer,
+                then forget the cluster all the same (logged, naming what may remain on the
+                others, should they come back).
 
         Returns:
             The number of containers removed.
 
         Raises:
             EngineGoneError: an engine did not answer: the others are cleaned, and the
-                state is kept so that running ``down`` again finishes the job.
+                state is kept so that running ``down`` again finishes the job (unless
+                ``forget_unreachable``).
         """
         try:
             state = self.state()
         except ConfigError:  # a damaged state file: Docker's labels are enough
             state = None
-        removed = self._remove_from_docker(self._hosts(state))
+        try:
+            removed = self._remove_from_docker(self._hosts(state))
+        except EngineGoneError as exc:
+            if not forget_unreachable:
+                raise
+            removed = exc.removed
+            self.log(f"dockkit: forgetting cluster {self.name!r} on {', '.join(exc.engines)}, which did not "
+                     "answer: if it comes back, its containers and network there carry the label "
+                     f"{CLUSTER_LABEL}={self.name} (`docker rm -f $(docker ps -aq --filter "
+                     f"label={CLUSTER_LABEL}={self.name})`)")
         shutil.rmtree(self.directory, ignore_errors=True)
         return removed
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -183,10 +184,16 @@ def _remove(resource, what: str, **options) -> None:
                 raise
 
 
+_HTTP_POOL = re.compile(r"HTTPS?ConnectionPool\(host='(?P<host>[^']+)', port=(?P<port>\d+)\)")
+
+
 def engine_hint(exc: BaseException, where: str | None = None) -> str:
     """One line saying why the engine at ``where`` failed us and what to do about it."""
     text = str(exc)
-    where = where or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    # a remote engine that failed names itself in requests' message: not the default one's name
+    pool = _HTTP_POOL.search(text) if where is None else None
+    where = where or (f"tcp://{pool['host']}:{pool['port']}" if pool else None) \
+        or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if where.startswith("ssh://"):
         return _ssh_engine_hint(exc, where)
     if "Permission denied" in text or isinstance(exc, PermissionError):

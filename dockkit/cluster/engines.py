@@ -40,8 +40,9 @@ def on_each_engine(hosts: Iterable[str], action: Callable[[str], int], what: str
         except DockerError as exc:
             gone[host] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if gone:
-        names = "; ".join(f"{host}: {reason}" for host, reason in gone.items())
+        names = "; ".join(reason if host in reason else f"{host}: {reason}" for host, reason in gone.items())
         raise EngineGoneError(f"{what}: {len(gone)} Docker Engine(s) did not answer ({names}); "
                               f"the others are done ({total} container(s) removed). Bring the "
-                              "engine back and run the command again to finish", list(gone), total)
+                              "engine back and run the command again to finish (for `down`: "
+                              "--forget-unreachable if it is gone for good)", list(gone), total)
     return total

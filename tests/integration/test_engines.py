@@ -158,6 +158,14 @@ def test_an_engine_that_dies_mid_run_loses_its_node_and_down_cleans_the_rest(doc
                                     env=dict(os.environ, COLUMNS="250"))
             assert result.returncode == 1
             assert engine.tcp_url in result.stderr and len(result.stderr.strip().splitlines()) == 1
+            assert result.stderr.count(engine.tcp_url) <= 2, result.stderr  # named, not repeated over
+            assert "--forget-unreachable" in result.stderr
+            # gone for good: forgotten on request, saying what may remain there
+            forgot = subprocess.run([sys.executable, "-m", "dockkit.cli", "down", "--name", name,
+                                     "--forget-unreachable"], capture_output=True, text=True, timeout=120)
+            assert forgot.returncode == 0, forgot.stderr
+            assert f"forgetting cluster '{name}' on {engine.tcp_url}" in forgot.stderr
+            assert not cluster.directory.exists()
         finally:
             with contextlib.suppress(EngineGoneError):  # the dead engine keeps the state
                 cluster.down()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
+import docker
 import docker.errors
 import pytest
 
-from dockkit.cluster.engine import docker_errors, engine_hint
+from dockkit.cluster.engine import docker_errors, engine_hint, find_container
 from dockkit.errors import ClusterError, ConfigError, DockerError
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 
@@ -25,6 +28,19 @@ def test_docker_pys_wrapped_permission_error_gets_the_same_hint():
     with pytest.raises(DockerError, match=r"^connecting: permission denied on the Docker socket"):
         with docker_errors("connecting", where=SOCKET):
             raise wrapped
+
+
+def test_an_unreachable_remote_engine_is_named_not_the_default_one():
+    """A call on a tcp:// engine that does not answer (a real closed port): the message names
+    that engine, though the caller passed none."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41", timeout=5)
+        with pytest.raises(DockerError) as failed:
+            find_container(client, "node1")
+    assert f"cannot reach the Docker Engine at tcp://127.0.0.1:{port}" in str(failed.value)
+    assert "unix://" not in str(failed.value)
 
 
 def test_a_container_that_is_gone_gets_the_callers_message():
