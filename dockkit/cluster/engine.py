@@ -49,7 +49,9 @@ def docker_client(base_url: str | None = None) -> docker.DockerClient:
     """
     params = _engine_params(base_url)
     where = params["base_url"]
-    with docker_errors(f"connecting to the Docker Engine at {where}", where=where):
+    # the hints name a socket or tcp:// engine themselves; an ssh:// one only in the action
+    named = f" at {where}" if where.startswith("ssh://") else ""
+    with docker_errors(f"connecting to the Docker Engine{named}", where=where):
         client = docker.DockerClient(**params)
         client.ping()
         return client
