@@ -8,6 +8,7 @@ job's tasks have started to record themselves (the map is under way).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -135,8 +136,10 @@ def root_stopped(max_retries: int) -> Outcome:
         try:
             left, gone_after = trial.settle(stopped_at, elsewhere=lambda: -1)  # all but the root
         finally:
-            os.kill(run.pid, signal.SIGKILL)
-            os.kill(run.pid, signal.SIGCONT)  # a stopped process must wake to die
+            run.process.kill()
+            # a stopped process must wake to die; the run's watcher may have reaped it already
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGCONT)
         status = finish(run)
         return Outcome(correct=None, duplicates=trial.log.duplicates(), noticed_s=gone_after, status=status,
                        error=run.error(), left=left)
