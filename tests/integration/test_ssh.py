@@ -4,14 +4,19 @@ The node tests cover what the launcher relies on: alias resolution through
 ssh_config, pinned host keys (unknown, accepted-and-recorded, changed), clear
 errors for dead hosts and bad keys, commands with env/cwd/prolog, a streamed
 long-running process that ``kill()`` removes completely, and the reverse tunnel
-that ``--tunnel`` uses, carrying megabytes both ways.
+that ``--tunnel`` uses, carrying megabytes both ways, through OpenSSH and through
+paramiko, and gone when its connection closes or its root is killed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -314,10 +319,12 @@ def _expected(size: int) -> str:
     return f"{size} {hashlib.sha256(data).hexdigest()}"
 
 
-def test_reverse_port_forward_echoes_megabytes(ssh_nodes, echo_server):
-    with _connect(ssh_nodes) as conn:
+@pytest.mark.parametrize("openssh", [True, False], ids=["openssh", "paramiko"])
+def test_reverse_port_forward_echoes_megabytes(ssh_nodes, echo_server, openssh):
+    with _connect(ssh_nodes, openssh_tunnels=openssh) as conn:
         port = conn.forward_remote_port(local_port=echo_server)
         assert 0 < port < 65536
+        assert bool(_forwarding_processes(echo_server)) == openssh
         client = f"python3 -c {shlex.quote(_ECHO_CLIENT)} {port}"
         for size in (5, 4 * 1024 * 1024):
             status, out, err = conn.run(f"{client} {size}", timeout=60)
@@ -335,13 +342,98 @@ def test_reverse_port_forward_echoes_megabytes(ssh_nodes, echo_server):
         assert [(s, o.decode().strip()) for s, o, _ in results] == [(0, _expected(1024 * 1024))] * 4
 
 
-def test_reverse_port_forward_to_dead_local_port_gives_eof(ssh_nodes):
+@pytest.mark.parametrize("openssh", [True, False], ids=["openssh", "paramiko"])
+def test_reverse_port_forward_to_dead_local_port_gives_eof(ssh_nodes, openssh):
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     dead = probe.getsockname()[1]
     probe.close()
     script = "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20); print(repr(s.recv(10)))"
-    with _connect(ssh_nodes) as conn:
+    with _connect(ssh_nodes, openssh_tunnels=openssh) as conn:
         port = conn.forward_remote_port(local_port=dead)
         status, out, err = conn.run(f"python3 -c {shlex.quote(script)} {port}", timeout=30)
     assert (status, out.strip()) == (0, b"b''"), err
+
+
+def _forwarding_processes(local_port: int) -> list[int]:
+    """Pids of this machine's ssh processes that forward to 127.0.0.1:local_port."""
+    wanted = f"127.0.0.1:0:127.0.0.1:{local_port}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and argv[0].endswith(b"ssh") and wanted in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def _listening(ssh_nodes, node, port: int) -> bool:
+    """Whether something on the node accepts connections at its 127.0.0.1:port."""
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)"
+    return ssh_nodes.exec(node, f"python3 -c {shlex.quote(probe)}").exit_code == 0
+
+
+def _wait(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not (held := condition()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return held
+
+
+def test_openssh_forward_ends_with_the_connection_and_stops_listening(ssh_nodes, echo_server):
+    node = ssh_nodes.nodes[0]
+    with _connect(ssh_nodes) as conn:
+        port = conn.forward_remote_port(local_port=echo_server)
+        assert len(_forwarding_processes(echo_server)) == 1
+        assert _listening(ssh_nodes, node, port)
+    assert _forwarding_processes(echo_server) == []  # close() waits for it
+    assert _wait(lambda: not _listening(ssh_nodes, node, port))
+
+
+def test_openssh_forward_ends_when_its_root_is_killed(ssh_nodes, echo_server, tmp_path):
+    """SIGKILL gives the root no chance to stop its ssh: the closed stdin pipe must end it."""
+    node = ssh_nodes.nodes[0]
+    script = tmp_path / "root.py"
+    script.write_text(textwrap.dedent(f"""
+        import socket, sys, time
+        from dockkit.launch.hosts import HostSpec
+        from dockkit.launch.ssh.connection import SSHConnection
+        conn = SSHConnection(HostSpec({node.alias!r}), ssh_config={str(ssh_nodes.ssh_config_path)!r},
+                             known_hosts={str(ssh_nodes.known_hosts_path)!r}).connect()
+        print(conn.forward_remote_port(local_port={echo_server}), flush=True)
+        time.sleep(600)
+    """))
+    root = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(root.stdout.readline())
+        (forwarder,) = _forwarding_processes(echo_server)
+        assert _listening(ssh_nodes, node, port)
+    finally:
+        root.kill()
+        root.wait()
+    assert _wait(lambda: forwarder not in _forwarding_processes(echo_server))
+    assert _wait(lambda: not _listening(ssh_nodes, node, port))
+
+
+@pytest.mark.parametrize("client", ["missing", "failing"])
+def test_reverse_port_forward_falls_back_to_paramiko(ssh_nodes, echo_server, monkeypatch, tmp_path, caplog, client):
+    if client == "missing":
+        monkeypatch.setenv("PATH", str(tmp_path))  # no ssh on it
+    else:
+        fake = tmp_path / "ssh"
+        fake.write_text("#!/bin/sh\necho 'ssh: connect to host: Connection refused' >&2\nexit 255\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with caplog.at_level("DEBUG", logger="dockkit"), _connect(ssh_nodes) as conn:
+        port = conn.forward_remote_port(local_port=echo_server)
+        status, out, err = conn.run(f"python3 -c {shlex.quote(_ECHO_CLIENT)} {port} {1 << 20}", timeout=60)
+    assert (status, out.decode().strip()) == (0, _expected(1 << 20)), err
+    said = [r for r in caplog.records if "forwarding through this process instead" in r.getMessage()]
+    if client == "missing":
+        assert [r.levelname for r in said] == ["DEBUG"] and "no OpenSSH client" in said[0].getMessage()
+    else:
+        assert [r.levelname for r in said] == ["WARNING"]
+        assert "status 255" in said[0].getMessage() and "Connection refused" in said[0].getMessage()

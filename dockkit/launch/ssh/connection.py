@@ -4,8 +4,10 @@ The launcher opens ONE :class:`SSHConnection` per host and uses it for
 everything: a version probe (:meth:`~SSHConnection.run`), the long-running host
 agent (:meth:`~SSHConnection.start`, a :class:`~dockkit.launch.ssh.process.RemoteProcess`)
 and, with ``--tunnel``, a reverse port forward
-(:meth:`~SSHConnection.forward_remote_port`, relayed by :mod:`dockkit.launch.ssh.tunnel`) so
-workers reach the root's broker at ``127.0.0.1:<port>`` on their own host.
+(:meth:`~SSHConnection.forward_remote_port`) so workers reach the root's broker at
+``127.0.0.1:<port>`` on their own host. The forward is an OpenSSH ``ssh -R`` process
+(:mod:`dockkit.launch.ssh.openssh`) where there is a client, which carries the data outside
+this process; else, or if it fails, paramiko's relays (:mod:`dockkit.launch.ssh.tunnel`).
 
 Hosts are resolved the way OpenSSH resolves them (``ssh_config`` Host aliases,
 HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile,
@@ -15,6 +17,7 @@ keys, and a CHANGED key is always rejected. Only this module and the four it
 builds on use paramiko for connections; they import in one direction only::
 
     target (resolve, translate) ◄── channels (channel I/O) ◄── process, tunnel ◄── connection
+                                ◄── openssh (an ssh -R process) ◄──────────────────┘
 
 A remote process signals its process group through a function the connection hands
 it, not through the connection itself. Every paramiko/socket error becomes a dockkit
@@ -38,6 +41,7 @@ from dockkit.launch.hosts import HostSpec
 from dockkit.launch.ssh.channels import CHUNK, drain_stderr, feed
 from dockkit.launch.ssh.process import RemoteProcess, pgid_reporting_command
 from dockkit.launch.ssh.keys import known_hosts_name
+from dockkit.launch.ssh.openssh import OpenSSHForward, openssh_client
 from dockkit.launch.ssh.target import SSHTarget, resolve, translate
 from dockkit.launch.ssh.tunnel import ReverseTunnels
 
@@ -94,6 +98,8 @@ class SSHConnection:
         accept_new_host_keys: Accept an unknown host key and append it to
             known_hosts. A changed key is rejected regardless.
         connect_timeout: Seconds allowed for TCP connect, handshake and login each.
+        openssh_tunnels: Carry reverse forwards in an OpenSSH ``ssh`` process when one
+            works; False keeps them in paramiko's relays in this process.
 
     Raises:
         ConfigError: ssh_config cannot be read.
@@ -107,6 +113,7 @@ class SSHConnection:
         known_hosts: str | os.PathLike[str] | None = None,
         accept_new_host_keys: bool = False,
         connect_timeout: float = 10,
+        openssh_tunnels: bool = True,
     ):
         self.spec = spec
         self.target = resolve(
@@ -117,6 +124,8 @@ class SSHConnection:
         self._lock = threading.Lock()
         self._processes: set[RemoteProcess] = set()  # started, not yet ended: close() kills them
         self._tunnels = ReverseTunnels(self.target, connect_timeout)
+        self._openssh_tunnels = openssh_tunnels
+        self._forwards: list[OpenSSHForward] = []
 
     def __repr__(self) -> str:
         return f"<SSHConnection {self.target.where} {'open' if self.is_active else 'closed'}>"
@@ -194,6 +203,7 @@ class SSHConnection:
         for process in processes:
             process.kill(grace=1.0)
         client, self._client = self._client, None
+        self._close_forwards()
         self._tunnels.close(client.get_transport() if client is not None else None)
         if client is not None:
             client.close()
@@ -205,6 +215,7 @@ class SSHConnection:
         with self._lock:
             self._processes = set()
         client, self._client = self._client, None
+        self._close_forwards()
         self._tunnels.close(None)
         if client is not None:
             client.close()
@@ -328,7 +339,8 @@ class SSHConnection:
         """Reverse tunnel: the host's 127.0.0.1:<port> leads to local_host:local_port here.
 
         Args:
-            remote_port: Port to listen on at the host's loopback; 0 lets sshd pick.
+            remote_port: Port to listen on at the host's loopback; 0 lets sshd pick (only
+                such a forward goes through OpenSSH, which reports the port it got).
             local_host: Where to relay connections on this side.
             local_port: The port there (the broker's).
 
@@ -338,4 +350,21 @@ class SSHConnection:
         Raises:
             SSHError: sshd refused (AllowTcpForwarding off, or the port is taken).
         """
-        return self._tunnels.forward(self._transport(), remote_port, local_host, local_port)
+        transport = self._transport()
+        if self._openssh_tunnels and remote_port == 0:
+            try:
+                forward = OpenSSHForward(self.target, local_host, local_port, self.connect_timeout)
+            except SSHError as exc:  # paramiko's relays do the same, only slower
+                level = logging.WARNING if openssh_client() else logging.DEBUG
+                log.log(level, "%s; forwarding through this process instead (slower)", exc)
+            else:
+                with self._lock:
+                    self._forwards.append(forward)
+                return forward.port
+        return self._tunnels.forward(transport, remote_port, local_host, local_port)
+
+    def _close_forwards(self) -> None:
+        with self._lock:
+            forwards, self._forwards = self._forwards, []
+        for forward in forwards:
+            forward.close()
