@@ -26,7 +26,7 @@ from dockkit.launch.hosts import read_hosts
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
-               exit_with_stdin: bool = False, **executor_options) -> int:
+               exit_with_stdin: bool = False, files_on_stdin: int = 0, **executor_options) -> int:
     """Run ``script`` with ``argv`` on dockkit workers and return its exit status.
 
     Args:
@@ -36,6 +36,8 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
         progress: show progress bars for ``futures.map`` on a terminal.
         exit_with_stdin: stop the run, as Ctrl-C does, when stdin reaches end-of-file
             (a cluster run's tie to the ``dockkit run`` that started it).
+        files_on_stdin: the first this many bytes of stdin are a tar for the SSH hosts'
+            agents to unpack (see :class:`~dockkit.launch.ssh.launcher.SSHLauncher`'s ``files``).
         **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
 
     Raises:
@@ -48,6 +50,8 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
     if executor_options.get("hosts") or executor_options.get("hostfile"):
         # checked now, not at the script's first futures call after its own work
         read_hosts(executor_options.get("hosts"), executor_options.get("hostfile"))
+    if files_on_stdin:  # before the lifeline below reads stdin for its end
+        executor_options["files"] = _read_exactly(sys.stdin.fileno(), files_on_stdin)
     # every worker takes part from the first task on, as `-n N` promises
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)
@@ -100,6 +104,17 @@ def _interrupt_at_end_of_stdin(grace: float = 15.0) -> None:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(grace)
     os._exit(130)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``; raises ConfigError if it ends first."""
+    chunks, got = [], 0
+    while got < size and (chunk := os.read(fd, min(size - got, 1 << 20))):
+        chunks.append(chunk)
+        got += len(chunk)
+    if got < size:
+        raise ConfigError(f"--files-on-stdin {size}: stdin ended after {got} bytes")
+    return b"".join(chunks)
 
 
 def _whole_lines(*streams) -> None:

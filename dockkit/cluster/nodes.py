@@ -255,7 +255,7 @@ LIFELINE_GRACE_S = 20.0  # after Ctrl-C, how long a lifelined command may take t
 
 
 def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: str | None = None,
-                   environment: dict | None = None, lifeline: bool = False) -> int:
+                   environment: dict | None = None, lifeline: bool = False, stdin_data: bytes = b"") -> int:
     """Run ``argv`` in a running container, its output passed on live; returns its exit status.
 
     ``stream`` has ``stdout(bytes)`` and ``stderr(bytes)`` (default: this process's own).
@@ -269,6 +269,7 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
     command's last output is still relayed, for up to ``LIFELINE_GRACE_S``), or when
     this process dies and the engine closes the connection. A command that ends itself
     at that end-of-file (``dockkit run --exit-with-stdin``) cannot outlive its caller.
+    ``stdin_data`` (with ``lifeline``) is written to that stdin first.
     """
     from docker.utils.socket import demux_adaptor, frames_iter
 
@@ -289,6 +290,8 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
 
     reader = threading.Thread(target=relay, name="dockkit-exec-output", daemon=True)
     reader.start()
+    if lifeline and stdin_data:  # on a thread: a command that ends before it reads all must not block us
+        threading.Thread(target=_write_stdin, args=(sock, stdin_data), name="dockkit-exec-input", daemon=True).start()
     try:
         _wait_for_exec(client, exec_id, reader, deadline=None)
     except KeyboardInterrupt:
@@ -308,6 +311,14 @@ def _wait_for_exec(client, exec_id: str, reader: threading.Thread, deadline: flo
         if reader.is_alive() and not client.api.exec_inspect(exec_id)["Running"]:
             reader.join(EXEC_DRAIN_S)  # the last of its output may still be on its way
             return
+
+
+def _write_stdin(sock, data: bytes) -> None:
+    raw = getattr(sock, "_sock", sock)
+    try:
+        raw.sendall(data)
+    except OSError:
+        pass  # the command ended before it read it: its status and output say why
 
 
 def _close_stdin(sock) -> None:

@@ -12,6 +12,10 @@ with a :class:`~dockkit.launch.supervisor.WorkerGroup`, and then:
 - stops its workers and exits when stdin reaches EOF (the SSH connection
   or srun's stdin closed: the root ended, was interrupted, or lost the network).
 
+A configuration may say that a tar follows it on stdin (a cluster run's working
+directory, which then travels over the connection the agent starts on instead of
+through one more copy per node): the agent unpacks it before its workers start.
+
 Worker output goes to the agent's stdout/stderr with a ``[host:wN]`` prefix and
 so reaches the root's terminal over SSH.
 """
@@ -117,10 +121,37 @@ def read_config(line: bytes, argv: list[str]) -> P.AgentConfig:
     return P.AgentConfig.from_table(line, os.environ.get("SLURMD_NODENAME") or os.uname().nodename)
 
 
+def unpack_files(stream, size: int) -> None:
+    """Unpack the ``size``-byte tar that follows the configuration on ``stream`` at ``/``.
+
+    Raises:
+        OSError: the stream ended early, or a file could not be written.
+        tarfile.TarError: it is not a tar.
+    """
+    import io
+    import tarfile
+
+    data = stream.read(size)
+    if len(data) != size:
+        raise OSError(f"stdin ended after {len(data)} of the {size} bytes of files")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        # The 'data' filter (where this Python has it) keeps every member under / and plain.
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall("/", **extra)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    agent = HostAgent(read_config(sys.stdin.buffer.readline(), sys.argv[1:]))
+    config = read_config(sys.stdin.buffer.readline(), sys.argv[1:])
+    if config.files:
+        try:
+            unpack_files(sys.stdin.buffer, config.files)
+        except Exception as exc:  # noqa: BLE001 - any failure here is this host's, said in one line
+            where = config.worker.host or os.uname().nodename
+            print(f"dockkit agent on {where}: could not unpack the run's files: {exc}", file=sys.stderr)
+            sys.exit(2)
+    agent = HostAgent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.stop())
     threading.Thread(target=_stop_on_eof, args=(agent,), daemon=True).start()

@@ -237,18 +237,21 @@ class AgentConfig:
         identity: the agent's own identity at the broker.
         workers: ``(name, identity)`` of each worker to start on this host.
         env: extra environment variables for the workers.
+        files: bytes of a tar that follow the line on stdin, for the agent to unpack at ``/``
+            before its workers start (members carry their paths from ``/``); 0 for none.
     """
 
-    __slots__ = ("worker", "identity", "workers", "env")
+    __slots__ = ("worker", "identity", "workers", "env", "files")
 
-    def __init__(self, worker: WorkerConfig, identity: str, workers, env: dict | None = None):
+    def __init__(self, worker: WorkerConfig, identity: str, workers, env: dict | None = None, files: int = 0):
         self.worker, self.identity = worker, identity
         self.workers = [tuple(w) for w in workers]
         self.env = dict(env or {})
+        self.files = int(files)
 
     def to_json(self) -> bytes:
         return (json.dumps({"worker": self.worker.as_dict(), "identity": self.identity,
-                            "workers": self.workers, "env": self.env}) + "\n").encode()
+                            "workers": self.workers, "env": self.env, "files": self.files}) + "\n").encode()
 
     @staticmethod
     def table_to_json(by_host: dict[str, "AgentConfig"]) -> bytes:
@@ -276,7 +279,8 @@ class AgentConfig:
         values = _json_object(line, "agent configuration")
         try:
             worker = WorkerConfig.from_json(json.dumps(values["worker"]))
-            return cls(worker, str(values["identity"]), values["workers"], values.get("env"))
+            return cls(worker, str(values["identity"]), values["workers"], values.get("env"),
+                       values.get("files", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise _protocol_error(f"agent configuration: {exc!r}") from None
 

@@ -150,6 +150,35 @@ def test_run_refuses_a_directory_over_the_limit(cluster, state_env, tmp_path):
     assert "over the 1 MB limit" in result.stderr and "data.bin" in result.stderr
 
 
+@pytest.mark.parametrize("route", ["with-agents", "by-engines"])
+def test_a_runs_directory_reaches_every_node(cluster, tmp_path, monkeypatch, route):
+    """A small directory travels from the head with each node's agent; a large one (here: any,
+    with the limit at 0) is copied by each node's engine. Either way every worker finds it."""
+    from dockkit.cluster import cluster as cluster_module
+    from tests.integration.streams import Collect
+
+    if route == "by-engines":
+        monkeypatch.setattr(cluster_module, "SHIP_WITH_AGENTS", 0)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "table.txt").write_text(f"table {route}")
+    (tmp_path / "job.py").write_text(textwrap.dedent("""
+        import socket, time
+        from dockkit import futures
+        def read(_):
+            time.sleep(0.01)
+            with open("data/table.txt") as handle:
+                return socket.gethostname() + ": " + handle.read()
+        if __name__ == "__main__":
+            print(sorted(set(futures.map(read, range(120)))))
+    """))
+    out: list[bytes] = []
+    with stacks_if_stuck(cluster, out):
+        status = cluster.run(str(tmp_path / "job.py"), directory=str(tmp_path), stream=Collect(out), workers=6)
+    text = b"".join(out).decode(errors="replace")
+    assert status == 0, text
+    assert str([f"node{i}: table {route}" for i in range(3)]) in text, text
+
+
 def test_ignored_files_are_not_copied(cluster, tmp_path):
     (tmp_path / ".dockkitignore").write_text("secret.txt\n")
     (tmp_path / "secret.txt").write_text("no")

@@ -400,3 +400,30 @@ def test_a_remote_task_holding_the_gil_past_the_timeout_is_vouched_for_by_its_ag
         assert right
         assert held > 1.2 * 3.0, f"the GIL was held only {held:.1f} s: calibrate again"
         assert ex.stats()["requeued"] == 0
+
+
+def _read_on_host(path):
+    with open(path) as handle:
+        return socket.gethostname(), handle.read()
+
+
+def test_files_travel_with_each_agent_and_are_there_before_its_workers(ssh_nodes, tmp_path):
+    """A cluster run's working directory, sent after each agent's configuration: the
+    workers find it at the same path on their host."""
+    from dockkit.cluster.sync import pack
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "table.txt").write_text("lookup table\n")
+    bundle = pack(project)
+    with _executor(ssh_nodes, ["node1", "node2"], tunnel=True, check_hosts=False, files=bundle.tar) as ex:
+        seen = set(ex.map(_read_on_host, [str(project / "table.txt")] * 40))
+    assert seen == {("node1", "lookup table\n"), ("node2", "lookup table\n")}
+
+
+def test_files_an_agent_cannot_unpack_fail_that_host_by_name(ssh_nodes):
+    with pytest.raises(LaunchError) as failure:
+        _executor(ssh_nodes, ["node2"], tunnel=True, check_hosts=False, files=b"not a tar" * 100,
+                  connect_timeout=5)
+    message = str(failure.value)
+    assert "node2" in message and "its agent ended with status 2" in message, message

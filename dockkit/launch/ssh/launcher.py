@@ -119,12 +119,17 @@ class SSHLauncher:
             directory copied to each), which saves a Python start per host and run.
         connect_timeout: seconds allowed to reach and probe each host, and again for
             its agent to connect back to the broker.
+        files: a tar whose members carry their paths from ``/``, sent after each agent's
+            configuration for it to unpack before its workers start: a dockkit cluster's
+            working directory, which so needs no copy of its own per node. A host named as
+            this machine is (its host name) is skipped: the files are here already.
     """
 
     def __init__(self, *, hosts=None, hostfile=None, workers=None, tunnel=False,
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
-                 allow_missing_hosts=False, connect_timeout=10.0, check_hosts=True, console=None):
+                 allow_missing_hosts=False, connect_timeout=10.0, check_hosts=True, console=None,
+                 files: bytes | None = None):
         from dockkit.launch.hosts import distribute, read_hosts
 
         specs = read_hosts(hosts, hostfile)
@@ -145,6 +150,7 @@ class SSHLauncher:
         self.allow_missing_hosts = allow_missing_hosts
         self.connect_timeout = connect_timeout
         self.check_hosts = check_hosts
+        self.files = files or b""
         self._console = console
         self._versions = local_versions()
         self._stopping = False
@@ -240,13 +246,14 @@ class SSHLauncher:
         else:
             row.address = tcp_url(self.external_hostname or row.connection.local_address(), broker.port)
         specs = row.identities(self._run_id)
+        files = b"" if row.spec.host == socket.gethostname() else self.files
         agent_config = AgentConfig(
             config.replace(address=row.address, host=row.spec.host, cwd=self.path or config.cwd),
-            identity=f"{self._run_id}/{row.index}/agent", workers=specs, env=self.env)
+            identity=f"{self._run_id}/{row.index}/agent", workers=specs, env=self.env, files=len(files))
         command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
         broker.expect(row.spec.host, [identity for _, identity in specs])
         row.process = row.connection.start(
-            command, stdin_data=agent_config.to_json(),
+            command, stdin_data=agent_config.to_json() + files,
             on_stdout=_echo(sys.stdout), on_stderr=_echo(sys.stderr))
         row.state = "running"
         threading.Thread(target=self._watch_agent, args=(row, broker, specs), daemon=True,

@@ -1,0 +1,76 @@
+"""A cluster run's working directory travelling with each agent: the configuration that
+announces it, the agent unpacking it, and the options that carry it to the head's root."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dockkit.cluster.head import BRIDGE, RunOptions, head_command
+from dockkit.cluster.sync import pack
+from dockkit.launch.agent import unpack_files
+from dockkit.runtime.protocol import AgentConfig, WorkerConfig
+
+
+def _config(files: int = 0) -> AgentConfig:
+    worker = WorkerConfig(address="tcp://127.0.0.1:1", secret="s", workers=1, heartbeat_timeout=10.0)
+    return AgentConfig(worker, identity="run/0/agent", workers=[("h:w0", "run/0/w0")], files=files)
+
+
+def test_the_configuration_says_how_many_bytes_of_files_follow():
+    assert AgentConfig.from_json(_config(files=1234).to_json()).files == 1234
+    line = json.loads(_config().to_json())
+    del line["files"]  # a line from a root that ships no files
+    assert AgentConfig.from_json(json.dumps(line)).files == 0
+
+
+def test_unpacking_puts_back_every_file_with_its_content_and_time(tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "job.py").write_text("print('hi')\n")
+    (project / "data" / "table.csv").write_bytes(b"a,b\n1,2\n")
+    os.utime(project / "job.py", (1_600_000_000, 1_600_000_000))
+    bundle = pack(project)
+    for path in (project / "job.py", project / "data" / "table.csv"):
+        path.unlink()
+    unpack_files(io.BytesIO(bundle.tar + b"the lifeline's bytes"), len(bundle.tar))
+    assert (project / "job.py").read_text() == "print('hi')\n"
+    assert (project / "data" / "table.csv").read_bytes() == b"a,b\n1,2\n"
+    assert int((project / "job.py").stat().st_mtime) == 1_600_000_000
+
+
+def test_a_stream_that_ends_early_is_an_error_that_says_how_much_came():
+    with pytest.raises(OSError, match="stdin ended after 3 of the 10 bytes"):
+        unpack_files(io.BytesIO(b"abc"), 10)
+
+
+def test_an_agent_that_cannot_unpack_says_so_and_exits_2():
+    garbage = b"not a tar at all" * 64
+    agent = subprocess.run([sys.executable, "-m", "dockkit.launch.agent"],
+                           input=_config(files=len(garbage)).to_json() + garbage,
+                           capture_output=True, timeout=60)
+    assert agent.returncode == 2
+    assert b"could not unpack the run's files" in agent.stderr, agent.stderr
+
+
+def test_the_head_command_announces_the_files_on_its_stdin():
+    command = head_command(["node0*2", "node1*2"], "/p/job.py", [], workers=4, options=RunOptions(),
+                           network=BRIDGE, files=4096)
+    assert command[command.index("--files-on-stdin") + 1] == "4096"
+    assert command[-3:] == ["-n", "4", "/p/job.py"]
+    without = head_command(["node0*2"], "/p/job.py", [], workers=None, options=RunOptions(), network=BRIDGE)
+    assert "--files-on-stdin" not in without
+
+
+def test_files_on_stdin_without_ssh_hosts_is_refused(tmp_path):
+    (tmp_path / "job.py").write_text("print('ran')\n")
+    result = subprocess.run([sys.executable, "-m", "dockkit", "--files-on-stdin", "10", "job.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DOCKKIT_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode == 2 and "ran" not in result.stdout
+    assert "--files-on-stdin is for runs over SSH hosts" in result.stderr, result.stderr
