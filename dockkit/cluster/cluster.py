@@ -23,6 +23,7 @@ deleted state directory.
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import signal
 import sys
@@ -721,7 +722,8 @@ class Cluster:
         # per node (0.5 s of a run on 16 nodes). A large one is copied by each node's engine.
         bundle = pack(root, limit=upload_limit or DEFAULT_LIMIT)
         nodes = self._require().nodes
-        ship = bundle.tar if len(bundle.tar) <= SHIP_WITH_AGENTS else b""
+        # gzip'd: the head's root sends it once per node, through Python (level 1: 16 ms for 2 MB)
+        ship = gzip.compress(bundle.tar, compresslevel=1, mtime=0) if len(bundle.tar) <= SHIP_WITH_AGENTS else b""
         self._copy_bundle(bundle, [node for node in nodes if node.name == HEAD or not ship])
         self.log(f"dockkit: copied {bundle.files} files ({bundle.size / 1e6:.1f} MB) from {root} "
                  f"to {len(nodes)} nodes")

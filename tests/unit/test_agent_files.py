@@ -3,6 +3,7 @@ announces it, the agent unpacking it, and the options that carry it to the head'
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -29,7 +30,8 @@ def test_the_configuration_says_how_many_bytes_of_files_follow():
     assert AgentConfig.from_json(json.dumps(line)).files == 0
 
 
-def test_unpacking_puts_back_every_file_with_its_content_and_time(tmp_path):
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+def test_unpacking_puts_back_every_file_with_its_content_and_time(tmp_path, compress):
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     (project / "job.py").write_text("print('hi')\n")
@@ -38,7 +40,8 @@ def test_unpacking_puts_back_every_file_with_its_content_and_time(tmp_path):
     bundle = pack(project)
     for path in (project / "job.py", project / "data" / "table.csv"):
         path.unlink()
-    unpack_files(io.BytesIO(bundle.tar + b"the lifeline's bytes"), len(bundle.tar))
+    sent = gzip.compress(bundle.tar, compresslevel=1) if compress else bundle.tar
+    unpack_files(io.BytesIO(sent + b"the lifeline's bytes"), len(sent))
     assert (project / "job.py").read_text() == "print('hi')\n"
     assert (project / "data" / "table.csv").read_bytes() == b"a,b\n1,2\n"
     assert int((project / "job.py").stat().st_mtime) == 1_600_000_000
