@@ -28,6 +28,9 @@ one long C call that holds the GIL silences that thread too, so each agent (and
 the root for its local workers) also vouches, every heartbeat, for its workers
 whose processes are running: a healthy task is never taken for a lost one, however
 long it holds the GIL. Watchdogs exit their worker when the broker goes silent.
+Silence counts only while the broker listens: when the root itself stalls (a long C
+call holding the GIL), peers whose beats could not even reach it meanwhile (a watchdog
+whose handshake waits on the broker's ZAP handler) are not blamed for the stall.
 
 The root's own client and supervisor hand their messages to the broker thread
 through a queue (``send_local``), so one thread owns every socket: a message is
@@ -281,6 +284,7 @@ class Broker:
                 # sees the flag and writes the pipe, so none waits for the poll's timeout.
                 self._asleep = True
                 idle = not self._inbox
+                started = time.monotonic()
                 events = dict(poller.poll(P.HEARTBEAT_INTERVAL * 1000 if idle else 0))
                 self._asleep = False
                 if self._gatekeeper.socket in events:
@@ -295,6 +299,9 @@ class Broker:
                     self._drain_router()
                 self._dispatch()
                 now = time.monotonic()
+                deaf = now - started - (P.HEARTBEAT_INTERVAL if idle else 0)
+                if deaf > P.HEARTBEAT_INTERVAL:
+                    self._excuse_silence(deaf, now)
                 if now >= next_beat:
                     next_beat = now + P.HEARTBEAT_INTERVAL
                     # After a stall (a long C call in the root holding the GIL) the peers'
@@ -648,6 +655,11 @@ class Broker:
     def _fail_all(self, exc: BaseException) -> None:
         while self._queue:
             self._fail(self._queue.popleft(), exc)
+
+    def _excuse_silence(self, deaf: float, now: float) -> None:
+        """The broker could not listen for ``deaf`` seconds: give every peer that time back."""
+        for peer in (*self.workers.values(), *self.agents.values()):
+            peer.last_seen = min(now, peer.last_seen + deaf)
 
     def _beat(self, now: float) -> None:
         for identity, worker in list(self.workers.items()):

@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests: looking at worker processes through ``/proc``."""
+"""Fixtures of the unit tests: looking at worker processes through ``/proc``; a ZeroMQ context."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 
 class Processes:
@@ -44,3 +45,11 @@ class Processes:
 @pytest.fixture(scope="session")
 def processes() -> Processes:
     return Processes()
+
+
+@pytest.fixture
+def zmq_context():
+    """A ZeroMQ context of the test's own, destroyed with whatever sockets it still has."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)

@@ -65,3 +65,17 @@ def test_a_root_holding_the_gil_past_the_timeout_keeps_its_workers():
         assert right and held > 1.5 * HEARTBEAT_TIMEOUT, f"the GIL was held only {held:.1f} s"
         assert list(ex.map(abs, range(-50, 0))) == list(range(50, 0, -1))
         assert set(ex.worker_pids) == pids and ex.stats()["requeued"] == 0  # the same workers
+
+
+def test_workers_that_connect_while_the_root_holds_the_gil_wait_for_it():
+    """A worker's first handshake waits on the root's ZAP handler, a Python thread: a root
+    that holds the GIL just as its workers start keeps them waiting, alive, not gone."""
+    with dockkit.Executor(workers=2, heartbeat_timeout=HEARTBEAT_TIMEOUT, max_retries=0) as ex:
+        right, held = hold_the_gil(4 * HEARTBEAT_TIMEOUT, sample=30_000_000)  # workers start meanwhile
+        assert right and held > 1.5 * HEARTBEAT_TIMEOUT, f"the GIL was held only {held:.1f} s"
+        ex.wait_for_workers()
+        pids = set(ex.worker_pids)
+        time.sleep(2 * HEARTBEAT_TIMEOUT)  # a worker that judged the root gone would leave by now
+        assert list(ex.map(abs, range(-50, 0))) == list(range(50, 0, -1))
+        assert set(ex.worker_pids) == pids and ex.stats()["workers"] == 2
+        assert ex.stats()["requeued"] == 0

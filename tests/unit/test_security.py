@@ -37,13 +37,6 @@ def executor():
         yield ex
 
 
-@pytest.fixture
-def zmq_context():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def raw_dealer(context, address, *, user=None, password=None):
     sock = context.socket(zmq.DEALER)
     sock.linger = 0
