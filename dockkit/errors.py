@@ -42,6 +42,15 @@ class SerializationError(DockkitError, TypeError):
     """A function, argument or result that cannot be pickled or unpickled."""
 
 
+class UnguardedScriptError(DockkitError, RuntimeError):
+    """A script started tasks at its top level while a worker imported it for its definitions.
+
+    Workers import the script under a non-main name, as multiprocessing's spawn does; its
+    main code belongs under ``if __name__ == "__main__":``. Raised instead of a run that
+    would wait forever on workers that are all busy importing.
+    """
+
+
 class RemoteError(DockkitError):
     """A task failed with an exception that could not be sent back as itself.
 

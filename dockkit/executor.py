@@ -28,7 +28,7 @@ from dockkit.errors import BrokenExecutor, ConfigError, SerializationError
 from dockkit.launch.base import make_launcher
 from dockkit.runtime import protocol as P
 from dockkit.runtime.client import Client
-from dockkit.runtime.context import check_new_constants, current
+from dockkit.runtime.context import check_new_constants, current, refuse_tasks_while_importing
 from dockkit.runtime.serialize import load_constants
 
 log = logging.getLogger("dockkit.executor")
@@ -66,6 +66,7 @@ class Executor(concurrent.futures.Executor):
     def __init__(self, workers: int | None = None, *, hosts=None, hostfile=None, launcher=None,
                  max_retries: int = 3, main: str | None = None, argv=(), bind: str | None = None,
                  heartbeat_timeout: float = 10.0, encrypt: bool | None = None, **launch_options):
+        refuse_tasks_while_importing()
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be a positive integer, got {workers!r}")
         if max_retries < 0:

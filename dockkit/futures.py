@@ -17,7 +17,7 @@ import itertools
 import time
 import warnings
 
-from dockkit.runtime.context import current
+from dockkit.runtime.context import current, refuse_tasks_while_importing
 from dockkit.errors import TimeoutError
 from dockkit.executor import default_executor, shutdown_default
 
@@ -32,6 +32,7 @@ __all__ = ["map", "map_as_completed", "submit", "as_completed", "wait", "mapRedu
 
 
 def _worker_client():
+    refuse_tasks_while_importing()
     return current().client
 
 

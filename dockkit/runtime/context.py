@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import socket
 
-from dockkit.errors import ConstantRedefinedError
+from dockkit.errors import ConstantRedefinedError, UnguardedScriptError
 
 
 class ProcessContext:
     __slots__ = ("role", "host", "worker", "client", "constants", "wait_for_constants", "progress",
-                 "launched", "size", "debug")
+                 "launched", "size", "debug", "importing_script")
 
     def __init__(self):
         self.role = "root"
@@ -29,6 +29,7 @@ class ProcessContext:
         self.constants: dict = {}
         self.wait_for_constants = None  # in a worker: pumps its loop until a constant arrives
         self.progress = False           # `dockkit run --progress`: futures.map shows a progress bar
+        self.importing_script = None    # in a worker: the script's path while it imports it
 
 
 _current = ProcessContext()
@@ -51,6 +52,19 @@ def become_worker(*, host: str, worker: str, client, wait_for_constants, size: i
     _current.client = client
     _current.wait_for_constants = wait_for_constants
     return _current
+
+
+def refuse_tasks_while_importing() -> None:
+    """Raise UnguardedScriptError if this worker is importing the script right now: the
+    script's top level asked for tasks (or an executor) outside its main guard. Every
+    worker would do the same, and each would wait for the others forever."""
+    path = _current.importing_script
+    if path:
+        name = os.path.basename(path)
+        raise UnguardedScriptError(
+            f"{name} starts dockkit tasks at its top level, and so did each worker that imported "
+            f"it for its definitions (as multiprocessing's spawn does). Put {name}'s main code "
+            f"under `if __name__ == \"__main__\":`.")
 
 
 def check_new_constants(values: dict, known) -> None:

@@ -40,7 +40,7 @@ import zmq
 from dockkit.runtime import protocol as P
 from dockkit.runtime.auth import join_as_peer
 from dockkit.runtime.client import Client
-from dockkit.runtime.context import become_worker
+from dockkit.runtime.context import become_worker, current
 from dockkit.runtime.liveness import BrokerWatch
 from dockkit.errors import RemoteError, SerializationError
 from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, load_constants, loads,
@@ -384,7 +384,12 @@ def import_main(path: str, argv: list[str]) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     module = types.ModuleType(MAIN_MODULE)
     sys.modules[MAIN_MODULE] = module
-    module.__dict__.update(runpy.run_path(path, run_name=MAIN_MODULE))
+    context = current()
+    context.importing_script = path  # its top level may not start tasks (see refuse_tasks_while_importing)
+    try:
+        module.__dict__.update(runpy.run_path(path, run_name=MAIN_MODULE))
+    finally:
+        context.importing_script = None
     sys.modules["__main__"] = module
 
 

@@ -234,6 +234,37 @@ def test_script_is_imported_on_workers_under_a_non_main_name(tmp_path):
     assert "imported on workers as" in done.stdout
 
 
+
+UNGUARDED = {
+    "map": "print(sum(futures.map(abs, range(-10, 0))))",
+    "submit": "print(futures.submit(abs, -3).result())",
+}
+
+
+@pytest.mark.parametrize("top_level", sorted(UNGUARDED))
+def test_tasks_at_a_scripts_top_level_fail_in_words_not_in_a_hang(tmp_path, form, top_level):
+    # Workers import the script; without a main guard its top level would run on each
+    # of them too, every worker waiting on the others for ever.
+    script = write(tmp_path, "unguarded.py", "from dockkit import futures\n\n" + UNGUARDED[top_level] + "\n")
+    done = dockkit(tmp_path, "-n", 2, script, form=form, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "UnguardedScriptError: unguarded.py starts dockkit tasks at its top level" in done.stderr
+    assert 'under `if __name__ == "__main__":`' in done.stderr
+
+
+def test_an_executor_at_a_scripts_top_level_runs_in_the_root_only(tmp_path):
+    # The run's workers import the script too: none may start executors of its own.
+    script = write(tmp_path, "own_executor.py", """
+        import dockkit
+
+        with dockkit.Executor(2) as ex:
+            print("own executor's answer", ex.submit(abs, -3).result(), flush=True)
+    """)
+    done = dockkit(tmp_path, "-n", 2, script, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["own executor's answer 3"], done.stdout
+
+
 # --- Ctrl-C ---------------------------------------------------------------------------------------------------
 def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path, processes):
     script = write(tmp_path, "long.py", """
