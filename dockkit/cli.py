@@ -99,9 +99,11 @@ def run_options(function):
                      help="Print the plan (hosts, counts, launcher, where the root runs) and exit."),
         # A cluster run's lifeline: stdin's end-of-file (its caller gone) stops the run.
         click.option("--exit-with-stdin", is_flag=True, hidden=True),
-        # A cluster run's working directory for the nodes other than this one: the first
-        # BYTES of stdin are its tar, which each host's agent receives and unpacks.
+        # A cluster run's working directory: the first BYTES of stdin are its tar, which this
+        # machine unpacks and each other host's agent receives and unpacks.
         click.option("--files-on-stdin", type=click.IntRange(min=0), default=0, hidden=True, metavar="BYTES"),
+        # The directory to run in, entered once those files are unpacked (they may bring it).
+        click.option("--workdir", type=click.Path(file_okay=False), hidden=True),
         _debug_option(),
         click.argument("script", type=click.Path(dir_okay=False)),
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED),
@@ -113,7 +115,8 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         heartbeat_timeout, progress, exit_with_stdin, files_on_stdin, dry_run, script, script_args) -> int:
+         heartbeat_timeout, progress, exit_with_stdin, files_on_stdin, workdir, dry_run, script,
+         script_args) -> int:
     from dockkit.runner import run_script
 
     launcher = _choose_launcher(launcher, hosts, hostfile)
@@ -141,7 +144,8 @@ def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, 
     else:
         options.update(python=python, path=remote_path, env=_parse_env(env), prolog=prolog)
     return run_script(script, script_args, workers=workers, progress=progress,
-                      exit_with_stdin=exit_with_stdin, files_on_stdin=files_on_stdin, **options)
+                      exit_with_stdin=exit_with_stdin, files_on_stdin=files_on_stdin, workdir=workdir,
+                      **options)
 
 
 def _choose_launcher(choice: str, hosts, hostfile) -> str:

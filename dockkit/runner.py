@@ -26,7 +26,8 @@ from dockkit.launch.hosts import read_hosts
 
 
 def run_script(script: str, argv=(), *, workers: int | None = None, progress: bool = False,
-               exit_with_stdin: bool = False, files_on_stdin: int = 0, **executor_options) -> int:
+               exit_with_stdin: bool = False, files_on_stdin: int = 0, workdir: str | None = None,
+               **executor_options) -> int:
     """Run ``script`` with ``argv`` on dockkit workers and return its exit status.
 
     Args:
@@ -36,22 +37,30 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
         progress: show progress bars for ``futures.map`` on a terminal.
         exit_with_stdin: stop the run, as Ctrl-C does, when stdin reaches end-of-file
             (a cluster run's tie to the ``dockkit run`` that started it).
-        files_on_stdin: the first this many bytes of stdin are a tar for the SSH hosts'
-            agents to unpack (see :class:`~dockkit.launch.ssh.launcher.SSHLauncher`'s ``files``).
+        files_on_stdin: the first this many bytes of stdin are the run's files, a tar whose
+            members carry their paths from ``/``: unpacked here first, then sent on to the
+            SSH hosts' agents (see :class:`~dockkit.launch.ssh.launcher.SSHLauncher`'s ``files``).
+        workdir: the directory to run in, entered once the files are unpacked (they may
+            bring it).
         **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
 
     Raises:
         ConfigError: the script does not exist.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
+    if files_on_stdin:  # before the lifeline below reads stdin for its end
+        executor_options["files"] = _unpack_here(_read_exactly(sys.stdin.fileno(), files_on_stdin))
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            raise ConfigError(f"cannot run in {workdir!r}: {exc.strerror}") from None
     if not os.path.isfile(script):
         raise ConfigError(f"script not found: {script!r} (run it from the directory that holds it, "
                           "or give its path)")
     if executor_options.get("hosts") or executor_options.get("hostfile"):
         # checked now, not at the script's first futures call after its own work
         read_hosts(executor_options.get("hosts"), executor_options.get("hostfile"))
-    if files_on_stdin:  # before the lifeline below reads stdin for its end
-        executor_options["files"] = _read_exactly(sys.stdin.fileno(), files_on_stdin)
     # every worker takes part from the first task on, as `-n N` promises
     configure_default(workers=workers, main=script, argv=list(argv), wait_for_workers=True,
                       **executor_options)
@@ -104,6 +113,19 @@ def _interrupt_at_end_of_stdin(grace: float = 15.0) -> None:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(grace)
     os._exit(130)
+
+
+def _unpack_here(files: bytes) -> bytes:
+    """Unpack the run's files on this machine (a cluster's head); returns them for the other hosts."""
+    import tarfile
+
+    from dockkit.launch.agent import unpack_tar
+
+    try:
+        unpack_tar(files)
+    except (OSError, tarfile.TarError) as exc:
+        raise ConfigError(f"could not unpack the run's files here: {exc}") from None
+    return files
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

@@ -10,7 +10,6 @@ limit nothing is fetched and the largest files are named, as the upload does.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 import tempfile
@@ -23,19 +22,9 @@ from dockkit.errors import ClusterError
 DEFAULT_FETCH_LIMIT = 200_000_000  # 200 MB, as `dockkit run --max-fetch` counts
 LIST_NAME = "dockkit-fetch.list"
 
-# Lists the head's copy of the working directory as {path: [size, mtime]}, symlinks left out.
-_LIST_FILES = """
-import json, os, sys
-root = sys.argv[1]
-found = {}
-for here, dirs, files in os.walk(root):
-    for name in files:
-        path = os.path.join(here, name)
-        if not os.path.islink(path):
-            stat = os.stat(path)
-            found[os.path.relpath(path, root)] = [stat.st_size, int(stat.st_mtime)]
-json.dump(found, sys.stdout)
-"""
+# Lists the head's copy of the working directory, symlinks left out, as NUL-ended records
+# "SIZE MTIME PATH": find, not Python, whose start would cost the run 25 ms more.
+_LIST_FILES = ["find", "{root}", "-type", "f", "-printf", r"%s %T@ %P\0"]
 
 Manifest = dict[str, tuple[int, int]]  # relative path -> (size, whole-second mtime)
 
@@ -72,12 +61,21 @@ def _ignored(spec, rel: str) -> bool:
 
 def list_head(container, root: Path) -> Manifest:
     """The head's copy of ``root``, as ``{relative path: (size, mtime)}``."""
-    result = container.exec_run(["python", "-c", _LIST_FILES, str(root)], demux=True)
+    result = container.exec_run([arg.format(root=root) for arg in _LIST_FILES], demux=True)
     stdout, stderr = result.output
     if result.exit_code != 0:
         raise ClusterError(f"could not list {root} in the head node: "
                            f"{(stderr or b'').decode(errors='replace').strip()}")
-    return {rel: (size, mtime) for rel, (size, mtime) in json.loads(stdout).items()}
+    return parse_listing(stdout or b"")
+
+
+def parse_listing(listing: bytes) -> Manifest:
+    """``{relative path: (size, whole-second mtime)}`` from the records of ``_LIST_FILES``."""
+    manifest = {}
+    for record in listing.split(b"\0")[:-1]:
+        size, mtime, rel = record.split(b" ", 2)
+        manifest[os.fsdecode(rel)] = (int(size), int(float(mtime)))
+    return manifest
 
 
 def fetch_files(container, root: Path, paths: list[str]) -> None:

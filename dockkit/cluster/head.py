@@ -64,13 +64,18 @@ def connect_options(*, network: str) -> list[str]:
 
 
 def head_command(hosts: list[str], script: str, args, *, workers: int | None,
-                 options: RunOptions, network: str, files: int = 0) -> list[str]:
-    """The argv the head node runs for one cluster run; ``files``: bytes of the working
-    directory's tar that come first on its stdin, for the other nodes' agents."""
+                 options: RunOptions, network: str, files: int = 0, workdir: str | None = None) -> list[str]:
+    """The argv the head node runs for one cluster run.
+
+    ``files``: bytes of the working directory's tar that come first on its stdin, which the
+    head's root unpacks and sends on to the other nodes' agents. ``workdir``: where the root
+    runs, entered once those files are unpacked (they may bring it)."""
     command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(network=network),
                "--exit-with-stdin", *options.argv()]
     if files:
         command += ["--files-on-stdin", str(files)]
+    if workdir:
+        command += ["--workdir", workdir]
     if workers is not None:
         command += ["-n", str(workers)]
     return [*command, script, *args]

@@ -128,12 +128,22 @@ def unpack_files(stream, size: int) -> None:
         OSError: the stream ended early, or a file could not be written.
         tarfile.TarError: it is not a tar.
     """
-    import io
-    import tarfile
-
     data = stream.read(size)
     if len(data) != size:
         raise OSError(f"stdin ended after {len(data)} of the {size} bytes of files")
+    unpack_tar(data)
+
+
+def unpack_tar(data: bytes) -> None:
+    """Unpack a tar (plain or compressed) whose members carry their paths from ``/``.
+
+    Raises:
+        OSError: a file could not be written.
+        tarfile.TarError: it is not a tar.
+    """
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         # The 'data' filter (where this Python has it) keeps every member under / and plain.
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}

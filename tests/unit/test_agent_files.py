@@ -77,3 +77,31 @@ def test_files_on_stdin_without_ssh_hosts_is_refused(tmp_path):
                             env={**os.environ, "DOCKKIT_STATE_DIR": str(tmp_path / "state")})
     assert result.returncode == 2 and "ran" not in result.stdout
     assert "--files-on-stdin is for runs over SSH hosts" in result.stderr, result.stderr
+
+
+def _root_with_files(tmp_path, files: bytes, workdir) -> subprocess.CompletedProcess:
+    """A cluster head's root as the cluster starts it, given ``files`` on its stdin; its one
+    host does not exist, so it goes no further than the files and the directory."""
+    return subprocess.run([sys.executable, "-m", "dockkit", "--hosts", "no-such-host.invalid", "--",
+                           "--files-on-stdin", str(len(files)), "--workdir", str(workdir), "job.py"],
+                          input=files, cwd="/", capture_output=True, text=False, timeout=60,
+                          env={**os.environ, "DOCKKIT_STATE_DIR": str(tmp_path / "state")})
+
+
+def test_the_heads_root_unpacks_the_files_and_runs_in_the_directory_they_bring(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.py").write_text("import os\nprint('ran in', os.getcwd())\n")
+    files = gzip.compress(pack(project).tar)
+    (project / "job.py").unlink()
+    project.rmdir()
+    root = _root_with_files(tmp_path, files, project)
+    assert (project / "job.py").is_file()
+    # job.py, named relative to the directory the files made, ran there (it needs no worker)
+    assert f"ran in {project}".encode() in root.stdout.splitlines(), (root.stdout, root.stderr)
+
+
+def test_files_the_heads_root_cannot_unpack_are_one_clear_error(tmp_path):
+    root = _root_with_files(tmp_path, b"not a tar at all" * 64, tmp_path)
+    assert root.returncode != 0
+    assert b"could not unpack the run's files here" in root.stderr, root.stderr

@@ -5,12 +5,13 @@ tests/integration/test_cluster_io.py.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from dockkit.cluster.copying import NodePath, parse_location
-from dockkit.cluster.fetch import FetchPlan, over_limit_message, plan_fetch, summary
+from dockkit.cluster.fetch import _LIST_FILES, FetchPlan, over_limit_message, parse_listing, plan_fetch, summary
 from dockkit.cluster.head import BRIDGE, OVERLAY, ROUTED, RunOptions, head_command
 from dockkit.cluster.sync import pack
 from dockkit.cluster.volumes import VolumeSpec, mounts, volume_name
@@ -59,6 +60,19 @@ def test_new_and_changed_files_come_home_under_the_upload_ignore_rules(project):
     plan = plan_fetch(project, uploaded, on_head)
     assert plan.changed == [("data/in.csv", uploaded["data/in.csv"][0] + 5), ("results.csv", 10)]
     assert plan.deleted == ["job.py"]
+
+
+def test_the_heads_listing_matches_the_uploads_manifest_whatever_the_names(project):
+    # The head lists its copy with find (as it runs there); an untouched tree must read as
+    # exactly what was uploaded, odd names included, and symlinks are left out of both.
+    (project / "data" / "two words\nand a line.txt").write_text("x")
+    (project / "link.py").symlink_to(project / "job.py")
+    uploaded = pack(project).manifest
+    listing = subprocess.run([arg.format(root=project) for arg in _LIST_FILES], check=True,
+                             capture_output=True).stdout
+    on_head = parse_listing(listing)
+    assert "data/two words\nand a line.txt" in on_head and "link.py" not in on_head
+    assert plan_fetch(project, uploaded, on_head) == FetchPlan()
 
 
 def test_an_unchanged_tree_fetches_nothing(project):
