@@ -104,6 +104,8 @@ def run_options(function):
         click.option("--files-on-stdin", type=click.IntRange(min=0), default=0, hidden=True, metavar="BYTES"),
         # The directory to run in, entered once those files are unpacked (they may bring it).
         click.option("--workdir", type=click.Path(file_okay=False), hidden=True),
+        # The hosts are dockkit nodes: their agents come from each one's warm agent server.
+        click.option("--warm-agents", is_flag=True, hidden=True),
         _debug_option(),
         click.argument("script", type=click.Path(dir_okay=False)),
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED),
@@ -115,7 +117,7 @@ def run_options(function):
 
 def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, remote_path, env, prolog,
          ssh_config, accept_new_host_keys, allow_missing_hosts, host_check, encrypt, max_retries,
-         heartbeat_timeout, progress, exit_with_stdin, files_on_stdin, workdir, dry_run, script,
+         heartbeat_timeout, progress, exit_with_stdin, files_on_stdin, workdir, warm_agents, dry_run, script,
          script_args) -> int:
     from dockkit.runner import run_script
 
@@ -124,8 +126,9 @@ def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, 
         return _print_plan(_plan(workers, hosts, hostfile, tunnel, launcher))
     hosts = _hosts_from_allocation(hosts, hostfile, workers)
     options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
-    if files_on_stdin and (launcher == "srun" or not (hosts or hostfile)):
-        raise click.UsageError("--files-on-stdin is for runs over SSH hosts (--hosts or --hostfile)")
+    for flag, given in (("--files-on-stdin", files_on_stdin), ("--warm-agents", warm_agents)):
+        if given and (launcher == "srun" or not (hosts or hostfile)):
+            raise click.UsageError(f"{flag} is for runs over SSH hosts (--hosts or --hostfile)")
     if launcher == "srun":
         if tunnel or ssh_config or accept_new_host_keys:
             raise click.UsageError("--tunnel, --ssh-config and --accept-new-host-keys are for SSH, "
@@ -138,7 +141,8 @@ def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, 
                        external_hostname=external_hostname, python=python, path=remote_path,
                        env=_parse_env(env), prolog=prolog, ssh_config=ssh_config,
                        accept_new_host_keys=accept_new_host_keys,
-                       allow_missing_hosts=allow_missing_hosts, check_hosts=host_check)
+                       allow_missing_hosts=allow_missing_hosts, check_hosts=host_check,
+                       warm_agents=warm_agents)
     elif tunnel or external_hostname or ssh_config:
         raise click.UsageError("--tunnel, --ssh-config and --external-hostname need --hosts or --hostfile")
     else:

@@ -33,6 +33,7 @@ from benchmarks.faults.local import BOTH, finish, interruptible, maps_correct
 from benchmarks.faults.job import REPORT_MARK
 from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
 from dockkit.launch.supervisor import OUT_OF_MEMORY, WORKER_PROCESS_NAME
+from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME
 
 NODES = 3
 WORKERS = 6
@@ -150,12 +151,14 @@ class ChaosCluster:
 
 
 def dockkit_processes(container) -> int:
-    """Processes whose command line names dockkit in a node's container; 0 if it is not running."""
+    """Processes of runs whose command line names dockkit in a node's container (roots, agents,
+    workers; not the node's own warm agent server); 0 if it is not running."""
     container.reload()
     if container.status != "running":
         return 0
-    listing = container.exec_run(["ps", "-eo", "args="]).output.decode(errors="replace")
-    return sum("dockkit" in line and not line.startswith("ps ") for line in listing.splitlines())
+    listing = container.exec_run(["ps", "-eo", "comm=,args="]).output.decode(errors="replace")
+    return sum("dockkit" in line and not line.startswith(("ps ", WARM_SERVER_NAME))
+               for line in listing.splitlines())
 
 
 def node_lost(node: str) -> re.Pattern:

@@ -49,7 +49,7 @@ def connect_options(*, network: str) -> list[str]:
     """How the head's root and the other nodes' workers reach each other.
 
     The nodes run one image, so the per-host check of Python and dockkit versions is
-    moot. On one engine's bridge the workers connect straight to the head, authenticated
+    moot, and each node's agent comes from its warm agent server. On one engine's bridge the workers connect straight to the head, authenticated
     as every run is, without the cost of encryption or of tunnels through the root's
     process. On a swarm's overlay they connect straight too, but the traffic crosses
     machines: CurveZMQ encrypts it. Between separate engines only the published sshd
@@ -60,7 +60,7 @@ def connect_options(*, network: str) -> list[str]:
     reach = {BRIDGE: ["--external-hostname", HEAD, "--no-encrypt"],
              OVERLAY: ["--external-hostname", HEAD],
              ROUTED: ["--tunnel"]}[network]
-    return ["--no-host-check", *reach, "--ssh-config", NODE_SSH_CONFIG]
+    return ["--no-host-check", "--warm-agents", *reach, "--ssh-config", NODE_SSH_CONFIG]
 
 
 def head_command(hosts: list[str], script: str, args, *, workers: int | None,

@@ -69,7 +69,7 @@ class ForkedProcess:
                 os.environ.update(env)
                 if cwd:
                     os.chdir(cwd)
-                _name_process(WORKER_PROCESS_NAME)
+                name_process(WORKER_PROCESS_NAME)
                 from dockkit.runtime.worker import main
 
                 main()
@@ -119,7 +119,7 @@ class ForkedProcess:
 WORKER_PROCESS_NAME = "dockkit-worker"  # what ps -o comm, top and pgrep -x show for a forked worker
 
 
-def _name_process(name: str) -> None:
+def name_process(name: str) -> None:
     """Set this process's name as ps and top show it (Linux; elsewhere a no-op): a forked
     worker keeps its parent's command line, and would otherwise look like its root or agent."""
     try:

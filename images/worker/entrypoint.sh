@@ -44,4 +44,7 @@ unset DOCKKIT_HOST_KEY DOCKKIT_AUTHORIZED_KEYS
 # sshd's privilege separation directory: /run is empty in an mmdebstrap image.
 mkdir -p /run/sshd
 chmod 755 /run/sshd
+# Warm agents (dockkit.launch.warm): a run's agents are forked ready-imported from this
+# server. Without it (it failed, or died later) they start as plain processes.
+python -m dockkit.launch.warm </dev/null &
 exec /usr/sbin/sshd -D -e "$@"

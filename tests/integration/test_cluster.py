@@ -24,6 +24,7 @@ import dockkit
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.errors import ClusterError, ConfigError, ImageError
 from dockkit.launch.ssh.keys import generate_keypair
+from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME
 from tests.contract import ExecutorContract
 from tests.names import unique_name
 
@@ -118,6 +119,37 @@ def test_run_pids_spreads_over_every_node(cluster, state_env):
                          cluster=cluster)
     assert result.returncode == 0, result.stderr
     assert "on 16 distinct pids over 3 host(s)" in result.stderr, result.stderr
+
+
+def test_a_runs_agents_come_warm_from_each_nodes_server_with_the_runs_environment(cluster, state_env, tmp_path):
+    # Each task names its worker's agent's parent: the node's warm agent server, not an sshd
+    # session's shell; and the --env the run was given reached the agent and its workers.
+    script = tmp_path / "lineage.py"
+    script.write_text(textwrap.dedent("""
+        import os, socket, time
+        from dockkit import futures
+
+        def parent_of(pid):
+            with open(f"/proc/{pid}/stat") as stat:
+                return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+        def lineage(_):
+            time.sleep(0.05)  # long enough for every worker to take some
+            agent = os.getppid()
+            with open(f"/proc/{parent_of(agent)}/comm") as comm:
+                return socket.gethostname(), comm.read().strip(), os.environ.get("RUN_MARK")
+
+        if __name__ == "__main__":
+            for host, server, mark in sorted(set(futures.map(lineage, range(60)))):
+                print(host, server, mark)
+    """))
+    result = dockkit_cli("run", "--name", cluster.name, str(script), "--env", "RUN_MARK=given",
+                         env=state_env, cwd=tmp_path, cluster=cluster)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert {server for _, server, _ in rows} == {WARM_SERVER_NAME}, result.stdout
+    assert {mark for _, _, mark in rows} == {"given"}, result.stdout
+    assert len({host for host, _, _ in rows}) == 3, result.stdout
 
 
 def test_run_returns_the_scripts_exit_status(cluster, state_env, tmp_path):

@@ -18,6 +18,7 @@ import cloudpickle
 import pytest
 
 import dockkit
+from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME
 from tests.integration.test_cluster import dockkit_cli
 from tests.names import unique_name
 
@@ -226,11 +227,12 @@ def test_a_root_killed_in_the_head_is_explained(cluster, state_env, project):
 
 
 def _dockkit_processes(cluster) -> dict[str, list[str]]:
-    """Every node's dockkit processes (roots, agents, workers), as ``ps`` shows them."""
+    """Every node's run processes (roots, agents, workers; not its warm agent server), as ``ps`` shows them."""
     found = {}
     for node in ("node0", "node1"):
-        out = cluster.container(node).exec_run(["ps", "-eo", "args"]).output.decode()
-        found[node] = [line for line in out.splitlines() if "dockkit" in line and "ps -eo" not in line]
+        out = cluster.container(node).exec_run(["ps", "-eo", "comm=,args="]).output.decode()
+        found[node] = [line for line in out.splitlines()
+                       if "dockkit" in line and not line.startswith(("ps ", WARM_SERVER_NAME))]
     return found
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from dockkit.errors import DockkitError, LaunchError
 from dockkit.launch.base import new_run_id
 from dockkit.launch.commands import python_command, remote_command
+from dockkit.launch.warm import client_args
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig, tcp_url
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
@@ -119,6 +120,9 @@ class SSHLauncher:
             directory copied to each), which saves a Python start per host and run.
         connect_timeout: seconds allowed to reach and probe each host, and again for
             its agent to connect back to the broker.
+        warm_agents: the hosts are dockkit nodes, whose agents come ready-imported from each
+            one's warm agent server (:mod:`dockkit.launch.warm`); a host without one starts
+            its agent as usual.
         files: a tar whose members carry their paths from ``/``, sent after each agent's
             configuration for it to unpack before its workers start: a dockkit cluster's
             working directory, which so needs no copy of its own per node. A host named as
@@ -129,7 +133,7 @@ class SSHLauncher:
                  external_hostname=None, python=None, path=None, env=None, prolog=None,
                  ssh_config=None, known_hosts=None, accept_new_host_keys=False,
                  allow_missing_hosts=False, connect_timeout=10.0, check_hosts=True, console=None,
-                 files: bytes | None = None):
+                 files: bytes | None = None, warm_agents: bool = False):
         from dockkit.launch.hosts import distribute, read_hosts
 
         specs = read_hosts(hosts, hostfile)
@@ -151,6 +155,7 @@ class SSHLauncher:
         self.connect_timeout = connect_timeout
         self.check_hosts = check_hosts
         self.files = files or b""
+        self.warm_agents = warm_agents
         self._console = console
         self._versions = local_versions()
         self._stopping = False
@@ -250,7 +255,10 @@ class SSHLauncher:
         agent_config = AgentConfig(
             config.replace(address=row.address, host=row.spec.host, cwd=self.path or config.cwd),
             identity=f"{self._run_id}/{row.index}/agent", workers=specs, env=self.env, files=len(files))
-        command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
+        if self.warm_agents:
+            command = python_command(self.python, client_args(), cwd=self.path, prolog=self.prolog)
+        else:
+            command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
         broker.expect(row.spec.host, [identity for _, identity in specs])
         row.process = row.connection.start(
             command, stdin_data=agent_config.to_json() + files,

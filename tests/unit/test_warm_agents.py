@@ -1,0 +1,136 @@
+"""Warm agents on real processes and a real unix socket: the server forks the agent a client
+asks for, on the client's own stdin, stdout, stderr and directory; the client
+relays its exit status and its stop; a client killed outright takes its agent along; and
+with no server the client becomes the agent itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dockkit.launch.warm import AGENT_NAME, SERVER_NAME, client_args
+from dockkit.runtime.protocol import AgentConfig, WorkerConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def agent_config(files: int = 0) -> bytes:
+    """An agent's configuration for a broker that is not there: it starts its worker and
+    waits, until its stdin ends or it is stopped."""
+    worker = WorkerConfig(address=f"tcp://127.0.0.1:{_free_port()}", secret="s", workers=1,
+                          heartbeat_timeout=60.0)
+    return AgentConfig(worker, identity="run/0/agent", workers=[("h:w0", "run/0/w0")], files=files).to_json()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+@pytest.fixture
+def server(tmp_path):
+    path = tmp_path / "warm" / "agents.sock"
+    process = subprocess.Popen([sys.executable, "-m", "dockkit.launch.warm", str(path)],
+                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the server never made its socket"
+        time.sleep(0.02)
+    yield process, path
+    process.kill()
+    process.wait()
+
+
+def start_client(path, tmp_path, **options) -> subprocess.Popen:
+    workdir = tmp_path / "workdir"
+    workdir.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, *client_args(path=str(path))], cwd=workdir,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+
+
+def forked_agent(server_pid: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agents = [pid for pid in children_of(server_pid) if comm(pid) == AGENT_NAME]
+        if agents:
+            return agents[0]
+        time.sleep(0.02)
+    raise AssertionError("the server forked no agent")
+
+
+def test_the_server_forks_the_agent_in_the_clients_place_and_relays_its_end(server, tmp_path, processes):
+    process, path = server
+    assert comm(process.pid) == SERVER_NAME
+    client = start_client(path, tmp_path)
+    client.stdin.write(agent_config())
+    client.stdin.flush()
+    agent = forked_agent(process.pid)
+    assert os.readlink(f"/proc/{agent}/cwd") == str(tmp_path / "workdir")
+    assert os.getpgid(agent) == agent  # a group of its own, which its workers join
+    workers = children_of(agent)
+    deadline = time.monotonic() + 30
+    while not workers and time.monotonic() < deadline:
+        time.sleep(0.02)
+        workers = children_of(agent)
+    assert workers, "the agent started no worker"
+    client.stdin.close()  # the SSH session ends: the agent stops, and the client with its status
+    assert client.wait(timeout=30) == 0, client.stderr.read().decode()
+    assert processes.wait_gone([agent, *workers], timeout=10) == []
+
+
+def test_the_agents_status_and_output_reach_the_client(server, tmp_path):
+    _process, path = server
+    garbage = b"not a tar at all" * 64
+    client = start_client(path, tmp_path)
+    _out, err = client.communicate(agent_config(files=len(garbage)) + garbage, timeout=60)
+    assert client.returncode == 2
+    assert b"could not unpack the run's files" in err, err
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_or_killed_client_takes_its_agent_and_workers_along(server, tmp_path, processes, how):
+    process, path = server
+    client = start_client(path, tmp_path)
+    client.stdin.write(agent_config())
+    client.stdin.flush()
+    agent = forked_agent(process.pid)
+    deadline = time.monotonic() + 30
+    while not children_of(agent) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    group = [agent, *children_of(agent)]
+    client.send_signal(how)
+    assert client.wait(timeout=30) in (0, -signal.SIGKILL)
+    assert processes.wait_gone(group, timeout=10) == [], "the agent outlived its client"
+    assert process.poll() is None  # the server goes on serving
+
+
+def test_without_a_server_the_client_becomes_the_agent(tmp_path):
+    garbage = b"not a tar at all" * 64
+    client = start_client(tmp_path / "no-server.sock", tmp_path)
+    _out, err = client.communicate(agent_config(files=len(garbage)) + garbage, timeout=60)
+    assert client.returncode == 2
+    assert b"could not unpack the run's files" in err, err
