@@ -17,7 +17,9 @@ end-of-file still stops it and its output still reaches the root. The client rel
 - its own end: a client killed outright takes its agent's process group with it.
 
 Where no server answers (a host that is not a dockkit node, or a server that died), the
-client becomes the agent itself: the run starts slower, never differently.
+client becomes the agent itself: the run starts slower, never differently. So it does when
+the run sets a ``PYTHON*`` variable (``--env PYTHONHASHSEED=0``, ``PYTHONPATH``…): those
+act when an interpreter starts, and the server's started long before.
 
 The server and its agents are named in ``ps -o comm``: ``dockkit-warm`` and
 ``dockkit-agent`` (their command line is the server's).
@@ -50,6 +52,8 @@ import json, os, signal, socket, struct, sys
 path, argv = sys.argv[1], sys.argv[2:]
 server = socket.socket(socket.AF_UNIX)
 try:
+    if any(name.startswith("PYTHON") and name != "PYTHONUNBUFFERED" for name in os.environ):
+        raise OSError("a fresh interpreter is asked for")
     server.connect(path)
 except OSError:
     os.execv(sys.executable, [sys.executable, "-m", "dockkit.launch.agent", *argv])

@@ -65,11 +65,14 @@ def server(tmp_path):
     process.wait()
 
 
-def start_client(path, tmp_path, **options) -> subprocess.Popen:
+def start_client(path, tmp_path, env=None) -> subprocess.Popen:
     workdir = tmp_path / "workdir"
     workdir.mkdir(exist_ok=True)
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith("PYTHON") or name == "PYTHONUNBUFFERED"}
     return subprocess.Popen([sys.executable, *client_args(path=str(path))], cwd=workdir,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+                            env={**environment, **(env or {})},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def forked_agent(server_pid: int, timeout: float = 30) -> int:
@@ -134,3 +137,19 @@ def test_without_a_server_the_client_becomes_the_agent(tmp_path):
     _out, err = client.communicate(agent_config(files=len(garbage)) + garbage, timeout=60)
     assert client.returncode == 2
     assert b"could not unpack the run's files" in err, err
+
+
+def test_a_run_that_sets_a_python_variable_gets_a_fresh_interpreter(server, tmp_path):
+    # PYTHONHASHSEED and the like act when an interpreter starts: the server's started long ago.
+    process, path = server
+    client = start_client(path, tmp_path, env={"PYTHONHASHSEED": "0"})
+    client.stdin.write(agent_config())
+    client.stdin.flush()
+    deadline = time.monotonic() + 30
+    while b"dockkit.launch.agent" not in Path(f"/proc/{client.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the client never became the agent"
+        time.sleep(0.02)
+    assert b"PYTHONHASHSEED=0" in Path(f"/proc/{client.pid}/environ").read_bytes().split(b"\0")
+    assert children_of(process.pid) == []
+    client.stdin.close()
+    assert client.wait(timeout=30) == 0, client.stderr.read().decode()
