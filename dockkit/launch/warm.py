@@ -230,7 +230,10 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 
 
 def main() -> None:
+    import faulthandler
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     server = AgentServer(sys.argv[1] if len(sys.argv) > 1 else SOCKET_PATH)
     name_process(SERVER_NAME)
     print(f"dockkit-warm: forking ready agents for clients of {server.path}", file=sys.stderr, flush=True)

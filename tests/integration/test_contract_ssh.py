@@ -30,7 +30,7 @@ def executor(request, ssh_nodes):
 
 
 def _left(ssh_nodes, node) -> str:
-    return ssh_nodes.exec(node, "ps -eo pid,args | grep '[d]ockkit\\.' || true").output
+    return ssh_nodes.run_processes(node)
 
 
 class TestContractOverSSH(ExecutorContract):

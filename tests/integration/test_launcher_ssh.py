@@ -60,7 +60,7 @@ def _assert_nothing_left(ssh_nodes, nodes, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_worker_pids(ssh_nodes, n) for n in nodes):
         time.sleep(0.2)
-    left = {n: ssh_nodes.exec(n, "ps -eo pid,args | grep '[d]ockkit\\.'").output for n in nodes}
+    left = {n: ssh_nodes.run_processes(n) for n in nodes}
     assert not any(left.values()), left
 
 
