@@ -56,7 +56,8 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
     figures = {size: _measure(env, nodes, per_node, workloads)
                for size, (nodes, per_node, workloads) in CLUSTERS.items()}
     return {"status": "measured",
-            "reason": "clusters of 3 and 16 nodes on this machine's Docker Engine", "figures": figures}
+            "reason": "clusters of 3 and 16 nodes on this machine's Docker Engine, "
+                      + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "figures": figures}
 
 
 def _measure(env, nodes: int, per_node: int, workloads) -> dict:
