@@ -121,11 +121,7 @@ def test_run_pids_spreads_over_every_node(cluster, state_env):
     assert "on 16 distinct pids over 3 host(s)" in result.stderr, result.stderr
 
 
-def test_a_runs_agents_come_warm_from_each_nodes_server_with_the_runs_environment(cluster, state_env, tmp_path):
-    # Each task names its worker's agent's parent: the node's warm agent server, not an sshd
-    # session's shell; and the --env the run was given reached the agent and its workers.
-    script = tmp_path / "lineage.py"
-    script.write_text(textwrap.dedent("""
+LINEAGE = """
         import os, socket, time
         from dockkit import futures
 
@@ -142,14 +138,42 @@ def test_a_runs_agents_come_warm_from_each_nodes_server_with_the_runs_environmen
         if __name__ == "__main__":
             for host, server, mark in sorted(set(futures.map(lineage, range(60)))):
                 print(host, server, mark)
-    """))
+"""
+
+
+def _lineage(cluster, state_env, tmp_path) -> dict[str, tuple[str, str]]:
+    """{node: (what started its agent, the run's RUN_MARK there)} from a run of LINEAGE."""
+    script = tmp_path / "lineage.py"
+    script.write_text(textwrap.dedent(LINEAGE))
     result = dockkit_cli("run", "--name", cluster.name, str(script), "--env", "RUN_MARK=given",
                          env=state_env, cwd=tmp_path, cluster=cluster)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert {server for _, server, _ in rows} == {WARM_SERVER_NAME}, result.stdout
-    assert {mark for _, _, mark in rows} == {"given"}, result.stdout
-    assert len({host for host, _, _ in rows}) == 3, result.stdout
+    found = {host: (server, mark) for host, server, mark in rows}
+    assert len(found) == len(rows), f"one node's agent had two parents: {result.stdout}"
+    return found
+
+
+def test_a_runs_agents_come_warm_from_each_nodes_server_with_the_runs_environment(cluster, state_env, tmp_path):
+    # Each task names its worker's agent's parent: the node's warm agent server, not an sshd
+    # session's shell; and the --env the run was given reached the agent and its workers.
+    found = _lineage(cluster, state_env, tmp_path)
+    assert len(found) == 3 and set(found.values()) == {(WARM_SERVER_NAME, "given")}, found
+
+
+def test_a_node_whose_warm_server_is_gone_starts_its_agent_plainly(cluster, state_env, tmp_path):
+    node2 = cluster.container("node2")
+    assert node2.exec_run(["pkill", "-x", WARM_SERVER_NAME]).exit_code == 0, "no warm server on node2"
+    try:
+        found = _lineage(cluster, state_env, tmp_path)
+        assert found["node2"] == ("sshd", "given"), found  # the SSH session's own agent
+        assert found["node0"] == found["node1"] == (WARM_SERVER_NAME, "given"), found
+    finally:  # the next tests find node2 as they would have
+        node2.exec_run(["python", "-m", "dockkit.launch.warm"], detach=True)
+        deadline = time.monotonic() + 30
+        while node2.exec_run(["pgrep", "-x", WARM_SERVER_NAME]).exit_code != 0:
+            assert time.monotonic() < deadline, "node2's warm server did not start again"
+            time.sleep(0.1)
 
 
 def test_run_returns_the_scripts_exit_status(cluster, state_env, tmp_path):
