@@ -45,7 +45,8 @@ def run_script(script: str, argv=(), *, workers: int | None = None, progress: bo
         **executor_options: hosts, tunnel, max_retries … for :class:`dockkit.Executor`.
 
     Raises:
-        ConfigError: the script does not exist.
+        ConfigError: the script does not exist, the files do not unpack, or ``workdir``
+            cannot be entered.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     if files_on_stdin:  # before the lifeline below reads stdin for its end
