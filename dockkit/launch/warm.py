@@ -35,8 +35,6 @@ import socket
 import struct
 import sys
 
-from dockkit.launch.supervisor import name_process
-
 SOCKET_PATH = "/run/dockkit/agents.sock"
 SERVER_NAME = "dockkit-warm"
 AGENT_NAME = "dockkit-agent"
@@ -46,7 +44,8 @@ _STOP = b"T"  # the client was told to stop: so is the agent
 REAP_EVERY = 1.0  # s between looks for agents that ended, besides each SIGCHLD
 
 #: The client, run as ``python -I -S -c CLIENT SOCKET_PATH [AGENT ARGS]``: standard
-#: library only, so that it starts in 10 ms.
+#: library only, so that it starts in 10 ms. (This module imports nothing of dockkit at
+#: its top either: the SSH launcher reads it for the client alone.)
 CLIENT = """\
 import json, os, signal, socket, struct, sys
 path, argv = sys.argv[1], sys.argv[2:]
@@ -166,8 +165,10 @@ class AgentServer:
             sys.argv = ["-m", *request["argv"]]
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
-            name_process(AGENT_NAME)
             from dockkit.launch.agent import main
+            from dockkit.launch.supervisor import name_process
+
+            name_process(AGENT_NAME)
 
             main()
         except SystemExit as exc:
@@ -232,10 +233,12 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 def main() -> None:
     import faulthandler
 
+    from dockkit.launch.supervisor import name_process
+
+    name_process(SERVER_NAME)  # before the socket: whoever finds the socket finds the name
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     server = AgentServer(sys.argv[1] if len(sys.argv) > 1 else SOCKET_PATH)
-    name_process(SERVER_NAME)
     print(f"dockkit-warm: forking ready agents for clients of {server.path}", file=sys.stderr, flush=True)
     server.serve_forever()
 
