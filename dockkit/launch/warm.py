@@ -123,6 +123,9 @@ class AgentServer:
             return
         try:
             request, fds = _receive(conn)
+        except EOFError:  # connected and left without a word: a probe of whether we are up
+            conn.close()
+            return
         except (OSError, ValueError) as exc:
             print(f"dockkit-warm: a client's request was unreadable: {exc}", file=sys.stderr)
             conn.close()
@@ -216,6 +219,8 @@ class AgentServer:
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     """A client's request: its JSON and its three standard descriptors."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+    if not data and not fds:
+        raise EOFError
     if len(fds) != 3:
         for fd in fds:
             os.close(fd)
