@@ -67,6 +67,11 @@ TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
 LOCAL = b"\x00root"  # identity of messages from the root process itself
 #: What a handler raises on a malformed message (a header that does not unpack, a bad id).
 MALFORMED = (ValueError, KeyError, IndexError, TypeError, struct.error)
+#: Connections the kernel queues for the broker's port until ZeroMQ accepts them (capped by
+#: net.core.somaxconn). Every worker and agent of a run connects within the same second; past
+#: ZeroMQ's default of 100, on a busy machine, the kernel dropped their SYNs, and each dropped
+#: one cost its worker a second (the SYN's first retransmission).
+LISTEN_BACKLOG = 4096
 
 
 # Plain classes with __slots__, not dataclasses: they are made per batch on the hot
@@ -175,6 +180,7 @@ class Broker:
         self._router.ipv6 = True  # IPv4 as well; lets the launcher advertise an IPv6 address
         self._router.linger = 0
         self._router.sndhwm = self._router.rcvhwm = 0
+        self._router.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         try:
             if port:
                 self._router.bind(P.tcp_url(host, port))

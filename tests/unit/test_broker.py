@@ -167,3 +167,43 @@ def test_a_broker_raises_a_low_open_files_limit_towards_its_hard_limit():
     assert out.returncode == 0, out.stderr
     soft, hard = (int(value) for value in out.stdout.split())
     assert soft == min(65536, hard if hard >= 0 else 65536) and soft > 256
+
+
+def listen_queue_limit(port: int) -> int:
+    """The accept-queue limit the kernel keeps for this process's socket listening on ``port``.
+
+    For a listening socket, Linux reports that limit in TCP_INFO's ``tcpi_sacked``
+    (what ``ss -lt`` shows as Send-Q)."""
+    import os
+    import socket
+    import struct
+
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+            continue
+        sock = socket.socket(fileno=os.dup(fd))
+        with sock:
+            try:
+                listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                bound_port = sock.getsockname()[1] if sock.family in (socket.AF_INET, socket.AF_INET6) else None
+            except OSError:
+                continue
+            if listening and bound_port == port:
+                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                return struct.unpack_from("I", info, 28)[0]  # 8 bytes of u8 fields, then rto … sacked
+    raise AssertionError(f"no socket of this process listens on port {port}")
+
+
+def test_the_brokers_port_queues_every_worker_of_a_large_run_until_it_accepts_them():
+    # A run's workers all connect within a second. With ZeroMQ's default backlog (100) the
+    # kernel dropped SYNs beyond it while the machine was busy, and each cost a second.
+    from pathlib import Path
+
+    from dockkit.runtime.broker import LISTEN_BACKLOG
+
+    broker = Broker(secret=SECRET.encode())
+    try:
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert listen_queue_limit(broker.port) == min(LISTEN_BACKLOG, somaxconn) >= 1024
+    finally:
+        broker.stop()
