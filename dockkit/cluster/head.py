@@ -1,14 +1,17 @@
 """The command a cluster run starts in the head node, built from typed options.
 
 ``dockkit run`` on a cluster runs ``python -m dockkit --hosts node0 node1 … script``
-inside the head node: the SSH launcher there starts the workers on every node over
-the cluster's private network. What the user asked for travels as
+inside the head node, forked ready-imported by the head's warm server
+(:mod:`dockkit.launch.warm`): the SSH launcher there starts the workers on every node
+over the cluster's private network. What the user asked for travels as
 :class:`RunOptions`; how the head reaches the nodes is :func:`connect_options`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from dockkit.launch.warm import ROOT_MODULE, client_args
 
 NODE_SSH_CONFIG = "/root/.ssh/config"  # written into every node by dockkit.cluster.nodes
 HEAD = "node0"
@@ -70,12 +73,11 @@ def head_command(hosts: list[str], script: str, args, *, workers: int | None,
     ``files``: bytes of the working directory's tar that come first on its stdin, which the
     head's root unpacks and sends on to the other nodes' agents. ``workdir``: where the root
     runs, entered once those files are unpacked (they may bring it)."""
-    command = ["python", "-m", "dockkit", "--hosts", *hosts, "--", *connect_options(network=network),
-               "--exit-with-stdin", *options.argv()]
+    command = ["--hosts", *hosts, "--", *connect_options(network=network), "--exit-with-stdin", *options.argv()]
     if files:
         command += ["--files-on-stdin", str(files)]
     if workdir:
         command += ["--workdir", workdir]
     if workers is not None:
         command += ["-n", str(workers)]
-    return [*command, script, *args]
+    return ["python", *client_args(ROOT_MODULE, [*command, script, *args])]

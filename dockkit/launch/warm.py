@@ -1,32 +1,38 @@
-"""Warm agents: a server on each cluster node that forks agents already imported.
+"""Warm starts: a server on each cluster node that forks agents, and the head's root, imported.
 
 An agent's start is mostly imports (zmq, cloudpickle, dockkit's runtime: 70 ms of CPU),
 paid again on every node of every run: 1.1 s of CPU on 16 nodes, on a machine that runs
-them all. A dockkit node's image starts ``python -m dockkit.launch.warm`` beside sshd: it
-imports all that once, then waits on a unix socket that only its own user reaches.
+them all. A run's root, in the head node, imports more (paramiko, the launcher, the
+CLI: 0.25 s). A dockkit node's image starts ``python -m dockkit.launch.warm`` beside
+sshd: it imports the agent's modules once, the root's the first time a root is asked
+for, then waits on a unix socket that only its own user reaches.
 
-Per run, the SSH launcher starts :data:`CLIENT` instead of the agent: a Python without
-``site`` (10 ms) that hands the server its stdin, stdout and stderr, its working directory,
-environment and arguments, and waits. The server forks; the child becomes the agent as
-``python -m dockkit.launch.agent`` would be, on the SSH session's own pipes, so its stdin's
-end-of-file still stops it and its output still reaches the root. The client relays:
+Per run, the SSH launcher starts :data:`CLIENT` instead of the agent, and a cluster's
+head command starts it instead of ``python -m dockkit``: a Python without ``site``
+(10 ms) that hands the server the module to run, its stdin, stdout and stderr, its
+working directory, environment and arguments, and waits. The server forks; the child
+leaves the server's code behind and runs the module as ``python -m`` would, on the
+client's own pipes: its stdin's end-of-file still stops it and its output still reaches
+whoever started the client. The client relays:
 
-- the agent's exit status, as its own;
+- the child's exit status, as its own;
 - SIGTERM, SIGHUP and SIGINT (the launcher stops a host by signalling the client's
-  process group), as SIGTERM to the agent's process group;
-- its own end: a client killed outright takes its agent's process group with it.
+  process group), as SIGTERM to the child's process group;
+- its own end: a client killed outright takes its child's process group with it.
 
 Where no server answers (a host that is not a dockkit node, or a server that died), the
-client becomes the agent itself: the run starts slower, never differently. So it does when
-the run sets a ``PYTHON*`` variable (``--env PYTHONHASHSEED=0``, ``PYTHONPATH``…): those
-act when an interpreter starts, and the server's started long before.
+client execs ``python -m MODULE`` itself: the run starts slower, never differently. So it
+does when the run sets a ``PYTHON*`` variable (``--env PYTHONHASHSEED=0``, ``PYTHONPATH``…):
+those act when an interpreter starts, and the server's started long before.
 
-The server and its agents are named in ``ps -o comm``: ``dockkit-warm`` and
-``dockkit-agent`` (their command line is the server's).
+The server and its children are named in ``ps -o comm``: ``dockkit-warm``,
+``dockkit-agent`` and ``dockkit-root`` (their command line is the server's).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import select
@@ -38,25 +44,36 @@ import sys
 SOCKET_PATH = "/run/dockkit/agents.sock"
 SERVER_NAME = "dockkit-warm"
 AGENT_NAME = "dockkit-agent"
+ROOT_NAME = "dockkit-root"
+AGENT_MODULE = "dockkit.launch.agent"
+ROOT_MODULE = "dockkit"  # python -m dockkit: a run's root
+#: What the server starts, by module, and the name each child takes.
+NAMES = {AGENT_MODULE: AGENT_NAME, ROOT_MODULE: ROOT_NAME}
+#: What a root over SSH imports before its script runs (much of it lazily), imported by the
+#: server when the first root is asked for: on the head node only, never on the others.
+ROOT_IMPORTS = ("dockkit.cli", "dockkit.runner", "dockkit.executor", "dockkit.plan", "dockkit.progress",
+                "dockkit.runtime.broker", "dockkit.runtime.auth", "dockkit.launch.allocation",
+                "dockkit.launch.srun", "dockkit.launch.ssh.launcher", "dockkit.launch.ssh.connection",
+                "rich.console", "rich.table")
 _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
 _STATUS = struct.Struct("!i")  # an agent's exit status, the server's one answer
 _STOP = b"T"  # the client was told to stop: so is the agent
 REAP_EVERY = 1.0  # s between looks for agents that ended, besides each SIGCHLD
 
-#: The client, run as ``python -I -S -c CLIENT SOCKET_PATH [AGENT ARGS]``: standard
+#: The client, run as ``python -I -S -c CLIENT SOCKET_PATH MODULE [ARGS]``: standard
 #: library only, so that it starts in 10 ms. (This module imports nothing of dockkit at
-#: its top either: the SSH launcher reads it for the client alone.)
+#: its top either: the SSH launcher and the head command read it for the client alone.)
 CLIENT = """\
 import json, os, signal, socket, struct, sys
-path, argv = sys.argv[1], sys.argv[2:]
+path, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 server = socket.socket(socket.AF_UNIX)
 try:
     if any(name.startswith("PYTHON") and name != "PYTHONUNBUFFERED" for name in os.environ):
         raise OSError("a fresh interpreter is asked for")
     server.connect(path)
 except OSError:
-    os.execv(sys.executable, [sys.executable, "-m", "dockkit.launch.agent", *argv])
-request = json.dumps({"cwd": os.getcwd(), "env": dict(os.environ), "argv": argv}).encode()
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+request = json.dumps({"module": module, "cwd": os.getcwd(), "env": dict(os.environ), "argv": argv}).encode()
 socket.send_fds(server, [struct.pack("!I", len(request)) + request], [0, 1, 2])
 for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
     signal.signal(signum, lambda *_: server.send(b"T"))
@@ -70,13 +87,13 @@ sys.exit(struct.unpack("!i", status)[0])
 """
 
 
-def client_args(agent_args=(), *, path: str = SOCKET_PATH) -> list[str]:
-    """The interpreter's arguments that run the client (see :data:`CLIENT`)."""
-    return ["-I", "-S", "-c", CLIENT, path, *agent_args]
+def client_args(module: str, args=(), *, path: str = SOCKET_PATH) -> list[str]:
+    """The interpreter's arguments that run ``module`` through the client (see :data:`CLIENT`)."""
+    return ["-I", "-S", "-c", CLIENT, path, module, *args]
 
 
-class AgentServer:
-    """Forks ready-imported agents for the clients of a unix socket; see the module's docstring.
+class WarmServer:
+    """Forks ready-imported agents and roots for the clients of a unix socket; see the module's docstring.
 
     Args:
         path: the socket's path; its directory is made private to this user.
@@ -93,7 +110,8 @@ class AgentServer:
         self._listener.bind(path)
         os.chmod(path, 0o600)
         self._listener.listen(64)
-        self._agents: dict[int, socket.socket] = {}  # agent pid -> its client's connection
+        self._children: dict[int, socket.socket] = {}  # child pid -> its client's connection
+        self._root_imported = False
         # An agent's end wakes the loop at once: its client is waiting on its status.
         self._wakeup, self._wakeup_w = os.pipe()
         for fd in (self._wakeup, self._wakeup_w):
@@ -101,63 +119,86 @@ class AgentServer:
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
-    def serve_forever(self) -> None:
+    def serve_forever(self):
+        """Serve clients; returns only in a forked child, with what that child is to run."""
         while True:
-            clients = {conn: pid for pid, conn in self._agents.items() if conn.fileno() >= 0}
+            clients = {conn: pid for pid, conn in self._children.items() if conn.fileno() >= 0}
             readable, _, _ = select.select([self._listener, self._wakeup, *clients], [], [], REAP_EVERY)
             for ready in readable:
                 if ready is self._listener:
-                    self._accept()
+                    job = self._accept()
+                    if job is not None:
+                        return job
                 elif ready is self._wakeup:
                     os.read(self._wakeup, 4096)  # one byte per signal: a few at most
                 else:
                     self._heard_from(ready, clients[ready])
             self._reap()
 
-    def _accept(self) -> None:
+    def _accept(self):
         conn, _ = self._listener.accept()
         _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                               struct.calcsize("3i")))
         if uid != os.getuid():  # the socket's mode says so already; this says it again
             conn.close()
-            return
+            return None
         try:
             request, fds = _receive(conn)
         except EOFError:  # connected and left without a word: a probe of whether we are up
             conn.close()
-            return
+            return None
         except (OSError, ValueError) as exc:
             print(f"dockkit-warm: a client's request was unreadable: {exc}", file=sys.stderr)
             conn.close()
-            return
-        try:
-            self._agents[self._fork_agent(request, fds)] = conn
-        except OSError as exc:  # no fork: the client ends with 255, and the root says which host
-            print(f"dockkit-warm: could not start an agent: {exc}", file=sys.stderr)
+            return None
+        module = request.get("module")
+        if module not in NAMES:  # said on the client's stderr; it ends with 255
+            os.write(fds[2], f"dockkit-warm: no warm start for module {module!r}\n".encode())
+            pid = None
+        else:
+            if module == ROOT_MODULE:
+                self._import_root()
+            pid = self._fork()
+        if pid == 0:
+            return self._become(module, request, fds)
+        for fd in fds:
+            os.close(fd)
+        if pid:
+            self._children[pid] = conn
+        else:
             conn.close()
-        finally:
-            for fd in fds:
-                os.close(fd)
+        return None
 
-    def _fork_agent(self, request: dict, fds: list[int]) -> int:
+    def _import_root(self) -> None:
+        if not self._root_imported:
+            for name in ROOT_IMPORTS:
+                importlib.import_module(name)
+            self._root_imported = True
+
+    def _fork(self) -> int | None:
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            return pid
-        try:  # the child: the agent, as `python -m dockkit.launch.agent` would start it
+        try:
+            return os.fork()
+        except OSError as exc:  # no fork: the client ends with 255, and the root says which host
+            print(f"dockkit-warm: could not fork: {exc}", file=sys.stderr)
+            return None
+
+    def _become(self, module: str, request: dict, fds: list[int]):
+        """In the child: drop the server's state and take the client's place; what to run then."""
+        try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(self._wakeup)
             os.close(self._wakeup_w)
             self._listener.close()
-            for conn in self._agents.values():
+            for conn in self._children.values():
                 conn.close()
             os.setpgid(0, 0)  # its own group, with its workers: what a stop signals
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
             for fd in fds:
-                os.close(fd)  # only 0, 1 and 2 stay: the workers inherit no stray copy
+                os.close(fd)  # only 0, 1 and 2 stay: its children inherit no stray copy
             sys.stdin = open(0, "r", closefd=False)
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -165,37 +206,33 @@ class AgentServer:
             os.environ.update(request["env"])
             os.chdir(request["cwd"])
             sys.path[0] = os.getcwd()  # as -m puts it first
-            sys.argv = ["-m", *request["argv"]]
-            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            sys.argv = ["-m", *request["argv"]]  # runpy puts the module's path first
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has them
+            for signum in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_DFL)
-            from dockkit.launch.agent import main
             from dockkit.launch.supervisor import name_process
 
-            name_process(AGENT_NAME)
-
-            main()
-        except SystemExit as exc:
-            os._exit(exc.code if isinstance(exc.code, int) else 1)
-        except BaseException:  # said on the client's stderr, as a failed agent start would be
+            name_process(NAMES[module])
+        except BaseException:  # said on the client's stderr, as a failed start would be
             import traceback
 
             traceback.print_exc()
-        finally:
             os._exit(1)
+        return functools.partial(_run_module, module)
 
     def _heard_from(self, conn: socket.socket, pid: int) -> None:
         try:
             word = conn.recv(1)
         except OSError:
             word = b""
-        # Told to stop: the agent stops politely. Gone (killed outright): so is the agent.
+        # Told to stop: the child stops politely. Gone (killed outright): so is the child.
         signum = signal.SIGTERM if word == _STOP else signal.SIGKILL
         try:
             os.killpg(pid, signum)
         except ProcessLookupError:
             pass
         if not word:
-            conn.close()  # reaped below once the agent is gone
+            conn.close()  # reaped below once the child is gone
 
     def _reap(self) -> None:
         while True:
@@ -205,7 +242,7 @@ class AgentServer:
                 return
             if not pid:
                 return
-            conn = self._agents.pop(pid, None)
+            conn = self._children.pop(pid, None)
             if conn is None or conn.fileno() < 0:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -235,6 +272,19 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(data[_LENGTH.size:]), fds
 
 
+def _run_module(module: str) -> None:
+    """What ``python -m module`` runs; at the top of the child's stack, so that its exit is a
+    Python's exit: threads joined, ``atexit`` run, output flushed, the status its own."""
+    if module == AGENT_MODULE:  # imported already: runpy would warn, and run its code a second time
+        from dockkit.launch.agent import main
+
+        main()
+        return
+    import runpy
+
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
 def main() -> None:
     import faulthandler
 
@@ -243,9 +293,11 @@ def main() -> None:
     name_process(SERVER_NAME)  # before the socket: whoever finds the socket finds the name
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    server = AgentServer(sys.argv[1] if len(sys.argv) > 1 else SOCKET_PATH)
-    print(f"dockkit-warm: forking ready agents for clients of {server.path}", file=sys.stderr, flush=True)
-    server.serve_forever()
+    server = WarmServer(sys.argv[1] if len(sys.argv) > 1 else SOCKET_PATH)
+    print(f"dockkit-warm: forking ready agents and roots for clients of {server.path}", file=sys.stderr,
+          flush=True)
+    job = server.serve_forever()  # here only in a forked child, the server's stack left behind
+    job()
 
 
 if __name__ == "__main__":

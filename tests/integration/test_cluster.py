@@ -24,7 +24,8 @@ import dockkit
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.errors import ClusterError, ConfigError, ImageError
 from dockkit.launch.ssh.keys import generate_keypair
-from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME, SOCKET_PATH as WARM_SOCKET_PATH
+from dockkit.launch.warm import ROOT_NAME as WARM_ROOT_NAME, SERVER_NAME as WARM_SERVER_NAME
+from dockkit.launch.warm import SOCKET_PATH as WARM_SOCKET_PATH
 from tests.contract import ExecutorContract
 from tests.names import unique_name
 
@@ -136,13 +137,17 @@ LINEAGE = """
                 return socket.gethostname(), comm.read().strip(), os.environ.get("RUN_MARK")
 
         if __name__ == "__main__":
+            with open("/proc/self/comm") as comm:  # the root: started by the head's warm server?
+                starter = open(f"/proc/{os.getppid()}/comm").read().strip() if os.getppid() else "-"
+                print("root", comm.read().strip(), starter)
             for host, server, mark in sorted(set(futures.map(lineage, range(60)))):
                 print(host, server, mark)
 """
 
 
 def _lineage(cluster, state_env, tmp_path) -> dict[str, tuple[str, str]]:
-    """{node: (what started its agent, the run's RUN_MARK there)} from a run of LINEAGE."""
+    """{node: (what started its agent, the run's RUN_MARK there)} from a run of LINEAGE, and
+    under "root" (the root's process name, what started it)."""
     script = tmp_path / "lineage.py"
     script.write_text(textwrap.dedent(LINEAGE))
     result = dockkit_cli("run", "--name", cluster.name, str(script), "--env", "RUN_MARK=given",
@@ -157,28 +162,33 @@ def _lineage(cluster, state_env, tmp_path) -> dict[str, tuple[str, str]]:
 def test_a_runs_agents_come_warm_from_each_nodes_server_with_the_runs_environment(cluster, state_env, tmp_path):
     # Each task names its worker's agent's parent: the node's warm agent server, not an sshd
     # session's shell; and the --env the run was given reached the agent and its workers.
+    # The root itself came from the head's warm server too.
     found = _lineage(cluster, state_env, tmp_path)
+    assert found.pop("root") == (WARM_ROOT_NAME, WARM_SERVER_NAME), found
     assert len(found) == 3 and set(found.values()) == {(WARM_SERVER_NAME, "given")}, found
 
 
-def test_a_node_whose_warm_server_is_gone_starts_its_agent_plainly(cluster, state_env, tmp_path):
-    node2 = cluster.container("node2")
+def test_nodes_whose_warm_server_is_gone_start_their_agent_and_root_plainly(cluster, state_env, tmp_path):
+    nodes = [cluster.container("node0"), cluster.container("node2")]
 
-    def server_answers() -> bool:
+    def server_answers(node) -> bool:
         probe = f"import socket; socket.socket(socket.AF_UNIX).connect({WARM_SOCKET_PATH!r})"
-        return node2.exec_run(["python", "-I", "-S", "-c", probe]).exit_code == 0
+        return node.exec_run(["python", "-I", "-S", "-c", probe]).exit_code == 0
 
-    assert server_answers()
-    assert node2.exec_run(["pkill", "-x", WARM_SERVER_NAME]).exit_code == 0, "no warm server on node2"
+    assert all(map(server_answers, nodes))
+    for node in nodes:
+        assert node.exec_run(["pkill", "-x", WARM_SERVER_NAME]).exit_code == 0, f"no warm server on {node.name}"
     try:
         found = _lineage(cluster, state_env, tmp_path)
-        assert found["node2"] == ("sshd", "given"), found  # the SSH session's own agent
-        assert found["node0"] == found["node1"] == (WARM_SERVER_NAME, "given"), found
-    finally:  # the next tests find node2 as they would have
-        node2.exec_run(["python", "-m", "dockkit.launch.warm"], detach=True)
+        assert found["root"] == ("python", "-"), found  # python -m dockkit, as docker exec started it
+        assert found["node0"] == found["node2"] == ("sshd", "given"), found  # the SSH session's own agent
+        assert found["node1"] == (WARM_SERVER_NAME, "given"), found
+    finally:  # the next tests find the nodes as they would have
+        for node in nodes:
+            node.exec_run(["python", "-m", "dockkit.launch.warm"], detach=True)
         deadline = time.monotonic() + 30
-        while not server_answers():
-            assert time.monotonic() < deadline, "node2's warm server did not start again"
+        while not all(map(server_answers, nodes)):
+            assert time.monotonic() < deadline, "a warm server did not start again"
             time.sleep(0.1)
 
 

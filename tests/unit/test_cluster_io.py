@@ -13,6 +13,7 @@ import pytest
 from dockkit.cluster.copying import NodePath, parse_location
 from dockkit.cluster.fetch import _LIST_FILES, FetchPlan, over_limit_message, parse_listing, plan_fetch, summary
 from dockkit.cluster.head import BRIDGE, OVERLAY, ROUTED, RunOptions, head_command
+from dockkit.launch.warm import ROOT_MODULE, client_args
 from dockkit.cluster.sync import pack
 from dockkit.cluster.volumes import VolumeSpec, mounts, volume_name
 from dockkit.errors import ConfigError
@@ -117,9 +118,12 @@ def test_the_head_command_carries_the_typed_options():
     options = RunOptions(env={"SEED": "1"}, prolog="ulimit -n 4096", max_retries=0, progress=True)
     command = head_command(["node0*2", "node1*2"], "/p/job.py", ["--size", "3"], workers=4, options=options,
                            network=ROUTED)
-    assert command[:6] == ["python", "-m", "dockkit", "--hosts", "node0*2", "node1*2"]
+    warm_root = ["python", *client_args(ROOT_MODULE)]  # python -m dockkit, forked by the head's warm server
+    assert command[:len(warm_root)] == warm_root
+    command = command[len(warm_root):]
+    assert command[:3] == ["--hosts", "node0*2", "node1*2"]
     assert command[-3:] == ["/p/job.py", "--size", "3"]
-    rest = command[6:-3]
+    rest = command[3:-3]
     assert rest[0] == "--" and "--tunnel" in rest and "--no-host-check" in rest
     assert "--no-encrypt" not in rest  # between engines the traffic is encrypted
     assert ["--env", "SEED=1"] == rest[rest.index("--env"):rest.index("--env") + 2]

@@ -1,7 +1,7 @@
-"""Warm agents on real processes and a real unix socket: the server forks the agent a client
-asks for, on the client's own stdin, stdout, stderr and directory; the client
-relays its exit status and its stop; a client killed outright takes its agent along; and
-with no server the client becomes the agent itself."""
+"""Warm starts on real processes and a real unix socket: the server forks the agent (or the
+root) a client asks for, on the client's own stdin, stdout, stderr and directory; the client
+relays its exit status and its stop; a client killed outright takes its agent along; a
+forked root ends as a Python does; and with no server the client becomes the agent itself."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dockkit.launch.warm import AGENT_NAME, SERVER_NAME, client_args
+from dockkit.launch.warm import AGENT_MODULE, AGENT_NAME, ROOT_MODULE, ROOT_NAME, SERVER_NAME, client_args
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig
 
 
@@ -65,12 +65,12 @@ def server(tmp_path):
     process.wait()
 
 
-def start_client(path, tmp_path, env=None) -> subprocess.Popen:
+def start_client(path, tmp_path, env=None, module=AGENT_MODULE, args=()) -> subprocess.Popen:
     workdir = tmp_path / "workdir"
     workdir.mkdir(exist_ok=True)
     environment = {name: value for name, value in os.environ.items()
                    if not name.startswith("PYTHON") or name == "PYTHONUNBUFFERED"}
-    return subprocess.Popen([sys.executable, *client_args(path=str(path))], cwd=workdir,
+    return subprocess.Popen([sys.executable, *client_args(module, args, path=str(path))], cwd=workdir,
                             env={**environment, **(env or {})},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -153,3 +153,70 @@ def test_a_run_that_sets_a_python_variable_gets_a_fresh_interpreter(server, tmp_
     assert children_of(process.pid) == []
     client.stdin.close()
     assert client.wait(timeout=30) == 0, client.stderr.read().decode()
+
+
+ROOT_SCRIPT = """\
+import atexit, os, sys, threading, time
+from dockkit import futures
+
+def square(x):
+    return x * x
+
+def late():
+    time.sleep(0.3)
+    print("a thread the script left running finished", flush=True)
+
+if __name__ == "__main__":
+    atexit.register(print, "atexit ran")
+    print("comm", open("/proc/self/comm").read().strip(), "parent", os.getppid())
+    print("args", sys.argv[1:], "cwd", os.getcwd(), "seed", os.environ.get("SEED"))
+    print("squares", sum(futures.map(square, range(10))))
+    threading.Thread(target=late).start()
+    sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_the_server_forks_a_root_that_runs_the_script_and_ends_as_python_would(server, tmp_path):
+    # The head of a cluster starts its run's root this way: `python -m dockkit` without the imports.
+    process, path = server
+    (tmp_path / "workdir").mkdir()
+    (tmp_path / "workdir" / "job.py").write_text(ROOT_SCRIPT)
+    client = start_client(path, tmp_path, env={"SEED": "7"}, module=ROOT_MODULE,
+                          args=["-n", "2", "job.py", "3"])
+    out, err = client.communicate(timeout=90)
+    lines = out.decode().splitlines()
+    assert client.returncode == 3, err.decode()  # the script's own status, through the client
+    assert f"comm {ROOT_NAME} parent {process.pid}" in lines, out
+    assert f"args ['3'] cwd {tmp_path / 'workdir'} seed 7" in lines, out
+    assert "squares 285" in lines
+    # Its exit is a Python's: threads joined, then atexit, then the status.
+    assert lines[-2:] == ["a thread the script left running finished", "atexit ran"], out
+    assert process.poll() is None
+
+
+def test_a_failing_root_says_what_python_m_dockkit_says(server, tmp_path):
+    _process, path = server
+    client = start_client(path, tmp_path, module=ROOT_MODULE, args=["missing.py"])
+    _out, err = client.communicate(timeout=60)
+    plain = subprocess.run([sys.executable, "-m", "dockkit", "missing.py"], cwd=tmp_path / "workdir",
+                           capture_output=True, timeout=60)
+    assert b"script not found: 'missing.py'" in err
+    assert (client.returncode, err) == (plain.returncode, plain.stderr)
+
+
+def test_the_server_starts_no_module_but_the_agent_and_the_root(server, tmp_path):
+    process, path = server
+    client = start_client(path, tmp_path, module="http.server")
+    _out, err = client.communicate(timeout=30)
+    assert client.returncode == 255
+    assert b"no warm start for module 'http.server'" in err, err
+    assert children_of(process.pid) == []
+
+
+def test_without_a_server_the_client_runs_the_root_as_python_m(tmp_path):
+    (tmp_path / "workdir").mkdir()
+    (tmp_path / "workdir" / "job.py").write_text(ROOT_SCRIPT)
+    client = start_client(tmp_path / "no-server.sock", tmp_path, module=ROOT_MODULE, args=["-n", "1", "job.py", "0"])
+    out, err = client.communicate(timeout=90)
+    assert client.returncode == 0, err.decode()
+    assert "squares 285" in out.decode().splitlines()

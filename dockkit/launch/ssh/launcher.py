@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from dockkit.errors import DockkitError, LaunchError
 from dockkit.launch.base import new_run_id
 from dockkit.launch.commands import python_command, remote_command
-from dockkit.launch.warm import client_args
+from dockkit.launch.warm import AGENT_MODULE, client_args
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig, tcp_url
 
 PROBE = ("import json, os, sys; import dockkit, cloudpickle, zmq; "
@@ -256,7 +256,7 @@ class SSHLauncher:
             config.replace(address=row.address, host=row.spec.host, cwd=self.path or config.cwd),
             identity=f"{self._run_id}/{row.index}/agent", workers=specs, env=self.env, files=len(files))
         if self.warm_agents:
-            command = python_command(self.python, client_args(), cwd=self.path, prolog=self.prolog)
+            command = python_command(self.python, client_args(AGENT_MODULE), cwd=self.path, prolog=self.prolog)
         else:
             command = remote_command(self.python, ["dockkit.launch.agent"], cwd=self.path, prolog=self.prolog)
         broker.expect(row.spec.host, [identity for _, identity in specs])
