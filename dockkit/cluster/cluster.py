@@ -386,10 +386,22 @@ class Cluster:
         def same_engine(a: NodeInfo, b: NodeInfo) -> bool:
             return bool(state.swarm_manager) or self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
-        for node in only if only is not None else state.nodes:
+        def configure(node: NodeInfo) -> None:
             node_containers.install_ssh_files(
                 self._container(node), node, self.name,
                 node_containers.node_ssh_files(state, node, key if node.name == HEAD else None, same_engine))
+
+        self._on_each_node(configure, only if only is not None else state.nodes)
+
+    def _on_each_node(self, action, nodes: list[NodeInfo]) -> None:
+        """``action(node)`` for every node at once; raises the first failure, after all ended.
+
+        Each is a round trip or two that the engine mostly waits on: one node after another
+        cost about 45 ms a node (0.7 s of a 16-node ``up``, 0.9 s of each run's copy)."""
+        for host in {node.docker_host for node in nodes}:
+            self._client(host)  # made here, not raced for by the threads
+        with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_COPIES, len(nodes)))) as pool:
+            list(pool.map(action, nodes))
 
     # --- a swarm's nodes ---------------------------------------------------------------
     def _add_swarm_nodes(self, state: ClusterState, client_public: str, count: int) -> None:
@@ -666,12 +678,7 @@ class Cluster:
             with docker_errors(f"copying files to {node.name}", ClusterError, gone=gone_message(node, self.name)):
                 node_containers.extract(self._container(node), bundle.tar)
 
-        for host in {node.docker_host for node in nodes}:
-            self._client(host)  # made here, not raced for by the threads
-        # Each copy is a round trip the engine mostly waits on: one node after another
-        # cost about 55 ms a node (0.9 s of every run on 16 nodes).
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_COPIES, len(nodes))) as pool:
-            list(pool.map(copy, nodes))  # raises the first failure, after every copy ended
+        self._on_each_node(copy, nodes)
 
     def hosts_for(self, workers: int | None) -> list[str]:
         """``--hosts`` words for the nodes: each node's own count unless ``workers`` is given."""
