@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from dockkit.cluster.engine import LABEL, docker_errors, engine_cpus, find_container, remove_container, remove_network
+from dockkit.cluster.engine import LABEL, docker_errors, find_container, remove_container, remove_network
 from dockkit.errors import ClusterError, DockerError, DockkitError
 from dockkit.cluster.image import NODE_KEY_DIR
 from dockkit.launch.ssh.keys import KeyPair, NodeRow, generate_keypair, node_ssh_texts
@@ -67,10 +67,11 @@ def remove_networks(client, cluster: str) -> None:
             remove_network(network)
 
 
-def create_node(client, *, cluster: str, index: int, image: str, docker_host: str, address: str,
-                client_public: str, cpus: float | None = None, memory: str | None = None,
-                workers: int | None = None, volumes: dict | None = None):
-    """Create and start ``node<index>`` with a fresh host key; return ``(NodeInfo, container)``.
+def create_node(client, *, cluster: str, index: int, image: str, network: str, docker_host: str, address: str,
+                client_public: str, workers: int, cpus: float | None = None, memory: str | None = None,
+                volumes: dict | None = None):
+    """Create and start ``node<index>`` on ``network`` (see :func:`ensure_network`) with a fresh
+    host key, for ``workers`` workers; return ``(NodeInfo, container)``.
 
     A stopped or leftover container of the same cluster and name is replaced. Its sshd
     is published on ``address``'s side: loopback for a local engine, every interface of
@@ -88,7 +89,6 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
             raise ClusterError(f"a container named {full_name} already exists and is not part of "
                                f"cluster {cluster!r}; remove it or pick another --name")
         remove_container(old)
-    network = ensure_network(client, cluster)
     publish = "127.0.0.1" if address == "127.0.0.1" else "0.0.0.0"
     host_key = generate_keypair(f"dockkit-{cluster}-{name}")
     limits = {}
@@ -101,8 +101,8 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         container = client.containers.create(
             image, name=full_name, hostname=name, detach=True,
             labels={LABEL: "true", CLUSTER_LABEL: cluster, NODE_LABEL: name},
-            ports={"22/tcp": (publish, None)}, network=network.name,
-            networking_config={network.name: endpoint}, volumes=volumes or {}, **limits)
+            ports={"22/tcp": (publish, None)}, network=network,
+            networking_config={network: endpoint}, volumes=volumes or {}, **limits)
     try:
         install_node_keys(container, host_key, client_public)
         with docker_errors(f"starting {full_name}", ClusterError):
@@ -111,15 +111,13 @@ def create_node(client, *, cluster: str, index: int, image: str, docker_host: st
         port = published_port(container)
         if port is None:  # it stopped already: no port is published for a stopped container
             raise _stopped(name, container)
-        # cpus limit, else the CPUs of the machine the node runs on (not this one's)
-        count = workers or (max(1, int(cpus)) if cpus else engine_cpus(client))
     except BaseException:
         try:
             remove_container(container)
         except DockkitError:  # the first error is the one to report; down removes it by label
             pass
         raise
-    return NodeInfo(name, full_name, docker_host, address, port, host_key.public_line, count,
+    return NodeInfo(name, full_name, docker_host, address, port, host_key.public_line, workers,
                     "running"), container
 
 

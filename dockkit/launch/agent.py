@@ -27,6 +27,7 @@ import os
 import queue
 import signal
 import sys
+import tarfile
 import threading
 import time
 
@@ -137,17 +138,42 @@ def unpack_files(stream, size: int) -> None:
 def unpack_tar(data: bytes) -> None:
     """Unpack a tar (plain or compressed) whose members carry their paths from ``/``.
 
+    A file already there with the member's size and modification time is left as it is:
+    a run's directory, unpacked on the same node by the run before, is mostly such files,
+    and writing each again cost its node 0.4 ms (70 ms a node, for a project of 170 files).
+    The files are this process's user's, as with ``tar --no-same-owner``: the owner they
+    had where they were packed means nothing here, and looking it up cost as much again.
+
     Raises:
         OSError: a file could not be written.
         tarfile.TarError: it is not a tar.
     """
     import io
-    import tarfile
 
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    with _OwnFiles.open(fileobj=io.BytesIO(data)) as tar:
         # The 'data' filter (where this Python has it) keeps every member under / and plain.
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall("/", **extra)
+        tar.extractall("/", members=_changed_members(tar), **extra)
+
+
+class _OwnFiles(tarfile.TarFile):
+    def chown(self, tarinfo, targetpath, numeric_owner):  # noqa: D102 - see unpack_tar
+        pass
+
+
+def _changed_members(tar: tarfile.TarFile):
+    """The members to write: all but the regular files that are there already, unchanged
+    (size, modification time and permissions, as the 'data' filter would set them)."""
+    for member in tar:
+        if member.isfile():
+            try:
+                found = os.stat(os.path.join("/", member.name))
+            except OSError:
+                found = None
+            if (found and found.st_size == member.size and abs(found.st_mtime - member.mtime) < 1e-5
+                    and found.st_mode & 0o755 == member.mode & 0o755):
+                continue
+        yield member
 
 
 def main() -> None:
