@@ -356,8 +356,11 @@ class Cluster:
             if failures:
                 raise failures[0]
             state.write_ssh_files(self.files)
-            node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout)
-            self._configure_nodes(state)
+            # Each new node is configured as soon as it takes a login; the others it joins after.
+            node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout,
+                                       then=lambda node, container: self._configure_node(state, node, container))
+            new = {node.name for node, _ in started}
+            self._configure_nodes(state, only=[node for node in state.nodes if node.name not in new])
         except BaseException:
             for node, container in started:
                 self._best_effort(remove_container, container)
@@ -379,22 +382,22 @@ class Cluster:
         return mounts
 
     def _configure_nodes(self, state: ClusterState, only: list[NodeInfo] | None = None) -> None:
-        """Give every node (or ``only`` these) an ssh_config naming every node (the new ones
-        too), and the head alone the client key: its root starts the run's agents over SSH,
-        no other node logs in anywhere, so a node taken over holds no key to the others.
-        On a swarm the head's key is a secret already, and every node reaches every other
-        by name on the overlay."""
-        key = None if state.swarm_manager else self.key_path.read_bytes()
+        """:meth:`_configure_node` on every node (or ``only`` these) at once."""
+        self._on_each_node(lambda node: self._configure_node(state, node),
+                           only if only is not None else state.nodes)
+
+    def _configure_node(self, state: ClusterState, node: NodeInfo, container=None) -> None:
+        """Give ``node`` an ssh_config naming every node (the new ones too), and the head alone
+        the client key: its root starts the run's agents over SSH, no other node logs in
+        anywhere, so a node taken over holds no key to the others. On a swarm the head's key
+        is a secret already, and every node reaches every other by name on the overlay."""
+        key = None if state.swarm_manager or node.name != HEAD else self.key_path.read_bytes()
 
         def same_engine(a: NodeInfo, b: NodeInfo) -> bool:
             return bool(state.swarm_manager) or self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
-        def configure(node: NodeInfo) -> None:
-            node_containers.install_ssh_files(
-                self._container(node), node, self.name,
-                node_containers.node_ssh_files(state, node, key if node.name == HEAD else None, same_engine))
-
-        self._on_each_node(configure, only if only is not None else state.nodes)
+        node_containers.install_ssh_files(container or self._container(node), node, self.name,
+                                          node_containers.node_ssh_files(state, node, key, same_engine))
 
     def _on_each_node(self, action, nodes: list[NodeInfo]) -> None:
         """``action(node)`` for every node at once; raises the first failure, after all ended.

@@ -127,11 +127,13 @@ def published_port(container) -> int | None:
     return int(published[0]["HostPort"]) if published else None
 
 
-def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: float) -> None:
+def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: float, then=None) -> None:
     """Wait until key login works on every started node, through the local ``ssh_config``.
 
     A node whose container stops fails at once; one that never takes a login fails
     after ``timeout`` seconds. Either way the error carries the container's logs.
+    ``then(node, container)``, if given, is called for each node as soon as it takes a
+    login (its entrypoint has run), while the others may still be starting.
 
     Raises:
         ClusterError: A node exited or never became ready.
@@ -152,11 +154,14 @@ def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: floa
             try:
                 with SSHConnection(HostSpec(node.name), ssh_config=ssh_config,
                                    connect_timeout=5) as connection:
-                    if connection.run("true", timeout=10)[0] == 0:
-                        return
-                    problem = "`true` failed"
+                    ready = connection.run("true", timeout=10)[0] == 0
+                problem = "`true` failed"
             except DockkitError as exc:
-                problem = str(exc)
+                ready, problem = False, str(exc)
+            if ready:
+                if then is not None:  # outside the try: its failure is its own, not a failed login
+                    then(node, container)
+                return
             if time.monotonic() > deadline:
                 raise ClusterError(f"{node.name} ({node.container}) never accepted an SSH login "
                                    f"within {timeout:g} s: {problem}" + _logs_section(container))
