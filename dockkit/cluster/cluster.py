@@ -599,8 +599,7 @@ class Cluster:
         """
         state = self._require(follow=True)
         if not state.swarm_manager:  # a swarm's states came with following it
-            for node in state.nodes:
-                node.state = self._live(node)
+            self._on_each_node(lambda node: setattr(node, "state", self._live(node)), state.nodes)
         return state.nodes
 
     def _live(self, node: NodeInfo) -> str:
