@@ -56,9 +56,9 @@ ROOT_IMPORTS = ("dockkit.cli", "dockkit.runner", "dockkit.executor", "dockkit.pl
                 "dockkit.launch.srun", "dockkit.launch.ssh.launcher", "dockkit.launch.ssh.connection",
                 "rich.console", "rich.table")
 _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
-_STATUS = struct.Struct("!i")  # an agent's exit status, the server's one answer
-_STOP = b"T"  # the client was told to stop: so is the agent
-REAP_EVERY = 1.0  # s between looks for agents that ended, besides each SIGCHLD
+_STATUS = struct.Struct("!i")  # a child's exit status, the server's one answer
+_STOP = b"T"  # the client was told to stop: so is its child
+REAP_EVERY = 1.0  # s between looks for children that ended, besides each SIGCHLD
 
 #: The client, run as ``python -I -S -c CLIENT SOCKET_PATH MODULE [ARGS]``: standard
 #: library only, so that it starts in 10 ms. (This module imports nothing of dockkit at
@@ -112,7 +112,7 @@ class WarmServer:
         self._listener.listen(64)
         self._children: dict[int, socket.socket] = {}  # child pid -> its client's connection
         self._root_imported = False
-        # An agent's end wakes the loop at once: its client is waiting on its status.
+        # A child's end wakes the loop at once: its client is waiting on its status.
         self._wakeup, self._wakeup_w = os.pipe()
         for fd in (self._wakeup, self._wakeup_w):
             os.set_blocking(fd, False)
@@ -170,10 +170,14 @@ class WarmServer:
         return None
 
     def _import_root(self) -> None:
-        if not self._root_imported:
+        if self._root_imported:
+            return
+        self._root_imported = True
+        try:
             for name in ROOT_IMPORTS:
                 importlib.import_module(name)
-            self._root_imported = True
+        except Exception as exc:  # noqa: BLE001 - the root imports it again itself, and says why
+            print(f"dockkit-warm: could not import a root's modules ahead: {exc}", file=sys.stderr)
 
     def _fork(self) -> int | None:
         sys.stdout.flush()
