@@ -120,10 +120,10 @@ def _unpack_here(files: bytes) -> bytes:
     """Unpack the run's files on this machine (a cluster's head); returns them for the other hosts."""
     import tarfile
 
-    from dockkit.launch.agent import unpack_tar
+    from dockkit.launch.agent import UNPACKED_RECORD, unpack_tar
 
     try:
-        unpack_tar(files)
+        unpack_tar(files, record=UNPACKED_RECORD)
     except (OSError, tarfile.TarError) as exc:
         raise ConfigError(f"could not unpack the run's files here: {exc}") from None
     return files

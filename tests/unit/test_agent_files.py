@@ -4,9 +4,11 @@ announces it, the agent unpacking it, and the options that carry it to the head'
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -15,6 +17,7 @@ import pytest
 
 from dockkit.cluster.head import BRIDGE, RunOptions, head_command
 from dockkit.cluster.sync import pack
+from dockkit.launch import agent as agent_module
 from dockkit.launch.agent import unpack_files, unpack_tar
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig
 
@@ -98,6 +101,36 @@ def test_unpacked_files_are_this_users_whoever_owned_them_where_they_were_packed
     unpack_tar(buffer.getvalue())
     assert target.read_bytes() == b"x=1"
     assert (target.stat().st_uid, target.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def test_a_tar_unpacked_before_and_still_in_place_is_not_even_read_again(tmp_path, monkeypatch):
+    # The same project run again (a sweep's next point): its node keeps a record of the last tar.
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "job.py").write_text("print('hi')\n")
+    (project / "data" / "table.csv").write_text("a,b\n")
+    tar = pack(project).tar
+    record = tmp_path / "run" / "unpacked.json"
+    unpack_tar(tar, record=str(record))
+    assert json.loads(record.read_text())["digest"] == hashlib.sha256(tar).hexdigest()
+    opened = []
+    read_tar = agent_module._OwnFiles.open
+    monkeypatch.setattr(agent_module._OwnFiles, "open", lambda *a, **k: opened.append(1) or read_tar(*a, **k))
+
+    unpack_tar(tar, record=str(record))
+    assert opened == []  # everything as the record says: the tar is not opened
+    packed_time = (project / "job.py").stat().st_mtime
+    os.utime(project / "job.py", (1, 1))  # a run changed it since
+    unpack_tar(tar, record=str(record))
+    assert opened == [1] and (project / "job.py").stat().st_mtime == packed_time
+    shutil.rmtree(project / "data")  # a run removed a directory
+    unpack_tar(tar, record=str(record))
+    assert len(opened) == 2 and (project / "data" / "table.csv").read_text() == "a,b\n"
+    record.write_text("{not json")  # a record cut short: the tar is unpacked, the record made again
+    unpack_tar(tar, record=str(record))
+    assert len(opened) == 3 and json.loads(record.read_text())["digest"] == hashlib.sha256(tar).hexdigest()
+    unpack_tar(tar, record=str(record))
+    assert len(opened) == 3
 
 
 def test_a_stream_that_ends_early_is_an_error_that_says_how_much_came():
