@@ -179,7 +179,7 @@ class SSHLauncher:
         self._print_plan()
         # Every host at once: its connection, check and agent cost round trips, not CPU here.
         # Each host's agent starts as soon as its own connection is up: its workers connect
-        # back while the slower hosts still shake hands (16 nodes: 0.2 s sooner than after all).
+        # back while the slower hosts still shake hands (16 nodes: a trivial run 0.1 s shorter).
         with ThreadPoolExecutor(max_workers=min(32, len(self.rows))) as pool:
             list(pool.map(lambda row: self._connect_and_start(row, broker, config), self.rows))
         self._check("could not start workers", broker=broker)
