@@ -337,12 +337,15 @@ class Cluster:
             engines[host] = (address, network.name, self._mounts(host, state, local_engine=address == "127.0.0.1"),
                              self._workers_on(host))
 
+        host_keys = {index: generate_keypair(f"dockkit-{self.name}-node{index}") for index, _ in plan}
+        preset = self._ssh_files_before_start(state, plan, host_keys, engines)
+
         def create(index: int, host: str):
             address, network, mounts, workers = engines[host]
             return node_containers.create_node(
                 self._client(host), cluster=self.name, index=index, image=state.image, network=network,
-                docker_host=host, address=address, client_public=client_public, cpus=self.cpus,
-                memory=self.memory, workers=workers, volumes=mounts)
+                docker_host=host, address=address, host_key=host_keys[index], client_public=client_public,
+                ssh_files=preset.get(index), cpus=self.cpus, memory=self.memory, workers=workers, volumes=mounts)
 
         started = []
         try:
@@ -356,9 +359,11 @@ class Cluster:
             if failures:
                 raise failures[0]
             state.write_ssh_files(self.files)
-            # Each new node is configured as soon as it takes a login; the others it joins after.
+            # A new node not configured before it started is as soon as it takes a login; the
+            # others it joins after.
             node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout,
-                                       then=lambda node, container: self._configure_node(state, node, container))
+                                       then=None if preset else lambda node, container: self._configure_node(
+                                           state, node, container))
             new = {node.name for node, _ in started}
             self._configure_nodes(state, only=[node for node in state.nodes if node.name not in new])
         except BaseException:
@@ -367,6 +372,21 @@ class Cluster:
                 state.nodes.remove(node)
             raise
         state.save(self.files)
+
+    def _ssh_files_before_start(self, state: ClusterState, plan: list[tuple[int, str]], host_keys: dict,
+                                engines: dict) -> dict[int, dict[str, bytes]]:
+        """Each planned node's ssh files by index, where they can be known before it starts: when
+        every node is on one engine, where nodes reach each other by name, not by published
+        ports. Else none: the nodes are configured once their ports are known."""
+        if len({self._engine_url(host) for host in [*(n.docker_host for n in state.nodes), *engines]}) != 1:
+            return {}
+        planned = [NodeInfo(f"node{index}", container_name(self.name, f"node{index}"), host, engines[host][0],
+                            0, host_keys[index].public_line, engines[host][3], "created") for index, host in plan]
+        everyone = sorted([*state.nodes, *planned], key=lambda n: n.index)
+        key = self.key_path.read_bytes()
+        return {node.index: node_containers.node_ssh_files(everyone, node, key if node.name == HEAD else None,
+                                                           lambda a, b: True)
+                for node in planned}
 
     def _place(self, state: ClusterState, hosts: list[str], count: int) -> list[tuple[int, str]]:
         """(index, engine) of ``count`` new nodes: the free numbers, the first on ``hosts``,
@@ -397,7 +417,7 @@ class Cluster:
             return bool(state.swarm_manager) or self._engine_url(a.docker_host) == self._engine_url(b.docker_host)
 
         node_containers.install_ssh_files(container or self._container(node), node, self.name,
-                                          node_containers.node_ssh_files(state, node, key, same_engine))
+                                          node_containers.node_ssh_files(state.nodes, node, key, same_engine))
 
     def _on_each_node(self, action, nodes: list[NodeInfo]) -> None:
         """``action(node)`` for every node at once; raises the first failure, after all ended.

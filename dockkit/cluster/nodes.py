@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dockkit.cluster.engine import LABEL, docker_errors, find_container, remove_container, remove_network
 from dockkit.errors import ClusterError, DockerError, DockkitError
 from dockkit.cluster.image import NODE_KEY_DIR
-from dockkit.launch.ssh.keys import KeyPair, NodeRow, generate_keypair, node_ssh_texts
-from dockkit.cluster.state import ClusterState, NodeInfo
+from dockkit.launch.ssh.keys import KeyPair, NodeRow, node_ssh_texts
+from dockkit.cluster.state import NodeInfo
 
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
            "remove_networks", "create_node", "wait_ready", "private_archive", "node_keys_archive",
@@ -31,6 +31,7 @@ __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers
 
 CLUSTER_LABEL = "dockkit.cluster"
 NODE_LABEL = "dockkit.node"
+SSH_DIR = "/root/.ssh"  # a node's ssh config, known_hosts and (the head's) client key
 _ALIVE = ("created", "running", "restarting")  # anything else will never take a login
 
 
@@ -68,14 +69,15 @@ def remove_networks(client, cluster: str) -> None:
 
 
 def create_node(client, *, cluster: str, index: int, image: str, network: str, docker_host: str, address: str,
-                client_public: str, workers: int, cpus: float | None = None, memory: str | None = None,
-                volumes: dict | None = None):
-    """Create and start ``node<index>`` on ``network`` (see :func:`ensure_network`) with a fresh
-    host key, for ``workers`` workers; return ``(NodeInfo, container)``.
+                host_key: KeyPair, client_public: str, workers: int, ssh_files: dict[str, bytes] | None = None,
+                cpus: float | None = None, memory: str | None = None, volumes: dict | None = None):
+    """Create and start ``node<index>`` on ``network`` (see :func:`ensure_network`) with
+    ``host_key``, for ``workers`` workers; return ``(NodeInfo, container)``.
 
     A stopped or leftover container of the same cluster and name is replaced. Its sshd
     is published on ``address``'s side: loopback for a local engine, every interface of
-    a remote one (the other nodes reach it there).
+    a remote one (the other nodes reach it there). ``ssh_files`` (see :func:`node_ssh_files`),
+    when they can be known before it starts, go in with its keys.
 
     Raises:
         ClusterError: The name is taken by a container of something else, or the
@@ -90,7 +92,6 @@ def create_node(client, *, cluster: str, index: int, image: str, network: str, d
                                f"cluster {cluster!r}; remove it or pick another --name")
         remove_container(old)
     publish = "127.0.0.1" if address == "127.0.0.1" else "0.0.0.0"
-    host_key = generate_keypair(f"dockkit-{cluster}-{name}")
     limits = {}
     if cpus:
         limits["nano_cpus"] = int(float(cpus) * 1e9)
@@ -104,7 +105,7 @@ def create_node(client, *, cluster: str, index: int, image: str, network: str, d
             ports={"22/tcp": (publish, None)}, network=network,
             networking_config={network: endpoint}, volumes=volumes or {}, **limits)
     try:
-        install_node_keys(container, host_key, client_public)
+        install_node_keys(container, host_key, client_public, ssh_files)
         with docker_errors(f"starting {full_name}", ClusterError):
             container.start()
             container.reload()
@@ -176,14 +177,14 @@ def wait_ready(started: list[tuple[NodeInfo, object]], ssh_config, timeout: floa
             raise failed[0].exception()
 
 
-def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes | None, same_engine) -> dict[str, bytes]:
-    """``/root/.ssh`` of ``node``: a config naming every node, and the client key if given.
+def node_ssh_files(nodes: list[NodeInfo], node: NodeInfo, key: bytes | None, same_engine) -> dict[str, bytes]:
+    """``/root/.ssh`` of ``node``: a config naming every one of ``nodes``, and the client key if given.
 
     Nodes on the same engine are reached by name on the private network; the others
     on their Docker host's published port. ``same_engine(a, b)`` compares two nodes.
     """
     rows = []
-    for other in state.nodes:
+    for other in nodes:
         hostname, port = (other.name, 22) if same_engine(node, other) else (other.address, other.port)
         rows.append(NodeRow(other.name, hostname, port, other.host_key))
     config, known = node_ssh_texts(rows, user="root", identity_file="/root/.ssh/id_ed25519",
@@ -192,62 +193,72 @@ def node_ssh_files(state: ClusterState, node: NodeInfo, key: bytes | None, same_
     return files if key is None else {**files, "id_ed25519": key}
 
 
-def private_archive(files: dict[str, bytes], folder: str | None = None) -> bytes:
+def private_archive(files: dict[str, bytes], folders: Iterable[str] = ()) -> bytes:
     """A tar of ``files`` (name → content), each mode 0600, for ``put_archive``.
 
     Args:
         files: File names (relative to the extraction folder) and their bytes.
-        folder: If given, a 0700 directory entry that holds them (``etc/dockkit``).
+        folders: 0700 directory entries that come first (``etc/dockkit``), for the files in them.
     """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        if folder:
+        for folder in folders:
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, 0o700
             tar.addfile(info)
         for name, data in files.items():
-            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
+            info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def node_keys_archive(host_key: KeyPair, authorized_keys: str | Iterable[str]) -> bytes:
+def node_keys_archive(host_key: KeyPair, authorized_keys: str | Iterable[str],
+                      ssh_files: dict[str, bytes] | None = None) -> bytes:
     """A tar of the files the worker entrypoint installs at start, for ``put_archive("/")``.
 
     Args:
         host_key: The node's host keypair (its public line goes in known_hosts).
         authorized_keys: Public key lines allowed to log in as root.
+        ssh_files: The node's own ``/root/.ssh`` files (:func:`node_ssh_files`), if any.
 
     Returns:
-        Tar bytes holding ``etc/dockkit/ssh_host_ed25519_key`` and ``etc/dockkit/authorized_keys``.
+        Tar bytes holding ``etc/dockkit/ssh_host_ed25519_key`` and ``etc/dockkit/authorized_keys``,
+        and ``root/.ssh/<name>`` for each of ``ssh_files``.
     """
     lines = [authorized_keys] if isinstance(authorized_keys, str) else list(authorized_keys)
     text = "".join(f"{line.strip()}\n" for line in lines if line.strip())
-    return private_archive({"ssh_host_ed25519_key": host_key.private_openssh,
-                            "authorized_keys": text.encode()}, NODE_KEY_DIR.lstrip("/"))
+    keys = {"ssh_host_ed25519_key": host_key.private_openssh, "authorized_keys": text.encode()}
+    return private_archive({**{f"{NODE_KEY_DIR.lstrip('/')}/{name}": data for name, data in keys.items()},
+                            **{f"{SSH_DIR.lstrip('/')}/{name}": data for name, data in (ssh_files or {}).items()}},
+                           folders=[NODE_KEY_DIR.lstrip("/")] + ([SSH_DIR.lstrip("/")] if ssh_files else []))
 
 
-def install_node_keys(container, host_key: KeyPair, authorized_keys: str | Iterable[str]) -> None:
+def install_node_keys(container, host_key: KeyPair, authorized_keys: str | Iterable[str],
+                      ssh_files: dict[str, bytes] | None = None) -> None:
     """Copy a node's keys into a created (not yet started) worker container.
+
+    One copy costs the engine about as much CPU as a fifth of the container's start, so a
+    node's ssh files, when they are known before it starts, ride along.
 
     Args:
         container: A docker-py ``Container`` made from the worker image.
         host_key: The node's host keypair.
         authorized_keys: Public key lines allowed to log in as root.
+        ssh_files: The node's ``/root/.ssh`` files (:func:`node_ssh_files`), if known yet.
 
     Raises:
         DockerError: The copy failed.
     """
     with docker_errors(f"copying keys into container {container.name}"):
-        if not container.put_archive("/", node_keys_archive(host_key, authorized_keys)):
+        if not container.put_archive("/", node_keys_archive(host_key, authorized_keys, ssh_files)):
             raise DockerError(f"copying keys into container {container.name} failed")
 
 
 def install_ssh_files(container, node: NodeInfo, cluster: str, files: dict[str, bytes]) -> None:
     with docker_errors(f"writing the ssh config of {node.name}", ClusterError,
                        gone=gone_message(node, cluster)):
-        container.put_archive("/root/.ssh", private_archive(files))
+        container.put_archive(SSH_DIR, private_archive(files))
 
 
 # How often a streamed exec asks the engine whether its command still runs, and how long

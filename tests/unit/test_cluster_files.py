@@ -63,7 +63,7 @@ def test_this_machine_reaches_every_node_on_its_published_port(tmp_path):
 
 def test_a_node_reaches_its_engine_mates_by_name_and_the_others_by_port():
     state = _state()
-    files = node_ssh_files(state, state.nodes[0], b"PRIVATE", lambda a, b: a.docker_host == b.docker_host)
+    files = node_ssh_files(state.nodes, state.nodes[0], b"PRIVATE", lambda a, b: a.docker_host == b.docker_host)
     assert files["id_ed25519"] == b"PRIVATE"
     config, known = files["config"].decode(), files["known_hosts"].decode()
     assert [_lookup(config, known, f"node{i}") for i in range(3)] == [
@@ -71,5 +71,5 @@ def test_a_node_reaches_its_engine_mates_by_name_and_the_others_by_port():
         ("node1", 22, KEYS[1].public_line.split()[1]),
         ("192.0.2.7", 40002, KEYS[2].public_line.split()[1])]
     assert "IdentityFile /root/.ssh/id_ed25519" in config
-    keyless = node_ssh_files(state, state.nodes[1], None, lambda a, b: a.docker_host == b.docker_host)
+    keyless = node_ssh_files(state.nodes, state.nodes[1], None, lambda a, b: a.docker_host == b.docker_host)
     assert sorted(keyless) == ["config", "known_hosts"]  # a node other than the head gets no key
