@@ -5,12 +5,15 @@ comparable with the local pools, so each cluster figure stands beside the same j
 run with ``dockkit run --local`` and as many local workers, in the same run.
 Everything goes through the CLI, as a user would type it: ``dockkit up`` (timed with
 the worker image already built), ``dockkit run benchmarks/cluster_job.py`` per
-workload (see there), ``dockkit down`` (timed). Skipped with the reason when there
-is no Docker Engine, or in a ``--quick`` run.
+workload (see there), ``dockkit down`` (timed). Beside ``up`` and ``down`` stands what the
+engine alone takes to start and remove as many bare containers (:func:`engine_alone`): the
+floor under both on this machine. Skipped with the reason when there is no Docker
+Engine, or in a ``--quick`` run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.env import ROOT, store_section
 
@@ -79,7 +83,50 @@ def _measure(env, nodes: int, per_node: int, workloads) -> dict:
         started = time.perf_counter()
         cli("down", "--name", name, env=env)
         figures["down_s"] = round(time.perf_counter() - started, 2)
+    figures["engine_alone"] = engine_alone(env, nodes)
     return figures
+
+
+def engine_alone(env, count: int) -> dict:
+    """Seconds the engine alone takes to start, then remove, ``count`` containers shaped like
+    nodes (the worker image, a network of their own, port 22 published on loopback, all at
+    once) that run nothing but ``sleep``: the floor under ``up`` and ``down`` here."""
+    import docker
+
+    from dockkit.cluster.image import ensure_worker_image
+
+    client = docker.from_env(environment=env)
+    image = ensure_worker_image(client, log=lambda message: None)  # built already: only its tag
+    name = f"bench-engine-{uuid.uuid4().hex[:6]}"
+    labels = {"org.dockkit.managed": "true", "dockkit.bench": name}
+    containers = []
+
+    def start(index: int) -> None:
+        container = client.containers.create(image, name=f"{name}-{index}", entrypoint=["sleep", "infinity"],
+                                              labels=labels, network=name, ports={"22/tcp": ("127.0.0.1", None)})
+        containers.append(container)
+        container.start()
+
+    try:
+        started = time.perf_counter()
+        network = client.networks.create(name, driver="bridge", labels=labels)
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(start, range(count)))
+        figures = {"start_s": round(time.perf_counter() - started, 2)}
+        started = time.perf_counter()
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(lambda container: container.remove(force=True), containers))
+        containers.clear()
+        network.remove()
+        figures["remove_s"] = round(time.perf_counter() - started, 2)
+        return figures
+    finally:  # a failure above leaves nothing behind
+        for container in containers:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        for leftover in client.networks.list(names=[name]):
+            with contextlib.suppress(docker.errors.APIError):
+                leftover.remove()
 
 
 def job(env, name: str, workers: int, workload: str, *, local: bool = False) -> dict:

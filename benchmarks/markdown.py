@@ -170,8 +170,11 @@ def _cluster(cluster: dict) -> str:
         measured = figures.get(size, {})
         shape = f"{measured.get('nodes', '?')} nodes × {measured.get('workers', '?') // max(measured.get('nodes', 1), 1)}" \
             if isinstance(measured.get("workers"), int) else size
+        alone = measured.get("engine_alone", {})
         rows.append((f"**{shape}**: `dockkit up` (image built) · s", _cell(measured.get("up_s"), "{:.2f}"), "", "",
                      "≤ 5 s" if size == "large" else ""))
+        rows.append(("  the engine alone: as many bare containers started · s",
+                     _cell(alone.get("start_s"), "{:.2f}"), "", "", ""))
         for row_size, workload, key, label, fmt, target in _CLUSTER_ROWS:
             if row_size != size:
                 continue
@@ -182,6 +185,7 @@ def _cluster(cluster: dict) -> str:
             rows.append((label, _cell(on_cluster, fmt), _cell(on_local, fmt), ratio, target))
         rows.append(("`dockkit down` · s", _cell(measured.get("down_s"), "{:.2f}"), "", "",
                      "≤ 2 s" if size == "large" else ""))
+        rows.append(("  the engine alone: those removed · s", _cell(alone.get("remove_s"), "{:.2f}"), "", "", ""))
     return head + f"This run: {cluster['reason']}.\n\n" + _table(("figure", "cluster", "local", "cluster / local", "target"), rows)
 
 

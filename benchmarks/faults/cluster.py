@@ -33,7 +33,7 @@ from benchmarks.faults.local import BOTH, finish, interruptible, maps_correct
 from benchmarks.faults.job import REPORT_MARK
 from benchmarks.faults.trial import ERROR, Fault, Outcome, Trial
 from dockkit.launch.supervisor import OUT_OF_MEMORY, WORKER_PROCESS_NAME
-from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME
+from dockkit.launch.warm import PS_ARGV, run_processes
 
 NODES = 3
 WORKERS = 6
@@ -156,9 +156,7 @@ def dockkit_processes(container) -> int:
     container.reload()
     if container.status != "running":
         return 0
-    listing = container.exec_run(["ps", "-eo", "comm=,args="]).output.decode(errors="replace")
-    return sum("dockkit" in line and not line.startswith(("ps ", WARM_SERVER_NAME))
-               for line in listing.splitlines())
+    return len(run_processes(container.exec_run(list(PS_ARGV)).output.decode(errors="replace")))
 
 
 def node_lost(node: str) -> re.Pattern:

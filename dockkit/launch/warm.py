@@ -55,6 +55,8 @@ ROOT_IMPORTS = ("dockkit.cli", "dockkit.runner", "dockkit.executor", "dockkit.pl
                 "dockkit.runtime.broker", "dockkit.runtime.auth", "dockkit.launch.allocation",
                 "dockkit.launch.srun", "dockkit.launch.ssh.launcher", "dockkit.launch.ssh.connection",
                 "rich.console", "rich.table")
+#: How a node's processes are listed for :func:`run_processes`.
+PS_ARGV = ("ps", "-ww", "-eo", "pid=,comm=,args=")  # -ww: whole command lines, never cut
 _LENGTH = struct.Struct("!I")  # a request's length, before its JSON
 _STATUS = struct.Struct("!i")  # a child's exit status, the server's one answer
 _STOP = b"T"  # the client was told to stop: so is its child
@@ -287,6 +289,18 @@ def _run_module(module: str) -> None:
     import runpy
 
     runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def run_processes(listing: str) -> list[str]:
+    """The lines of a :data:`PS_ARGV` listing that belong to runs: roots, agents, workers and
+    the clients that wait on them, whose name or command line says dockkit. A node's warm
+    server is not one (it outlives every run), nor is the ``ps`` that listed them."""
+    found = []
+    for line in listing.splitlines():
+        pid, comm, args = (line.split(None, 2) + ["", ""])[:3]
+        if "dockkit" in f"{comm} {args}" and comm not in (SERVER_NAME, "ps"):
+            found.append(line.strip())
+    return found
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from dockkit.errors import DockerError  # noqa: E402
 from dockkit.cluster.engine import LABEL, docker_client as connect_docker  # noqa: E402
 from dockkit.cluster.image import ensure_worker_image  # noqa: E402
 from dockkit.launch.ssh.keys import KeyPair, SSHHostEntry, generate_keypair, known_hosts_line, ssh_config_text  # noqa: E402
-from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME  # noqa: E402
+from dockkit.launch.warm import PS_ARGV, run_processes  # noqa: E402
 
 RUN_LABEL = "org.dockkit.test-run"
 BUILD_TIMEOUT = 900  # s; the first test to need the image may build the base and the image
@@ -108,12 +108,9 @@ class SSHNodes:
         code, out = node.container.exec_run(argv)
         return ExecResult(code, out.decode(errors="replace"))
 
-    def run_processes(self, node: SSHNode | int | str) -> str:
-        """The node's processes that belong to runs (agents, workers), one ``ps`` line each:
-        those whose command line names a dockkit module, less the node's warm agent server."""
-        listing = self.exec(node, ["ps", "-eo", "pid=,comm=,args="]).output
-        return "\n".join(line for line in listing.splitlines()
-                         if "dockkit." in line and line.split(None, 2)[1] != WARM_SERVER_NAME)
+    def run_processes(self, node: SSHNode | int | str) -> list[str]:
+        """The node's processes that belong to runs (agents, workers), one ``ps`` line each."""
+        return run_processes(self.exec(node, list(PS_ARGV)).output)
 
     def connect(self, node: SSHNode | int | str, **kwargs) -> paramiko.SSHClient:
         """A paramiko client logged in to the node with the client key and pinned host keys only.

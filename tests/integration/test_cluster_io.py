@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 import dockkit
-from dockkit.launch.warm import SERVER_NAME as WARM_SERVER_NAME
+from dockkit.launch.warm import PS_ARGV, run_processes
 from tests.integration.test_cluster import dockkit_cli
 from tests.names import unique_name
 
@@ -228,12 +228,8 @@ def test_a_root_killed_in_the_head_is_explained(cluster, state_env, project):
 
 def _dockkit_processes(cluster) -> dict[str, list[str]]:
     """Every node's run processes (roots, agents, workers; not its warm agent server), as ``ps`` shows them."""
-    found = {}
-    for node in ("node0", "node1"):
-        out = cluster.container(node).exec_run(["ps", "-eo", "comm=,args="]).output.decode()
-        found[node] = [line for line in out.splitlines()
-                       if "dockkit" in line and not line.startswith(("ps ", WARM_SERVER_NAME))]
-    return found
+    return {node: run_processes(cluster.container(node).exec_run(list(PS_ARGV)).output.decode())
+            for node in ("node0", "node1")}
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)

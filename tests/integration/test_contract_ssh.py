@@ -29,7 +29,7 @@ def executor(request, ssh_nodes):
     assert not _left(ssh_nodes, "node0") and not _left(ssh_nodes, "node1")
 
 
-def _left(ssh_nodes, node) -> str:
+def _left(ssh_nodes, node) -> list[str]:
     return ssh_nodes.run_processes(node)
 
 

@@ -27,6 +27,8 @@ from tests.integration.streams import Collect
 from tests.names import TEST_RUN, unique_name
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes don't have this module
+# the first test may start the engine bed and ship the image to two engines: past the default
+pytestmark = pytest.mark.timeout(600)
 
 
 def engine_urls(engine_bed) -> list[str]:

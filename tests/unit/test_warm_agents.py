@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dockkit.launch.warm import AGENT_MODULE, AGENT_NAME, ROOT_MODULE, ROOT_NAME, SERVER_NAME, client_args
+from dockkit.launch.warm import (AGENT_MODULE, AGENT_NAME, PS_ARGV, ROOT_MODULE, ROOT_NAME, SERVER_NAME, client_args,
+                                 run_processes)
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig
 
 
@@ -85,24 +86,45 @@ def forked_agent(server_pid: int, timeout: float = 30) -> int:
     raise AssertionError("the server forked no agent")
 
 
-def test_the_server_forks_the_agent_in_the_clients_place_and_relays_its_end(server, tmp_path, processes):
-    process, path = server
-    assert comm(process.pid) == SERVER_NAME
+def running_agent(server_pid: int, path, tmp_path) -> tuple[subprocess.Popen, int, list[int]]:
+    """A client, the agent the server forked for it, and the agent's workers, once they started."""
     client = start_client(path, tmp_path)
     client.stdin.write(agent_config())
     client.stdin.flush()
-    agent = forked_agent(process.pid)
+    agent = forked_agent(server_pid)
+    deadline = time.monotonic() + 30
+    while not children_of(agent) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = children_of(agent)
+    assert workers, "the agent started no worker"
+    return client, agent, workers
+
+
+def test_the_server_forks_the_agent_in_the_clients_place_and_relays_its_end(server, tmp_path, processes):
+    process, path = server
+    assert comm(process.pid) == SERVER_NAME
+    client, agent, workers = running_agent(process.pid, path, tmp_path)
     assert os.readlink(f"/proc/{agent}/cwd") == str(tmp_path / "workdir")
     assert os.getpgid(agent) == agent  # a group of its own, which its workers join
-    workers = children_of(agent)
-    deadline = time.monotonic() + 30
-    while not workers and time.monotonic() < deadline:
-        time.sleep(0.02)
-        workers = children_of(agent)
-    assert workers, "the agent started no worker"
     client.stdin.close()  # the SSH session ends: the agent stops, and the client with its status
     assert client.wait(timeout=30) == 0, client.stderr.read().decode()
     assert processes.wait_gone([agent, *workers], timeout=10) == []
+
+
+def test_a_runs_processes_are_told_from_the_warm_server_in_a_listing(server, tmp_path, processes):
+    process, path = server
+    client, agent, workers = running_agent(process.pid, path, tmp_path)
+    ours = {process.pid, client.pid, agent, *workers}
+
+    def listed() -> set[int]:
+        lines = run_processes(subprocess.run(PS_ARGV, capture_output=True, text=True, check=True).stdout)
+        return {int(line.split()[0]) for line in lines} & ours
+
+    assert listed() == ours - {process.pid}, "the client, its agent and the workers are the run's"
+    client.stdin.close()
+    assert client.wait(timeout=30) == 0
+    assert processes.wait_gone(list(ours - {process.pid, client.pid}), timeout=10) == []
+    assert listed() == set() and process.poll() is None  # the server stays, and is no run's
 
 
 def test_the_agents_status_and_output_reach_the_client(server, tmp_path):
@@ -117,14 +139,8 @@ def test_the_agents_status_and_output_reach_the_client(server, tmp_path):
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_or_killed_client_takes_its_agent_and_workers_along(server, tmp_path, processes, how):
     process, path = server
-    client = start_client(path, tmp_path)
-    client.stdin.write(agent_config())
-    client.stdin.flush()
-    agent = forked_agent(process.pid)
-    deadline = time.monotonic() + 30
-    while not children_of(agent) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    group = [agent, *children_of(agent)]
+    client, agent, workers = running_agent(process.pid, path, tmp_path)
+    group = [agent, *workers]
     client.send_signal(how)
     assert client.wait(timeout=30) in (0, -signal.SIGKILL)
     assert processes.wait_gone(group, timeout=10) == [], "the agent outlived its client"
