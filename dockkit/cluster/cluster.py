@@ -359,8 +359,8 @@ class Cluster:
             if failures:
                 raise failures[0]
             state.write_ssh_files(self.files)
-            # A new node not configured before it started is as soon as it takes a login; the
-            # others it joins after.
+            # New nodes whose ssh files could not go in before they started get them as each
+            # takes its login; the nodes that were up already learn of the new ones after.
             node_containers.wait_ready(started, self.ssh_config_path, self.ready_timeout,
                                        then=None if preset else lambda node, container: self._configure_node(
                                            state, node, container))

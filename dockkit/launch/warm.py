@@ -297,7 +297,7 @@ def run_processes(listing: str) -> list[str]:
     server is not one (it outlives every run), nor is the ``ps`` that listed them."""
     found = []
     for line in listing.splitlines():
-        pid, comm, args = (line.split(None, 2) + ["", ""])[:3]
+        _pid, comm, args = (line.split(None, 2) + ["", ""])[:3]
         if "dockkit" in f"{comm} {args}" and comm not in (SERVER_NAME, "ps"):
             found.append(line.strip())
     return found

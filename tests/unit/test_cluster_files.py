@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import stat
+import tarfile
 
 import paramiko
 
-from dockkit.cluster.nodes import node_ssh_files
+from dockkit.cluster.nodes import node_keys_archive, node_ssh_files
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 from dockkit.launch.ssh.keys import NodeRow, generate_keypair, known_hosts_name, node_ssh_texts
 
@@ -73,3 +74,28 @@ def test_a_node_reaches_its_engine_mates_by_name_and_the_others_by_port():
     assert "IdentityFile /root/.ssh/id_ed25519" in config
     keyless = node_ssh_files(state.nodes, state.nodes[1], None, lambda a, b: a.docker_host == b.docker_host)
     assert sorted(keyless) == ["config", "known_hosts"]  # a node other than the head gets no key
+
+
+def _members(archive: bytes) -> dict[str, tuple[str, int, bytes | None]]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: ("dir" if m.isdir() else "file", m.mode, None if m.isdir() else tar.extractfile(m).read())
+                for m in tar.getmembers()}
+
+
+def test_a_nodes_keys_and_ssh_files_go_in_one_private_archive():
+    state = _state()
+    files = node_ssh_files(state.nodes, state.nodes[0], b"PRIVATE", lambda a, b: True)
+    members = _members(node_keys_archive(KEYS[0], ["ssh-ed25519 AAAA one", "  ", "ssh-ed25519 BBBB two"], files))
+    assert members == {
+        "etc/dockkit": ("dir", 0o700, None),
+        "etc/dockkit/ssh_host_ed25519_key": ("file", 0o600, KEYS[0].private_openssh),
+        "etc/dockkit/authorized_keys": ("file", 0o600, b"ssh-ed25519 AAAA one\nssh-ed25519 BBBB two\n"),
+        "root/.ssh": ("dir", 0o700, None),
+        "root/.ssh/config": ("file", 0o600, files["config"]),
+        "root/.ssh/known_hosts": ("file", 0o600, files["known_hosts"]),
+        "root/.ssh/id_ed25519": ("file", 0o600, b"PRIVATE"),
+    }
+    # without ssh files (nodes on several engines: written once their ports are known) the
+    # archive leaves /root/.ssh alone
+    assert sorted(_members(node_keys_archive(KEYS[0], "ssh-ed25519 AAAA one"))) == [
+        "etc/dockkit", "etc/dockkit/authorized_keys", "etc/dockkit/ssh_host_ed25519_key"]
