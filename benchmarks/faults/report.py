@@ -229,7 +229,10 @@ def _up_said(details: list[dict]) -> list[str]:
                 if running else "")]
     words = collections.Counter(d["last_word"] for d in running if d["last_word"])
     lines += [f"its last word: `{word}` ×{n}" for word, n in words.most_common()]
-    lines.append(f"tracebacks printed: {sum(d['traceback'] for d in ups)}")
+    whose = collections.Counter(d["traceback"] for d in ups)
+    lines.append(f"tracebacks printed: {whose['dockkit']}"
+                 + (f" (and {whose['startup']} by Python, interrupted as it started, before any code of dockkit's "
+                    "ran)" if whose["startup"] else ""))
     lines += [f"`down` failed: `{d['down_said']}`" for d in ups if d["down_said"]]
     lines += [f"`up` again failed: `{d['again_said']}`" for d in ups if d["again_said"]]
     return lines

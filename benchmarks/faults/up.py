@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+import dockkit
 from benchmarks.env import ROOT, child_env
 from benchmarks.faults.local import interruptible
 from benchmarks.faults.trial import Fault, Outcome
@@ -27,6 +29,8 @@ from benchmarks.faults.trial import Fault, Outcome
 NODES = 3
 LATEST_S = 2.5     # the signal comes at a uniform random delay up to this (an `up` of 3 nodes takes ~2.2 s here)
 UP_TIMEOUT_S = 300.0
+PACKAGE = Path(dockkit.__file__).resolve().parent
+FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+, in (?P<function>\S+)', re.MULTILINE)
 
 
 def labelled(name: str) -> int:
@@ -102,11 +106,27 @@ def up_interrupted(signum: int, _cluster, max_retries: int) -> Outcome:
                    duplicates=0, noticed_s=ended_s, status=status,
                    error=_error(last_words[-1]) if last_words and status not in (0, None) else None,
                    lingering=after_up, left=after_down + after_all,
-                   detail={"delay_s": delay, "running": running, "traceback": "Traceback" in (said or ""),
+                   detail={"delay_s": delay, "running": running, "traceback": whose_traceback(said or ""),
                            # what it said as it stopped (a SIGKILLed one says nothing)
                            "last_word": last_words[-1] if last_words and signum != signal.SIGKILL else None,
                            "down_said": None if down == 0 else down_said.strip()[-300:],
                            "again_said": None if again == 0 else again_said.strip()[-300:]})
+
+
+def whose_traceback(said: str) -> str | None:
+    """Who printed the traceback in ``said``, if any: ``"dockkit"`` or ``"startup"``.
+
+    A SIGINT that lands while Python is still starting (``site``, ``runpy``, the
+    imports at module level) raises KeyboardInterrupt before any of dockkit's
+    code runs, and the interpreter prints the traceback: dockkit can't catch it.
+    Once a function of dockkit's is on the stack, a Ctrl-C must end in one line.
+    """
+    if "Traceback (most recent call last)" not in said:
+        return None
+    for frame in FRAME.finditer(said):
+        if frame["function"] != "<module>" and Path(frame["path"]).resolve().is_relative_to(PACKAGE):
+            return "dockkit"
+    return "startup"
 
 
 def _error(line: str) -> str | None:

@@ -9,6 +9,7 @@ exit status is the documented one. Speed is never asserted.
 from __future__ import annotations
 
 import signal
+import traceback
 
 import pytest
 
@@ -77,3 +78,26 @@ def test_the_page_says_what_down_said_after_an_engine_was_lost():
     assert f"it said: `` {said} ``" in text and "named the lost engine in 2 of 2" in text
     assert "the first line that said it: `dockkit: host node1 lost`" in text
     assert "after `down` (containers, networks, volumes with the cluster's label): 0, in 0 of 2" in text
+
+
+def test_a_traceback_is_dockkits_once_its_code_runs_and_pythons_while_it_starts():
+    from benchmarks.faults.up import PACKAGE, whose_traceback
+    from dockkit.cli import expand_hosts
+
+    try:
+        expand_hosts(None)
+    except TypeError:
+        raised_in_dockkit = traceback.format_exc()
+    while_importing = (  # what a SIGINT during `python -m dockkit.cli`'s imports printed
+        "Traceback (most recent call last):\n"
+        '  File "<frozen runpy>", line 189, in _run_module_as_main\n'
+        '  File "<frozen runpy>", line 112, in _get_module_details\n'
+        f'  File "{PACKAGE / "__init__.py"}", line 19, in <module>\n'
+        "    from dockkit.errors import (BrokenExecutor, DockkitError, RemoteError, SerializationError,\n"
+        f'  File "{PACKAGE / "errors.py"}", line 12, in <module>\n'
+        "    import concurrent.futures\n"
+        '  File "/usr/lib/python3.11/collections/__init__.py", line 436, in namedtuple\n'
+        "KeyboardInterrupt\n")
+    assert whose_traceback("dockkit: making 3 nodes\nAborted.\n") is None
+    assert whose_traceback(raised_in_dockkit) == "dockkit"
+    assert whose_traceback(while_importing) == "startup"
