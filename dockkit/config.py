@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from dockkit.errors import ConfigError
@@ -46,15 +47,21 @@ def write_private(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` readable by its owner only (0600; folders made 0700).
 
     The file is created with mode 0600 from the start, so a key is never readable by
-    others, not even for a moment; a file that existed with other bits is fixed.
+    others, not even for a moment, and it takes the old file's place whole: another
+    command reading the cluster's state or ssh_config meanwhile sees the old content or
+    the new, never half, and a write that fails (a full disk) leaves the old one.
 
     Raises:
         OSError: The file cannot be written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-    os.chmod(path, 0o600)
+    fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.replace(written, path)
+    except BaseException:
+        Path(written).unlink(missing_ok=True)
+        raise
     return path

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import stat
 import tarfile
+import threading
 
 import paramiko
 
 from dockkit.cluster.nodes import node_keys_archive, node_ssh_files
+from dockkit.config import write_private
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 from dockkit.launch.ssh.keys import NodeRow, generate_keypair, known_hosts_name, node_ssh_texts
 
@@ -99,3 +101,29 @@ def test_a_nodes_keys_and_ssh_files_go_in_one_private_archive():
     # archive leaves /root/.ssh alone
     assert sorted(_members(node_keys_archive(KEYS[0], "ssh-ed25519 AAAA one"))) == [
         "etc/dockkit", "etc/dockkit/authorized_keys", "etc/dockkit/ssh_host_ed25519_key"]
+
+
+def test_a_rewritten_file_is_read_whole_old_or_new_and_stays_private(tmp_path):
+    path = tmp_path / "ssh_config"
+    path.write_text("loose")
+    path.chmod(0o644)
+    old, new = "a" * 400_000, "b" * 300_000
+    write_private(path, old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stop, seen = threading.Event(), set()
+
+    def rewrite():
+        while not stop.is_set():
+            write_private(path, new)
+            write_private(path, old)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(2000):
+            seen.add(len(path.read_text()))
+    finally:
+        stop.set()
+        writer.join()
+    assert seen <= {len(old), len(new)}, seen  # never empty, never half
+    assert [p.name for p in tmp_path.iterdir()] == ["ssh_config"]  # no temporary file left
