@@ -12,8 +12,9 @@ into it, so an unchanged tree never rebuilds and a changed one never runs stale 
     images/worker┘ Dockerfile, sshd.conf, entrypoint.sh
          └─► docker build (classic builder, never pull) ─► dockkit-worker:<hash>
 
-The entrypoint installs keys at start (see :func:`dockkit.cluster.nodes.install_node_keys`);
-none are baked in.
+The entrypoint installs keys at start, sent on its stdin as it starts
+(:func:`dockkit.cluster.nodes.start_with_stdin`) or copied in before
+(:func:`dockkit.cluster.nodes.install_node_keys`); none are baked in.
 """
 
 from __future__ import annotations

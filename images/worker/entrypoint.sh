@@ -1,12 +1,16 @@
 #!/bin/sh
 # dockkit worker entrypoint: install this node's keys, then run sshd in the foreground.
 #
-# Keys come from one of two places (nothing is baked into the image):
+# Keys come from one of three places (nothing is baked into the image):
 #   1. files copied into the created container before it starts (docker put_archive):
 #        /etc/dockkit/ssh_host_ed25519_key   the node's private host key (OpenSSH format)
 #        /etc/dockkit/authorized_keys        public keys allowed to log in as root
 #   2. environment variables, base64 of the same contents (handy for compose):
 #        DOCKKIT_HOST_KEY, DOCKKIT_AUTHORIZED_KEYS
+#   3. with DOCKKIT_KEYS=stdin, a tar of the files of 1 (and of /root/.ssh, if any) on
+#      stdin, read at the first start: what `dockkit up` sends as the node starts (a copy
+#      into a created container costs the engine several times more). A restart finds
+#      the files in place and reads nothing.
 # With no host key at all a fresh one is generated and its public line is logged,
 # so it can be pinned from `docker logs`. With no authorized key the node refuses to start.
 # Extra arguments are passed to sshd.
@@ -15,6 +19,9 @@ umask 077
 SRC=/etc/dockkit
 HOST_KEY=/etc/ssh/ssh_host_ed25519_key
 
+if [ "${DOCKKIT_KEYS:-}" = stdin ] && [ ! -s "$SRC/authorized_keys" ]; then
+    tar -x -C / || { echo "dockkit: DOCKKIT_KEYS=stdin, but no key archive came on stdin" >&2; exit 1; }
+fi
 if [ -n "${DOCKKIT_HOST_KEY:-}" ]; then
     printf '%s' "$DOCKKIT_HOST_KEY" | base64 -d > "$HOST_KEY"
 elif [ -s "$SRC/ssh_host_ed25519_key" ]; then

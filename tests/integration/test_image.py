@@ -17,6 +17,7 @@ from dockkit.cluster import base_image
 from dockkit.cluster import engine
 from dockkit.cluster import image
 from dockkit.cluster.engine import LABEL
+from dockkit.cluster.nodes import node_keys_archive, start_with_stdin
 from dockkit.errors import DockerError, ImageError
 from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 
@@ -136,13 +137,56 @@ def test_keys_from_environment_variables(docker_client, worker_image, tmp_path):
                                              labels={LABEL: "true"})
     try:
         _wait_listening(container)
-        port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
-        known = tmp_path / "known_hosts"
-        known.write_text(known_hosts_line("127.0.0.1", port, host_key.public_line) + "\n")
-        with _strict_client(known) as client:
-            client.connect("127.0.0.1", port=port, username="root", key_filename=str(key_path),
-                           look_for_keys=False, allow_agent=False, timeout=10)
-            assert _run(client, "true")[0] == 0
+        assert _login_status(container, host_key, key_path, tmp_path) == 0
+    finally:
+        container.remove(force=True)
+
+
+def _login_status(container, host_key, key_path, tmp_path) -> int:
+    """Log in on the container's published loopback port, its host key pinned; run `true`."""
+    container.reload()
+    port = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
+    known = tmp_path / "known_hosts"
+    known.write_text(known_hosts_line("127.0.0.1", port, host_key.public_line) + "\n")
+    with _strict_client(known) as client:
+        client.connect("127.0.0.1", port=port, username="root", key_filename=str(key_path),
+                       look_for_keys=False, allow_agent=False, timeout=10)
+        return _run(client, "true")[0]
+
+
+def _stdin_node(docker_client, worker_image):
+    """A container as `dockkit up` makes one: stdin open once, keys expected on it."""
+    return docker_client.containers.create(worker_image, stdin_open=True, detach=False,
+                                           environment={"DOCKKIT_KEYS": "stdin"},
+                                           ports={"22/tcp": ("127.0.0.1", None)}, labels={LABEL: "true"})
+
+
+def test_keys_sent_on_stdin_serve_a_login_and_outlive_a_restart(docker_client, worker_image, tmp_path):
+    client_key, host_key = generate_keypair(), generate_keypair()
+    key_path = client_key.write(tmp_path / "id")
+    container = _stdin_node(docker_client, worker_image)
+    try:
+        start_with_stdin(container, node_keys_archive(host_key, client_key.public_line))
+        _wait_listening(container)
+        assert _login_status(container, host_key, key_path, tmp_path) == 0
+        config = docker_client.api.inspect_container(container.id)["Config"]
+        assert host_key.private_openssh.decode().splitlines()[1] not in repr(config)  # not in its config
+        listening = container.logs().count(b"Server listening on")
+        container.restart(timeout=5)  # nothing comes on stdin now: the keys are in place
+        deadline = time.monotonic() + 30
+        while container.logs().count(b"Server listening on") <= listening and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _login_status(container, host_key, key_path, tmp_path) == 0
+    finally:
+        container.remove(force=True)
+
+
+def test_a_node_whose_keys_never_come_on_stdin_says_so(docker_client, worker_image):
+    container = _stdin_node(docker_client, worker_image)
+    try:
+        start_with_stdin(container, b"")  # started, then end-of-file at once
+        assert container.wait(timeout=30)["StatusCode"] == 1
+        assert b"no key archive came on stdin" in container.logs()
     finally:
         container.remove(force=True)
 
