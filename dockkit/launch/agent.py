@@ -35,6 +35,7 @@ import zmq
 
 from dockkit.runtime import protocol as P
 from dockkit.launch.supervisor import WorkerGroup
+from dockkit.runtime.wakeup import WakePipe
 from dockkit.runtime.worker import watched_broker_socket
 
 
@@ -52,8 +53,9 @@ class HostAgent:
         # (see ForkedProcess): they start with zmq, cloudpickle and dockkit imported, which
         # is most of a fresh interpreter's start, and the agent never imports the script.
         self.group = WorkerGroup(config.workers,
-                                 on_exit=lambda identity, reason: self._exits.put((identity, reason)),
-                                 env=config.env, allow_fork=True).spawn()
+                                 on_exit=self._worker_ended, env=config.env, allow_fork=True).spawn()
+        # A stop or a worker's end wakes the loop at once (made after the fork: workers need no copy).
+        self._wake = WakePipe()
         self.heartbeat_timeout = float(worker.heartbeat_timeout)
         self._context = zmq.Context()
         self._socket, self._watch = watched_broker_socket(self._context, worker, config.identity,
@@ -64,6 +66,11 @@ class HostAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.wake()  # the root waits for this host's end
+
+    def _worker_ended(self, identity: str, reason: str) -> None:
+        self._exits.put((identity, reason))
+        self._wake.wake()  # the broker re-runs its tasks the sooner
 
     def run(self) -> int:
         self._send(P.hello_agent(self.host, self.worker_ids))
@@ -71,9 +78,14 @@ class HostAgent:
         last_heard = time.monotonic()
         next_beat = 0.0
         status = 0
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake.fileno(), zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if self._socket.poll(100):
+                ready = dict(poller.poll(100))
+                self._wake.drain()
+                if self._socket in ready:
                     kind, *frames = self._socket.recv_multipart()
                     last_heard = time.monotonic()
                     if kind == P.STOP:
@@ -101,6 +113,7 @@ class HostAgent:
             self._watch.close()
             self._socket.close(linger=500)
             self._context.term()
+            self._wake.close()
         return status
 
     def _send(self, frames) -> None:

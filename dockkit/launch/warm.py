@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import os
 import select
 import signal
@@ -55,37 +54,47 @@ ROOT_IMPORTS = ("dockkit.cli", "dockkit.runner", "dockkit.executor", "dockkit.pl
                 "dockkit.runtime.broker", "dockkit.runtime.auth", "dockkit.launch.allocation",
                 "dockkit.launch.srun", "dockkit.launch.ssh.launcher", "dockkit.launch.ssh.connection",
                 "rich.console", "rich.table")
+#: What an agent's workers import with nearly every script (``from dockkit import futures``),
+#: imported by the server the first time an agent is asked for: once a node, not once a worker.
+AGENT_IMPORTS = ("dockkit.futures", "dockkit.shared")
+#: What the server imports ahead of the first child of each kind.
+IMPORTS_AHEAD = {AGENT_MODULE: AGENT_IMPORTS, ROOT_MODULE: ROOT_IMPORTS}
 #: How a node's processes are listed for :func:`run_processes`.
 PS_ARGV = ("ps", "-ww", "-eo", "pid=,comm=,args=")  # -ww: whole command lines, never cut
-_LENGTH = struct.Struct("!I")  # a request's length, before its JSON
+_LENGTH = struct.Struct("!I")  # a request's length, before it
 _STATUS = struct.Struct("!i")  # a child's exit status, the server's one answer
 _STOP = b"T"  # the client was told to stop: so is its child
 REAP_EVERY = 1.0  # s between looks for children that ended, besides each SIGCHLD
 
-#: The client, run as ``python -I -S -c CLIENT SOCKET_PATH MODULE [ARGS]``: standard
-#: library only, so that it starts in 10 ms. (This module imports nothing of dockkit at
-#: its top either: the SSH launcher and the head command read it for the client alone.)
+#: The client, run as ``python -I -S -c CLIENT SOCKET_PATH MODULE [ARGS]``: built-in modules
+#: only (``_socket``, ``_signal``, ``_struct``), so that it starts in 10 ms; ``json``,
+#: ``socket`` and ``signal`` would double that, on every node of every run. Its request
+#: (see :func:`decode_request`) is NUL-separated, as argv and environ are at the kernel.
+#: (This module imports nothing of dockkit at its top either: the SSH launcher and the
+#: head command read it for the client alone.)
 CLIENT = """\
-import json, os, signal, socket, struct, sys
+import _signal, _socket, _struct, os, sys
 path, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-server = socket.socket(socket.AF_UNIX)
+server = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
 try:
-    if any(name.startswith("PYTHON") and name != "PYTHONUNBUFFERED" for name in os.environ):
+    if any(name.startswith(b"PYTHON") and name != b"PYTHONUNBUFFERED" for name in os.environb):
         raise OSError("a fresh interpreter is asked for")
     server.connect(path)
 except OSError:
     os.execv(sys.executable, [sys.executable, "-m", module, *argv])
-request = json.dumps({"module": module, "cwd": os.getcwd(), "env": dict(os.environ), "argv": argv}).encode()
-socket.send_fds(server, [struct.pack("!I", len(request)) + request], [0, 1, 2])
-for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-    signal.signal(signum, lambda *_: server.send(b"T"))
+request = b"\\0".join([os.fsencode(module), os.getcwdb(), b"%d" % len(argv), *map(os.fsencode, argv),
+                       *(name + b"=" + value for name, value in os.environb.items())])
+server.sendmsg([_struct.pack("!I", len(request))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack("3i", 0, 1, 2))])
+server.sendall(request)
+for signum in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
+    _signal.signal(signum, lambda *_: server.send(b"T"))
 status = b""
 while len(status) < 4:
     chunk = server.recv(4 - len(status))
     if not chunk:
         sys.exit(255)
     status += chunk
-sys.exit(struct.unpack("!i", status)[0])
+sys.exit(_struct.unpack("!i", status)[0])
 """
 
 
@@ -113,7 +122,7 @@ class WarmServer:
         os.chmod(path, 0o600)
         self._listener.listen(64)
         self._children: dict[int, socket.socket] = {}  # child pid -> its client's connection
-        self._root_imported = False
+        self._imported_ahead: set[str] = set()  # modules whose children's imports are done
         # A child's end wakes the loop at once: its client is waiting on its status.
         self._wakeup, self._wakeup_w = os.pipe()
         for fd in (self._wakeup, self._wakeup_w):
@@ -158,8 +167,7 @@ class WarmServer:
             os.write(fds[2], f"dockkit-warm: no warm start for module {module!r}\n".encode())
             pid = None
         else:
-            if module == ROOT_MODULE:
-                self._import_root()
+            self._import_ahead(module)
             pid = self._fork()
         if pid == 0:
             return self._become(module, request, fds)
@@ -171,15 +179,15 @@ class WarmServer:
             conn.close()
         return None
 
-    def _import_root(self) -> None:
-        if self._root_imported:
+    def _import_ahead(self, module: str) -> None:
+        if module in self._imported_ahead:
             return
-        self._root_imported = True
+        self._imported_ahead.add(module)
         try:
-            for name in ROOT_IMPORTS:
+            for name in IMPORTS_AHEAD[module]:
                 importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - the root imports it again itself, and says why
-            print(f"dockkit-warm: could not import a root's modules ahead: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - the child imports it again itself, and says why
+            print(f"dockkit-warm: could not import a {NAMES[module]}'s modules ahead: {exc}", file=sys.stderr)
 
     def _fork(self) -> int | None:
         sys.stdout.flush()
@@ -260,22 +268,36 @@ class WarmServer:
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    """A client's request: its JSON and its three standard descriptors."""
+    """A client's request (see :func:`decode_request`) and its three standard descriptors."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
     if not data and not fds:
         raise EOFError
-    if len(fds) != 3:
+    try:
+        if len(fds) != 3:
+            raise ValueError(f"{len(fds)} descriptors instead of 3")
+        while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack_from(data)[0]:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ValueError("the request ended early")
+            data += chunk
+        return decode_request(data[_LENGTH.size:_LENGTH.size + _LENGTH.unpack_from(data)[0]]), fds
+    except ValueError:
         for fd in fds:
             os.close(fd)
-        raise ValueError(f"{len(fds)} descriptors instead of 3")
-    while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack_from(data)[0]:
-        chunk = conn.recv(65536)
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            raise ValueError("the request ended early")
-        data += chunk
-    return json.loads(data[_LENGTH.size:]), fds
+        raise
+
+
+def decode_request(data: bytes) -> dict:
+    """A client's request: ``module, cwd, len(argv), *argv, *environ`` joined by NULs (bytes
+    that no argument, path or variable holds), each ``environ`` item as ``NAME=VALUE``."""
+    module, cwd, count, *rest = data.split(b"\0")
+    count = int(count)
+    if len(rest) < count:
+        raise ValueError(f"{count} arguments announced, {len(rest)} sent")
+    argv, environ = rest[:count], rest[count:]
+    env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+    return {"module": os.fsdecode(module), "cwd": os.fsdecode(cwd), "argv": [os.fsdecode(arg) for arg in argv],
+            "env": {os.fsdecode(name): os.fsdecode(value) for name, value in env.items()}}
 
 
 def _run_module(module: str) -> None:

@@ -210,6 +210,29 @@ def test_the_server_forks_a_root_that_runs_the_script_and_ends_as_python_would(s
     assert process.poll() is None
 
 
+ECHO_SCRIPT = """\
+import os, sys
+if __name__ == "__main__":
+    print(ascii(sys.argv[1:]), ascii(os.environb.get(b"ODD")), ascii(os.getcwdb()))
+"""
+
+
+def test_arguments_and_variables_reach_the_forked_root_byte_for_byte(server, tmp_path):
+    # The client's request is NUL-separated: spaces, '=', newlines and bytes that are not
+    # UTF-8 must come through as a fresh interpreter would have them.
+    _process, path = server
+    (tmp_path / "workdir").mkdir()
+    (tmp_path / "workdir" / "echo.py").write_text(ECHO_SCRIPT)
+    args = ["a b", "x=y", "line\nbreak", "", os.fsdecode(b"caf\xe9")]
+    odd = b"1=2 \xff\n3"
+    client = start_client(path, tmp_path, env={"ODD": os.fsdecode(odd)}, module=ROOT_MODULE,
+                          args=["-n", "1", "echo.py", *args])
+    out, err = client.communicate(timeout=90)
+    assert client.returncode == 0, err.decode()
+    expected = f"{ascii(args)} {ascii(odd)} {ascii(os.fsencode(tmp_path / 'workdir'))}"
+    assert out.decode().splitlines() == [expected]
+
+
 def test_a_failing_root_says_what_python_m_dockkit_says(server, tmp_path):
     _process, path = server
     client = start_client(path, tmp_path, module=ROOT_MODULE, args=["missing.py"])
