@@ -5,7 +5,8 @@ comparable with the local pools, so each cluster figure stands beside the same j
 run with ``dockkit run --local`` and as many local workers, in the same run.
 Everything goes through the CLI, as a user would type it: ``dockkit up`` (timed with
 the worker image already built), ``dockkit run benchmarks/cluster_job.py`` per
-workload (see there), ``dockkit down`` (timed). Beside ``up`` and ``down`` stands what the
+workload (see there), W2 again beside one CPU-bound process a core (a busy machine,
+:func:`cpu_load`), ``dockkit down`` (timed). Beside ``up`` and ``down`` stands what the
 engine alone takes to start and remove as many bare containers (:func:`engine_alone`): the
 floor under both on this machine. Skipped with the reason when there is no Docker
 Engine, or in a ``--quick`` run.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,8 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.env import ROOT, store_section
 
-# (nodes, workers per node) and the workloads measured on each
-CLUSTERS = {"small": (3, 2, ("W1", "W2", "W4")), "large": (16, 4, ("W2",))}
+# (nodes, workers per node) and the workloads measured on each; BUSY is W2 on a busy machine
+BUSY = "W2-busy"
+CLUSTERS = {"small": (3, 2, ("W1", "W2", BUSY, "W4")), "large": (16, 4, ("W2",))}
 TRIVIAL_RUNS = 5  # a trivial run's figures are the median of this many
 
 
@@ -77,14 +80,32 @@ def _measure(env, nodes: int, per_node: int, workloads) -> dict:
             return figures
         figures["T"] = {where: trivial(env, name, workers, local=where == "local") for where in ("cluster", "local")}
         for workload in workloads:
-            figures[workload] = {where: job(env, name, workers, workload, local=where == "local")
-                                 for where in ("cluster", "local")}
+            with cpu_load() if workload == BUSY else contextlib.nullcontext():
+                figures[workload] = {where: job(env, name, workers, workload.removesuffix("-busy"),
+                                                local=where == "local")
+                                     for where in ("cluster", "local")}
     finally:
         started = time.perf_counter()
         cli("down", "--name", name, env=env)
         figures["down_s"] = round(time.perf_counter() - started, 2)
     figures["engine_alone"] = engine_alone(env, nodes)
     return figures
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int | None = None):
+    """A busy machine: one CPU-bound process per core (or ``processes``) beside the measured
+    run, at the same priority, as other jobs on a shared machine would be."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(processes or os.cpu_count() or 1)]
+    try:
+        time.sleep(0.5)  # every spinner running before the clock starts
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()
 
 
 def engine_alone(env, count: int) -> dict:
