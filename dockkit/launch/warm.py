@@ -84,16 +84,23 @@ except OSError:
     os.execv(sys.executable, [sys.executable, "-m", module, *argv])
 request = b"\\0".join([os.fsencode(module), os.getcwdb(), b"%d" % len(argv), *map(os.fsencode, argv),
                        *(name + b"=" + value for name, value in os.environb.items())])
-server.sendmsg([_struct.pack("!I", len(request))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack("3i", 0, 1, 2))])
-server.sendall(request)
-for signum in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
-    _signal.signal(signum, lambda *_: server.send(b"T"))
 status = b""
-while len(status) < 4:
-    chunk = server.recv(4 - len(status))
-    if not chunk:
-        sys.exit(255)
-    status += chunk
+try:  # a server that hangs up early resets the connection: said below, as a closed one is
+    server.sendmsg([_struct.pack("!I", len(request))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack("3i", 0, 1, 2))])
+    server.sendall(request)
+    for signum in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
+        _signal.signal(signum, lambda *_: server.send(b"T"))
+    while len(status) < 4:
+        chunk = server.recv(4 - len(status))
+        if not chunk:
+            break
+        status += chunk
+except OSError:
+    pass
+if len(status) < 4:
+    sys.stderr.write(f"dockkit: the warm server at {path} hung up without an exit status "
+                     "(its log, the node's, says why)\\n")
+    sys.exit(255)
 sys.exit(_struct.unpack("!i", status)[0])
 """
 
@@ -175,8 +182,8 @@ class WarmServer:
             os.close(fd)
         if pid:
             self._children[pid] = conn
-        else:
-            conn.close()
+        else:  # refused, or no fork: said on its stderr already, and the client ends with 255
+            _answer(conn, 255)
         return None
 
     def _import_ahead(self, module: str) -> None:
@@ -260,11 +267,16 @@ class WarmServer:
             if conn is None or conn.fileno() < 0:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            try:
-                conn.sendall(_STATUS.pack(code if code >= 0 else 128 - code))  # killed: as a shell says
-            except OSError:
-                pass
-            conn.close()
+            _answer(conn, code if code >= 0 else 128 - code)  # killed: as a shell says
+
+
+def _answer(conn: socket.socket, status: int) -> None:
+    """Send a client the exit status it relays as its own, and hang up."""
+    try:
+        conn.sendall(_STATUS.pack(status))
+    except OSError:
+        pass  # the client is gone
+    conn.close()
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -281,7 +293,9 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
                 raise ValueError("the request ended early")
             data += chunk
         return decode_request(data[_LENGTH.size:_LENGTH.size + _LENGTH.unpack_from(data)[0]]), fds
-    except ValueError:
+    except ValueError as exc:
+        if len(fds) == 3:  # said where the client's user sees it, as a failed start would be
+            os.write(fds[2], f"dockkit-warm: an unreadable request: {exc}\n".encode())
         for fd in fds:
             os.close(fd)
         raise

@@ -233,6 +233,44 @@ def test_arguments_and_variables_reach_the_forked_root_byte_for_byte(server, tmp
     assert out.decode().splitlines() == [expected]
 
 
+def test_an_unreadable_request_is_refused_on_the_clients_own_stderr(server, tmp_path):
+    # A client of another request format (a JSON one, say): the server says so where that
+    # client's user reads, hangs up, and serves the next client as before.
+    process, path = server
+    stdin_r, stdin_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    request = b'{"module": "dockkit.launch.agent"}'
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(path))
+        socket.send_fds(conn, [len(request).to_bytes(4, "big") + request], [stdin_r, stderr_w, stderr_w])
+        for fd in (stdin_r, stderr_w):
+            os.close(fd)
+        assert conn.recv(4) == b""  # no exit status: hung up
+    with os.fdopen(stderr_r, "rb") as said:
+        assert said.read().startswith(b"dockkit-warm: an unreadable request: ")
+    os.close(stdin_w)
+    assert children_of(process.pid) == []
+    client = start_client(path, tmp_path, module="http.server")  # still serving
+    assert client.communicate(timeout=30)[1] == b"dockkit-warm: no warm start for module 'http.server'\n"
+
+
+def test_a_server_that_hangs_up_without_a_status_is_named_by_the_client(tmp_path):
+    path = tmp_path / "mute.sock"
+    with socket.socket(socket.AF_UNIX) as mute:
+        mute.bind(str(path))
+        mute.listen(1)
+        client = start_client(path, tmp_path)
+        conn, _ = mute.accept()
+        _data, fds, _flags, _address = socket.recv_fds(conn, 65536, 3)
+        for fd in fds:  # the client's own pipes: held here, they would keep its output open
+            os.close(fd)
+        conn.close()
+        _out, err = client.communicate(timeout=30)
+    assert client.returncode == 255, err
+    assert err.decode() == (f"dockkit: the warm server at {path} hung up without an exit status "
+                            "(its log, the node's, says why)\n")
+
+
 def test_a_failing_root_says_what_python_m_dockkit_says(server, tmp_path):
     _process, path = server
     client = start_client(path, tmp_path, module=ROOT_MODULE, args=["missing.py"])
