@@ -31,7 +31,8 @@ import threading
 import time
 
 from dockkit.errors import ConfigError, LaunchError
-from dockkit.launch.base import new_run_id
+from dockkit.launch.allocation import Allocation, detect
+from dockkit.launch.base import Launcher, new_run_id
 from dockkit.launch.commands import remote_command
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig, tcp_url
 
@@ -43,6 +44,21 @@ OPTIONS = ("python", "path", "env", "prolog", "external_hostname", "allow_missin
 def in_slurm_job(environ=None) -> bool:
     """Whether this process runs inside a SLURM allocation (sbatch, salloc or srun)."""
     return bool((os.environ if environ is None else environ).get("SLURM_JOB_ID"))
+
+
+def job_allocation() -> Allocation:
+    """The nodes and slots of the SLURM job this process runs in.
+
+    Raises:
+        ConfigError: the job names no nodes (no ``SLURM_JOB_NODELIST``).
+        AllocationError: SLURM's variables are malformed.
+    """
+    allocation = detect()
+    if allocation is None or allocation.scheduler != "SLURM":
+        raise ConfigError("SLURM_JOB_NODELIST is not set in this SLURM job, so srun has no nodes to "
+                          "start workers on: run inside a job that has nodes (sbatch or salloc), "
+                          "or give --hosts/--hostfile")
+    return allocation
 
 
 def route_address(host: str) -> str:
@@ -75,14 +91,15 @@ def step_command(srun: str, hosts: list[str], agent: str, version: tuple[int, ..
     command = [srun, f"--nodes={len(hosts)}", f"--ntasks={len(hosts)}", "--ntasks-per-node=1",
                f"--nodelist={','.join(hosts)}", "--input=all", "--kill-on-bad-exit=0",
                "--cpu-bind=none", "--job-name=dockkit-agents", "--quiet"]
-    if version >= (20, 11):
-        # since 20.11 a step gets its CPUs exclusively: without --overlap the agents' step
-        # would wait for the CPUs the batch script's own step holds
+    # since 20.11 a step gets its CPUs exclusively: without --overlap the agents' step
+    # would wait for the CPUs the batch script's own step holds. An unknown version gets
+    # it too: every SLURM still supported is 20.11 or later.
+    if version >= (20, 11) or not version:
         command.append("--overlap")
     return [*command, "sh", "-c", agent]
 
 
-class SrunLauncher:
+class SrunLauncher(Launcher):
     """Starts one agent per node of the SLURM allocation as one ``srun`` step; stops it.
 
     A launcher in the shape of :mod:`dockkit.launch.base`.
@@ -102,7 +119,8 @@ class SrunLauncher:
         srun: the srun command.
 
     Raises:
-        ConfigError: not inside a SLURM job, or no srun.
+        ConfigError: not inside a SLURM job, no srun, or no nodes (no hosts given and no
+            ``SLURM_JOB_NODELIST``).
     """
 
     wait_at_start = True
@@ -120,9 +138,7 @@ class SrunLauncher:
             raise ConfigError(f"no {srun!r} on PATH inside this SLURM job: load SLURM's tools "
                               "(e.g. `module load slurm`) or use --launcher ssh")
         if not hosts and not hostfile:
-            from dockkit.launch.allocation import detect
-
-            hosts = detect().host_words(workers)
+            hosts = job_allocation().host_words(workers)
         self.rows = [(spec.host, count) for spec, count in distribute(read_hosts(hosts, hostfile), workers)]
         if len({host for host, _ in self.rows}) != len(self.rows):
             raise ConfigError("the srun launcher starts one agent per node: name each node once "

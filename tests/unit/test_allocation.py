@@ -39,7 +39,7 @@ def test_slurm_node_lists_expand_as_scontrol_does(nodelist, hosts):
     ("3,1(x2),8", [3, 1, 1, 8]),
 ])
 def test_slurm_tasks_per_node(text, counts):
-    assert expand_tasks_per_node(text) == counts
+    assert expand_tasks_per_node(text, len(counts)) == counts
 
 
 def test_a_slurm_job_gives_hosts_and_counts():
@@ -73,6 +73,18 @@ def test_an_sge_pe_hostfile(tmp_path):
     assert allocation.scheduler == "SGE" and allocation.slots == (("node1.example", 4), ("node2.example", 2))
 
 
+def test_an_sge_host_in_several_queues_has_the_sum_of_its_slots(tmp_path, monkeypatch):
+    hostfile = tmp_path / "pe_hostfile"
+    hostfile.write_text("node1 2 all.q@node1 UNDEFINED\n"
+                        "node2 1 all.q@node2 UNDEFINED\n"
+                        "node1 3 gpu.q@node1 UNDEFINED\n")
+    monkeypatch.setenv("PE_HOSTFILE", str(hostfile))
+    allocation = detect()
+    assert allocation.slots == (("node1", 5), ("node2", 1)) and allocation.total == 6
+    assert allocation.host_words() == ["node1*5", "node2*1"]
+    assert allocation.host_words(3) == ["node1*2", "node2*1"]
+
+
 def test_outside_a_job_there_is_no_allocation():
     assert detect({"HOME": "/root"}) is None
 
@@ -80,25 +92,40 @@ def test_outside_a_job_there_is_no_allocation():
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: slurm("cn[01-03", None), "SLURM_JOB_NODELIST='cn[01-03' is not a SLURM host list"),
     (lambda tmp: slurm("cn[1-2]", "2(x3)"), "gives 3 count(s) for the 2 host(s)"),
-    (lambda tmp: expand_tasks_per_node("2(y3)"), "SLURM_TASKS_PER_NODE='2(y3)': '2(y3)' is not a count"),
+    (lambda tmp: expand_tasks_per_node("2(y3)", 3), "SLURM_TASKS_PER_NODE='2(y3)': '2(y3)' is not a count"),
+    # a repeat is checked against the hosts before it is expanded: no MemoryError
+    (lambda tmp: slurm("cn1", "1(x99999999999)"), "gives 99999999999 count(s) for the 1 host(s)"),
+    (lambda tmp: slurm("cn[1-2]", "2(x0),1,1"), "'2(x0)' is not a count like 4 or 2(x3), both at least 1"),
     (lambda tmp: pbs(str(tmp / "missing")), "/missing: cannot be read"),
+    (lambda tmp: pbs(_write(tmp / "nodes", b"n01\n\xff\xfe\n")), "/nodes: is not a text file of host names"),
+    (lambda tmp: sge(_write(tmp / "pe", b"n01 2 all.q \xe9\n")), "/pe: is not a text file of host names"),
     (lambda tmp: sge(_write(tmp / "pe", "node1 many all.q UNDEFINED\n")), "/pe:1: 'node1 many all.q UNDEFINED' is not"),
     (lambda tmp: sge(_write(tmp / "empty", "\n")), "names no host"),
 ])
-def test_malformed_allocations_name_the_variable_or_file(tmp_path, make, message):
+def test_malformed_allocations_name_the_variable_or_file_and_the_way_out(tmp_path, make, message):
     with pytest.raises(AllocationError) as raised:
         make(tmp_path)
     text = str(raised.value)
     assert message in text, text
+    variable = text.split("=")[0]
+    assert text.endswith(f"; fix or unset {variable}, or give --hosts/--hostfile"), text
 
 
-def _write(path, text):
-    path.write_text(text)
+def _write(path, content):
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return str(path)
 
 
 # --- dry runs, through the real command ---------------------------------------------------------------
-def dry_run(tmp_path, *args, env=None, form=(DOCKKIT, "run")):
+def dry_run(tmp_path, *args, env=None, form=(DOCKKIT, "run")) -> list[str]:
+    """The plan's lines of a dry run that succeeds."""
+    result = dry_run_result(tmp_path, *args, env=env, form=form)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def dry_run_result(tmp_path, *args, env=None, form=(DOCKKIT, "run")) -> subprocess.CompletedProcess:
+    """A dry run of job.py in ``tmp_path``, outside any batch job but for ``env``."""
     (tmp_path / "job.py").write_text(textwrap.dedent("""
         open("ran.txt", "w").write("the script ran")
     """))
@@ -107,9 +134,8 @@ def dry_run(tmp_path, *args, env=None, form=(DOCKKIT, "run")):
     environ.update(DOCKKIT_STATE_DIR=str(tmp_path / "state"), **(env or {}))
     result = subprocess.run([*form, "--dry-run", *args, "job.py"], cwd=tmp_path, env=environ,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
     assert not (tmp_path / "ran.txt").exists(), "a dry run ran the script"
-    return result.stdout.splitlines()
+    return result
 
 
 def test_dry_run_of_a_local_run(tmp_path):
@@ -136,6 +162,7 @@ def test_dry_run_in_a_slurm_job_with_python_m(tmp_path):
 @pytest.mark.parametrize("variable, text, hosts", [
     ("PBS_NODEFILE", "n1\nn1\nn2\n", ["  n1  2", "  n2  1"]),
     ("PE_HOSTFILE", "s1 3 all.q UNDEFINED\ns2 1 all.q UNDEFINED\n", ["  s1  3", "  s2  1"]),
+    ("PE_HOSTFILE", "s1 2 all.q UNDEFINED\ns2 1 all.q UNDEFINED\ns1 1 gpu.q UNDEFINED\n", ["  s1  3", "  s2  1"]),
 ])
 def test_dry_run_in_pbs_and_sge_jobs(tmp_path, variable, text, hosts):
     (tmp_path / "alloc").write_text(text)
@@ -143,9 +170,29 @@ def test_dry_run_in_pbs_and_sge_jobs(tmp_path, variable, text, hosts):
     assert lines[4:] == hosts
 
 
-def test_hosts_given_in_a_job_win_with_a_note(tmp_path):
+@pytest.mark.parametrize("nodelist", ["cn[01-03]", "cn[01-03"])  # a malformed allocation is not read
+def test_hosts_given_in_a_job_win_with_a_note(tmp_path, nodelist):
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PBS_", "PE_"))}
-    environ.update(SLURM_JOB_NODELIST="cn[01-03]", DOCKKIT_STATE_DIR=str(tmp_path / "state"))
+    environ.update(SLURM_JOB_NODELIST=nodelist, DOCKKIT_STATE_DIR=str(tmp_path / "state"))
     result = subprocess.run([DOCKKIT, "run", "--hosts", "nosuchhost-for-test", "--", "missing.py"],
                             cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60)
-    assert "dockkit: --hosts/--hostfile given: not using the SLURM allocation" in result.stderr
+    note = f"dockkit: --hosts/--hostfile given: not using the SLURM allocation (SLURM_JOB_NODELIST={nodelist})"
+    assert result.stderr.splitlines()[0] == note, result.stderr
+    assert "script not found: 'missing.py'" in result.stderr and "not a SLURM host list" not in result.stderr
+
+
+@pytest.mark.parametrize("nodelist", ["cn[01-03]", "cn[01-03"])
+def test_a_dry_run_with_hosts_in_a_job_plans_them_with_the_note(tmp_path, nodelist):
+    result = dry_run_result(tmp_path, "--hosts", "localhost", "--", env={"SLURM_JOB_NODELIST": nodelist})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "hosts:    localhost"
+    assert result.stderr.splitlines() == [
+        f"dockkit: --hosts/--hostfile given: not using the SLURM allocation (SLURM_JOB_NODELIST={nodelist})"]
+
+
+def test_a_malformed_allocation_without_hosts_is_one_line_with_the_way_out(tmp_path):
+    result = dry_run_result(tmp_path, env={"SLURM_JOB_NODELIST": "cn[01-03"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "dockkit: error: SLURM_JOB_NODELIST='cn[01-03' is not a SLURM host list: unbalanced brackets; "
+        "fix or unset SLURM_JOB_NODELIST, or give --hosts/--hostfile"]
