@@ -14,8 +14,9 @@ Data flow::
       ▼
     results.finish (medians) → results.targets → report (rich table, markdown) + chart
 
-Each child runs in its own session and its whole process group is killed after it,
-so a hung peer or a leftover worker never reaches the next measurement.
+Each child runs in its own session and its whole process group is killed after it
+(:mod:`benchmarks.spawn`), so a hung peer or a leftover worker never reaches the next
+measurement.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -34,12 +34,12 @@ if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import cluster, engines, report, results, scale
-from benchmarks.child import RESULT_MARK, T0_ENV
+from benchmarks.child import RESULT_MARK
 from benchmarks.env import ROOT, child_env
+from benchmarks.spawn import CHILD, child_command, last_line, portable, run_child
 from benchmarks.systems import SYSTEMS
 from benchmarks.workloads import WORKLOADS, Case, build_cases
 
-CHILD = ROOT / "benchmarks" / "child.py"
 DOCS = ROOT / "docs"
 SCRATCH = ROOT / "benchmarks" / "results"
 
@@ -93,72 +93,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def child_command(system: str, case: Case, quick: bool) -> list[str]:
-    args = [str(CHILD), "--system", system, "--case", case.id] + (["--quick"] if quick else [])
-    if SYSTEMS[system].launched:  # SCOOP: its launcher starts the workers and the root
-        return [sys.executable, "-m", "scoop", "-n", str(case.workers), *args]
-    return [sys.executable, *args]
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def run_child(cmd: list[str], timeout: float, env: dict[str, str], launched: bool = False) -> dict:
-    """Run one child to its result line; never raises for the child's sake.
-
-    ``launched``: the child runs under its system's launcher, so W5's clock starts
-    here, as the launcher starts (see ``child.T0_ENV``).
-    """
-    import json
-
-    if launched:
-        env = {**env, T0_ENV: repr(time.time())}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    try:
-        while True:
-            try:
-                out, err = proc.communicate(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                # Orphaned workers can hold the pipes open after the child exits.
-                timed_out = time.monotonic() > deadline
-                if timed_out or proc.poll() is not None:
-                    _kill_group(proc.pid)
-                    out, err = proc.communicate()
-                    break
-    finally:
-        _kill_group(proc.pid)  # stragglers: workers, schedulers, raylets
-    found = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
-    if found:
-        result = json.loads(found[-1][len(RESULT_MARK):])
-    elif timed_out:
-        result = {"status": "timeout", "reason": f"no result within {timeout:.0f} s"}
-    else:
-        result = {"status": "error", "reason": f"exit {proc.returncode}: {_last_line(err)}"}
-    if result.get("reason"):
-        result["reason"] = _portable(result["reason"])
-    return result
-
-
-def _portable(text: str) -> str:
-    """Reasons end up in the docs: say paths relative to the checkout and the venv."""
-    for path, name in ((sys.prefix, "<venv>"), (str(ROOT), "."), (str(Path.home()), "~")):
-        text = text.replace(path, name)
-    return text
-
-
 def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
     """Import every library once, in parallel, for availability and versions."""
     import json
@@ -180,9 +114,9 @@ def probe_all(names: list[str], env: dict[str, str]) -> dict[str, dict]:
             continue
         lines = [line for line in out.splitlines() if line.startswith(RESULT_MARK)]
         found[name] = (json.loads(lines[-1][len(RESULT_MARK):]) if lines else
-                       {"status": "unavailable", "reason": _last_line(err)})
+                       {"status": "unavailable", "reason": last_line(err)})
         if found[name].get("reason"):
-            found[name]["reason"] = _portable(found[name]["reason"])
+            found[name]["reason"] = portable(found[name]["reason"])
         if found[name]["status"] == "error":
             found[name]["status"] = "unavailable"
     return found

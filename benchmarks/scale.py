@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from benchmarks import results
 from benchmarks.cluster import cli, docker_env, job
 from benchmarks.env import store_section
+from benchmarks.spawn import child_command, run_child
 from benchmarks.workloads import SCALE_SIZES, scale_case
 
 LOCAL_WORKERS = (2, 8, 32, 64)
@@ -45,8 +46,6 @@ def section(env: dict[str, str], *, quick: bool = False) -> dict:
 def measure_local(env: dict[str, str], workers=LOCAL_WORKERS, *, reps: int = REPS,
                   quick: bool = False) -> dict:
     """Cells (as in the local table) by worker count, system and workload."""
-    from benchmarks.run import child_command, run_child  # run imports this module
-
     cells = {str(n): {s: {w: results.new_cell() for w in METRICS} for s in LOCAL_SYSTEMS}
              for n in workers}
     for _ in range(reps):

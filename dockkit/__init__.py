@@ -10,19 +10,30 @@ SCOOP's module attributes, so that ``import dockkit as scoop`` serves its progra
   executor behind ``dockkit.futures``, which starts it if it is not running);
 - ``IS_RUNNING``: true under ``dockkit run`` or ``python -m dockkit``, and in tasks;
 - ``IS_ORIGIN``: true in the root process, false in tasks;
-- ``worker``: this process's worker name (``"root"`` in the root);
-- ``DEBUG``: true when debugging is on (``--debug`` or ``DOCKKIT_DEBUG=1``).
+- ``worker``: this process's worker name: ``"w3"`` for a local worker, ``"host:w3"``
+  for one on an SSH host, a cluster node or a SLURM node (numbered per host), and
+  ``"root"`` in the root;
+- ``DEBUG``: true when debugging is on (``--debug``, or ``DOCKKIT_DEBUG`` set to
+  anything but ``0``, ``false``, ``no``, ``off`` or nothing).
+
+They are computed when read, and listed by ``dir(dockkit)`` and ``__all__``; ``from
+dockkit import *`` binds their values at that moment (``SIZE`` in the root starts the
+workers, as reading it does).
 """
 
 from __future__ import annotations
 
 from dockkit.errors import (BrokenExecutor, DockkitError, RemoteError, SerializationError,
                      TimeoutError, WorkerLostError)
-
-__version__ = "0.1.0"
+from dockkit.version import __version__
 
 __all__ = ["Executor", "Cluster", "DockkitError", "BrokenExecutor", "RemoteError",
-           "SerializationError", "TimeoutError", "WorkerLostError", "futures", "shared", "logger"]
+           "SerializationError", "TimeoutError", "WorkerLostError", "futures", "shared", "logger",
+           "SIZE", "IS_RUNNING", "IS_ORIGIN", "worker", "DEBUG"]
+
+
+def __dir__():  # the lazy names too (PEP 562), SCOOP's module attributes among them
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name):  # lazy: workers import only what they use; no docker, paramiko or rich

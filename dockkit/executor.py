@@ -25,10 +25,11 @@ import os
 import threading
 
 from dockkit.errors import BrokenExecutor, ConfigError, SerializationError
-from dockkit.launch.base import make_launcher
+from dockkit.launch.choose import make_launcher
 from dockkit.runtime import protocol as P
 from dockkit.runtime.client import Client
-from dockkit.runtime.context import check_new_constants, current, refuse_tasks_while_importing
+from dockkit.runtime.context import (add_constants, check_new_constants, current, debug_requested,
+                                     refuse_tasks_while_importing)
 from dockkit.runtime.serialize import load_constants
 
 log = logging.getLogger("dockkit.executor")
@@ -93,7 +94,7 @@ class Executor(concurrent.futures.Executor):
                                            max_retries, heartbeat_timeout)
             config = P.WorkerConfig(
                 address=self._broker.address, secret=self._secret, workers=self.workers,
-                heartbeat_timeout=heartbeat_timeout, debug=bool(os.environ.get("DOCKKIT_DEBUG")),
+                heartbeat_timeout=heartbeat_timeout, debug=debug_requested(),
                 curve=peer_keys,
                 main=os.path.abspath(main) if main else None, argv=list(argv),
                 cwd=os.getcwd() if main else None)
@@ -133,7 +134,7 @@ class Executor(concurrent.futures.Executor):
                 log.warning("dockkit: ignored %s", exc)
                 return
             self._constants.update(values)
-            current().constants.update(values)
+            add_constants(values)  # and wakes a getConst of the root waiting for them
         else:
             self._client.deliver(kind, frames)
             if kind == P.INFO and (reason := self._broker.broken_reason()) is not None:
@@ -169,7 +170,7 @@ class Executor(concurrent.futures.Executor):
     @property
     def worker_pids(self) -> list[int]:
         """PIDs of local workers (empty for remote runs)."""
-        return list(getattr(self._launcher, "pids", []))
+        return list(self._launcher.pids)
 
     # --- the Executor contract ---------------------------------------------------------------
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:

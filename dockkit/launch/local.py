@@ -12,12 +12,12 @@ import os
 import sys
 import threading
 
-from dockkit.launch.base import new_run_id
+from dockkit.launch.base import Launcher, new_run_id
 from dockkit.launch.supervisor import WorkerGroup
 from dockkit.runtime.protocol import HEARTBEAT_INTERVAL, WorkerConfig, vouch
 
 
-class LocalLauncher:
+class LocalLauncher(Launcher):
     """N worker processes on this machine.
 
     Args:

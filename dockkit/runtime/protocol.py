@@ -275,8 +275,17 @@ class AgentConfig:
 
     @classmethod
     def from_json(cls, line: bytes | str) -> "AgentConfig":
-        """Raises: ProtocolError: not what :meth:`to_json` writes."""
+        """Read what :meth:`to_json` wrote; ``env`` and ``files`` may be missing.
+
+        Raises:
+            ProtocolError: not what :meth:`to_json` writes: a field missing or unknown
+                (a root of another dockkit version), or of the wrong type.
+        """
         values = _json_object(line, "agent configuration")
+        unknown = sorted(set(values) - set(cls.__slots__))
+        if unknown:
+            raise _protocol_error(f"agent configuration has no field(s) {', '.join(unknown)}; "
+                                  "install the same dockkit version on every host")
         try:
             worker = WorkerConfig.from_json(json.dumps(values["worker"]))
             return cls(worker, str(values["identity"]), values["workers"], values.get("env"),

@@ -1,7 +1,8 @@
-"""The wire protocol module: message kinds, id frames, info frames."""
+"""The wire protocol module: message kinds, id frames, info frames, the configuration lines."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 
@@ -95,3 +96,85 @@ def test_a_broker_on_ipv6_loopback_advertises_a_bracketed_url():
         assert broker.address == f"tcp://[::1]:{broker.port}"
     finally:
         broker.stop()
+
+
+# --- the configuration lines a worker and a host agent read on stdin ---------------------------
+SECRET = "the-runs-plain-password"
+CLIENT_SECRET = "the-clients-curve-secret-key"
+
+
+def worker_config(**changes) -> P.WorkerConfig:
+    """A configuration with every field away from its default."""
+    values = {"address": "tcp://10.0.0.1:5555", "secret": SECRET, "workers": 4, "heartbeat_timeout": 7.5,
+              "debug": True, "main": "/home/u/job.py", "argv": ["--n", "3"], "cwd": "/home/u",
+              "sys_path": ["/home/u/lib"], "host": "node1", "name": "w2", "identity": "run/node1/w2",
+              "curve": {"server_public": "S", "client_public": "C", "client_secret": CLIENT_SECRET}}
+    assert set(values) == set(P.WorkerConfig.DEFAULTS)  # a new field is given a value here too
+    return P.WorkerConfig(**{**values, **changes})
+
+
+def agent_line(**changes) -> dict:
+    config = P.AgentConfig(worker_config(), identity="run/node1/agent",
+                           workers=[("node1:w0", "run/node1/w0")], env={"A": "1"}, files=12)
+    return {**json.loads(config.to_json()), **changes}
+
+
+def test_a_worker_configuration_round_trips_through_one_json_line():
+    config = worker_config()
+    line = config.to_json()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert P.WorkerConfig.from_json(line).as_dict() == config.as_dict()
+    assert P.WorkerConfig.from_json(line.decode()).as_dict() == config.as_dict()
+
+
+def test_a_worker_configuration_with_an_unknown_field_is_refused():
+    line = {**json.loads(worker_config().to_json()), "colour": "blue"}
+    with pytest.raises(ProtocolError, match=r"no field\(s\) colour; install the same dockkit version"):
+        P.WorkerConfig.from_json(json.dumps(line))
+    with pytest.raises(TypeError, match=r"no field\(s\) colour"):
+        P.WorkerConfig(address="tcp://10.0.0.1:5555", colour="blue")
+
+
+@pytest.mark.parametrize("address", [None, ""], ids=["missing", "empty"])
+def test_a_worker_configuration_without_a_broker_address_is_refused(address):
+    line = json.loads(worker_config().to_json())
+    if address is None:
+        del line["address"]
+    else:
+        line["address"] = address
+    with pytest.raises(ProtocolError, match="worker configuration without a broker address"):
+        P.WorkerConfig.from_json(json.dumps(line))
+
+
+def test_a_worker_configuration_never_shows_its_secrets():
+    config = worker_config()
+    for text in (repr(config), str(config), repr(config.replace(name="w3"))):
+        assert SECRET not in text and CLIENT_SECRET not in text, text
+        assert "tcp://10.0.0.1:5555" in text  # what it does show: where it goes, who it is
+    agent = P.AgentConfig(config, identity="run/node1/agent", workers=[])
+    assert SECRET not in repr(agent) and CLIENT_SECRET not in repr(agent)
+
+
+def test_an_agent_configuration_round_trips_and_its_optional_fields_may_be_missing():
+    config = P.AgentConfig.from_json(json.dumps(agent_line()))
+    assert config.worker.as_dict() == worker_config().as_dict()
+    assert (config.identity, config.workers, config.env, config.files) == (
+        "run/node1/agent", [("node1:w0", "run/node1/w0")], {"A": "1"}, 12)
+    line = agent_line()
+    del line["env"], line["files"]  # a root that sends neither
+    config = P.AgentConfig.from_json(json.dumps(line))
+    assert (config.env, config.files) == ({}, 0)
+
+
+def test_an_agent_configuration_with_an_unknown_field_is_refused_by_name():
+    with pytest.raises(ProtocolError, match=r"agent configuration has no field\(s\) colour, size; "
+                                            "install the same dockkit version on every host"):
+        P.AgentConfig.from_json(json.dumps(agent_line(size=3, colour="blue")))
+
+
+@pytest.mark.parametrize("missing", ["worker", "identity", "workers"])
+def test_an_agent_configuration_without_a_required_field_is_refused(missing):
+    line = agent_line()
+    del line[missing]
+    with pytest.raises(ProtocolError, match=f"agent configuration: KeyError\\('{missing}'\\)"):
+        P.AgentConfig.from_json(json.dumps(line))

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from dockkit.errors import DockkitError, LaunchError
-from dockkit.launch.base import new_run_id
+from dockkit.launch.base import Launcher, new_run_id
 from dockkit.launch.commands import python_command, remote_command
 from dockkit.launch.warm import AGENT_MODULE, client_args
 from dockkit.runtime.protocol import AgentConfig, WorkerConfig, tcp_url
@@ -45,7 +45,7 @@ def local_versions() -> dict:
     """What every host must match: Python major.minor, dockkit and cloudpickle versions."""
     import cloudpickle
 
-    from dockkit import __version__
+    from dockkit.version import __version__
 
     return {"python": "%d.%d" % sys.version_info[:2], "dockkit": __version__,
             "cloudpickle": cloudpickle.__version__}
@@ -97,7 +97,7 @@ class HostStatus:
         return [(f"{self.spec.host}:w{i}", f"{run_id}/{self.index}/w{i}") for i in range(self.workers)]
 
 
-class SSHLauncher:
+class SSHLauncher(Launcher):
     """Starts one agent per SSH host over one connection each; stops them all.
 
     A launcher in the shape of :mod:`dockkit.launch.base`; the executor waits for
