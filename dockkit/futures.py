@@ -36,12 +36,19 @@ def _worker_client():
     return current().client
 
 
-def _ignore_options(options: dict) -> None:
-    """SCOOP ignores keywords it does not know (``parallelLevel=2``); so do we, saying so once."""
+def _ignore_options(options: dict, function: str) -> None:
+    """SCOOP ignores keywords it does not know (``parallelLevel=2``); so do we, saying so once.
+
+    Once per run: the root warns, once per keyword; workers never do, or a nested call in
+    a task would print the same warning from every worker. Each public function calls
+    this itself, so that the warning points at its caller's line (``stacklevel``).
+    """
+    if not options or current().role == "worker":
+        return
     new = sorted(set(options) - _warned_options)
     if new:
         _warned_options.update(new)
-        warnings.warn(f"dockkit ignores these futures.map options: {', '.join(new)}",
+        warnings.warn(f"dockkit ignores these futures.{function} options: {', '.join(new)}",
                       stacklevel=3)
 
 
@@ -56,13 +63,17 @@ def map(func, *iterables, timeout=None, chunksize=None, progress=None, **ignored
     Inputs are read lazily as workers free up, so endless generators work; batching
     adapts to task time unless ``chunksize`` is given. ``progress=True`` shows a
     progress bar on a terminal. Other keywords (SCOOP's ``parallelLevel``, say) are
-    ignored with a warning, never passed to ``func``.
+    ignored with a warning (from the root, once), never passed to ``func``.
 
     Raises:
         The first failing task's exception (with the remote traceback as ``__cause__``),
         when iteration reaches it; the remaining tasks are cancelled.
     """
-    _ignore_options(ignored)
+    _ignore_options(ignored, "map")
+    return _map(func, iterables, timeout, chunksize, progress)
+
+
+def _map(func, iterables, timeout, chunksize, progress):
     timeout = _blocking(timeout)
     client = _worker_client()
     if client is not None:
@@ -75,7 +86,7 @@ def map(func, *iterables, timeout=None, chunksize=None, progress=None, **ignored
 
 def map_as_completed(func, *iterables, timeout=None, chunksize=None, **ignored):
     """Like :func:`map`, but yields results in completion order."""
-    _ignore_options(ignored)
+    _ignore_options(ignored, "map_as_completed")
     timeout = _blocking(timeout)
     client = _worker_client()
     if client is not None:
@@ -138,13 +149,16 @@ def as_completed(fs, timeout=None):
         yield from done
 
 
-def mapReduce(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options):  # noqa: N802,N803
+def mapReduce(mapFunc, reductionOp, *iterables, initial=_NOTHING, timeout=None,  # noqa: N802,N803
+              chunksize=None, progress=None, **ignored):
     """``functools.reduce(reductionOp, map(mapFunc, *iterables))``, the map on the workers.
 
     Works for every input length: with ``initial`` an empty input gives ``initial``;
     without it, an empty input raises TypeError as ``functools.reduce`` does.
+    ``timeout``, ``chunksize``, ``progress`` and ignored keywords are :func:`map`'s.
     """
-    results = map(mapFunc, *iterables, **map_options)
+    _ignore_options(ignored, "mapReduce")
+    results = _map(mapFunc, iterables, timeout, chunksize, progress)
     if initial is _NOTHING:
         initial = next(results, _NOTHING)  # peek, rather than guess from reduce's TypeError
         if initial is _NOTHING:
@@ -152,9 +166,14 @@ def mapReduce(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options)
     return functools.reduce(reductionOp, results, initial)
 
 
-def mapScan(mapFunc, reductionOp, *iterables, initial=_NOTHING, **map_options):  # noqa: N802,N803
-    """The running reductions of the mapped results: a list as long as the input."""
-    results = map(mapFunc, *iterables, **map_options)
+def mapScan(mapFunc, reductionOp, *iterables, initial=_NOTHING, timeout=None,  # noqa: N802,N803
+            chunksize=None, progress=None, **ignored):
+    """The running reductions of the mapped results: a list as long as the input.
+
+    ``timeout``, ``chunksize``, ``progress`` and ignored keywords are :func:`map`'s.
+    """
+    _ignore_options(ignored, "mapScan")
+    results = _map(mapFunc, iterables, timeout, chunksize, progress)
     if initial is _NOTHING:
         return list(itertools.accumulate(results, reductionOp))
     return list(itertools.accumulate(results, reductionOp, initial=initial))[1:]

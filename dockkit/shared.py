@@ -8,7 +8,7 @@ root. Constants are read-only: setting a name twice is an error.
 
 from __future__ import annotations
 
-from dockkit.runtime.context import check_new_constants, current
+from dockkit.runtime.context import add_constants, check_new_constants, current
 
 __all__ = ["setConst", "getConst"]
 
@@ -28,16 +28,22 @@ def setConst(**values) -> None:  # noqa: N802 - SCOOP's name
         from dockkit.executor import default_executor
 
         default_executor().set_constants(values)
-    context.constants.update(values)
+    add_constants(values)
 
 
 def getConst(name: str, timeout: float | None = 0.1, default=None):  # noqa: N802 - SCOOP's name
     """The value of constant ``name``; waits up to ``timeout`` seconds for it to arrive.
 
-    Returns ``default`` (None, as in SCOOP) if it has not arrived in time; pass another
-    default to tell a constant that is None from one that never came.
+    In the root as in tasks, the wait ends as soon as the constant arrives, from a
+    ``setConst`` in a task still running, say. ``timeout=None`` waits as long as it
+    takes; 0 or a negative timeout does not wait (as in SCOOP, whose ``-1`` means
+    "block" for ``futures.wait`` only).
+
+    Returns:
+        The constant, or ``default`` (None, as in SCOOP) if it has not arrived in
+        time; pass another default to tell a constant that is None from one that never came.
     """
     context = current()
-    if name not in context.constants and context.wait_for_constants is not None:
+    if name not in context.constants:
         context.wait_for_constants(lambda: name in context.constants, timeout)
     return context.constants.get(name, default)

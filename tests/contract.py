@@ -28,7 +28,6 @@ import concurrent.futures
 import functools
 import itertools
 import operator
-import os
 import re
 import threading
 import time
@@ -38,7 +37,7 @@ from contextlib import contextmanager
 import pytest
 
 from dockkit import futures, shared
-from dockkit.runtime.context import current
+from dockkit.runtime.context import current, debug_requested
 from dockkit.errors import ConfigError, RemoteError, SerializationError
 
 # Generous bounds: these check that a timeout is honoured, not how fast anything is.
@@ -734,7 +733,7 @@ class ExecutorContract:
         for values in seen:
             assert values["SIZE"] == executor.workers
             assert values["IS_RUNNING"] is True and values["IS_ORIGIN"] is False
-            assert values["DEBUG"] is bool(os.environ.get("DOCKKIT_DEBUG"))
+            assert values["DEBUG"] is debug_requested()
         names = {values["worker"] for values in seen}
         assert "root" not in names and 1 <= len(names) <= executor.workers, names
 
@@ -804,7 +803,7 @@ class DefaultExecutorContract:
         assert dockkit.IS_ORIGIN is True and dockkit.worker == "root"
         assert dockkit.IS_RUNNING is False  # not under `dockkit run`
         assert dockkit.SIZE == default_executor().workers
-        assert dockkit.DEBUG is bool(os.environ.get("DOCKKIT_DEBUG"))
+        assert dockkit.DEBUG is debug_requested()
 
     def test_nested_futures_on_the_default_executor(self):
         assert list(futures.map(nested_submit, range(4))) == [1, 2, 5, 10]

@@ -47,7 +47,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
 import struct
 import threading
 import time
@@ -56,13 +55,14 @@ import zmq
 
 from dockkit.runtime import protocol as P
 from dockkit.runtime.auth import Gatekeeper, RefusalLog
+from dockkit.runtime.context import debug_requested
 from dockkit.errors import BrokenExecutor, ConfigError, ProtocolError, WorkerLostError
 from dockkit.runtime.interrupts import interrupts_deferred
 from dockkit.runtime.serialize import dumps
 from dockkit.runtime.wakeup import WakePipe
 
 log = logging.getLogger("dockkit.broker")
-TRACE = bool(os.environ.get("DOCKKIT_DEBUG"))
+TRACE = debug_requested()
 
 LOCAL = b"\x00root"  # identity of messages from the root process itself
 #: What a handler raises on a malformed message (a header that does not unpack, a bad id).

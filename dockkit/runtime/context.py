@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from dockkit.errors import ConstantRedefinedError, UnguardedScriptError
 
@@ -22,14 +23,37 @@ class ProcessContext:
         self.role = "root"
         self.launched = False           # under `dockkit run` or `python -m dockkit` (SCOOP's IS_RUNNING)
         self.size = None                # a worker's run size; the root asks its executor
-        self.debug = bool(os.environ.get("DOCKKIT_DEBUG"))
+        self.debug = debug_requested()
         self.host = socket.gethostname()
         self.worker = "root"
         self.client = None              # the worker's Client for nested tasks; None in the root
         self.constants: dict = {}
-        self.wait_for_constants = None  # in a worker: pumps its loop until a constant arrives
+        self.wait_for_constants = _wait_in_root  # in a worker: pumps its loop until one arrives
         self.progress = False           # `dockkit run --progress`: futures.map shows a progress bar
         self.importing_script = None    # in a worker: the script's path while it imports it
+
+
+#: Notified whenever constants arrive: what a root's getConst waits on (the broker thread
+#: records the constants a task sets). A worker waits by running its loop instead.
+_constants_arrived = threading.Condition()
+
+
+def _wait_in_root(predicate, timeout) -> bool:
+    with _constants_arrived:
+        return _constants_arrived.wait_for(predicate, timeout)
+
+
+def add_constants(values: dict) -> None:
+    """Record shared constants set here or sent by the broker; wakes a getConst waiting for them."""
+    with _constants_arrived:
+        _current.constants.update(values)
+        _constants_arrived.notify_all()
+
+
+def debug_requested() -> bool:
+    """Whether ``DOCKKIT_DEBUG`` turns debugging on: any value but "", "0", "false", "no"
+    and "off" (in any case), so that ``DOCKKIT_DEBUG=0`` means off."""
+    return os.environ.get("DOCKKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 _current = ProcessContext()

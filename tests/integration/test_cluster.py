@@ -27,6 +27,7 @@ from dockkit.launch.ssh.keys import generate_keypair
 from dockkit.launch.warm import ROOT_NAME as WARM_ROOT_NAME, SERVER_NAME as WARM_SERVER_NAME
 from dockkit.launch.warm import SOCKET_PATH as WARM_SOCKET_PATH
 from tests.contract import ExecutorContract
+from tests.integration import scoop_attributes
 from tests.names import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +206,15 @@ def test_run_returns_the_scripts_exit_status(cluster, state_env, tmp_path):
     assert result.returncode == 1
     assert "ValueError: bad 0" in result.stderr
     assert "Traceback on worker node" in result.stderr
+
+
+def test_run_gives_scoops_module_attributes_in_the_root_and_in_tasks(cluster, state_env, tmp_path):
+    script = tmp_path / "attributes.py"
+    script.write_text(textwrap.dedent(scoop_attributes.SCRIPT))
+    result = dockkit_cli("run", "--name", cluster.name, str(script), "-n", "6", env=state_env, cwd=tmp_path,
+                         cluster=cluster)
+    assert result.returncode == 0, result.stderr
+    scoop_attributes.check_printed(result.stdout, {"node0": 2, "node1": 2, "node2": 2})
 
 
 def test_run_refuses_a_missing_script_in_one_line(cluster, state_env):

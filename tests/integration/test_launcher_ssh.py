@@ -22,6 +22,7 @@ from dockkit.errors import LaunchError
 from dockkit.launch.ssh.keys import generate_keypair, known_hosts_line
 from dockkit.launch.ssh.connection import resolve
 from dockkit.launch.hosts import HostSpec
+from tests.integration import scoop_attributes
 
 # The nodes don't have this test module: ship its functions by value, as a user
 # would for a module that exists only on the root.
@@ -231,6 +232,20 @@ def test_dockkit_run_over_ssh_returns_the_scripts_status(ssh_nodes, tmp_path):
     assert result.returncode == 7, result.stderr
     assert "total 2500" in result.stdout
     assert "Deploying 4 workers over 2 hosts" in result.stderr
+
+
+def test_scoops_module_attributes_over_ssh_in_the_root_and_in_tasks(ssh_nodes, tmp_path):
+    script = tmp_path / "attributes.py"
+    script.write_text(textwrap.dedent(scoop_attributes.SCRIPT))
+    nodes = ["node0", "node1", "node2"]
+    _copy_to_nodes(ssh_nodes, nodes, script)
+    result = subprocess.run(
+        [sys.executable, "-m", "dockkit", "--hosts", *nodes, "-n", "5", "--tunnel",
+         "--ssh-config", str(ssh_nodes.ssh_config_path), str(script)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # -n 5 over three hosts without counts: the remainder goes to the first ones
+    scoop_attributes.check_printed(result.stdout, {"node0": 2, "node1": 2, "node2": 1})
 
 
 def test_a_python_without_dockkit_is_named_before_any_task(ssh_nodes):
