@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,10 +24,13 @@ from docker.context import ContextAPI
 
 from dockkit.errors import DockerError, DockkitError, ImageError
 
-__all__ = ["LABEL", "docker_client", "engine_url", "engine_address", "engine_cpus", "docker_errors",
-           "engine_hint", "find_container", "remove_container", "remove_network"]
+__all__ = ["LABEL", "docker_client", "client_url", "engine_url", "engine_address", "engine_cpus",
+           "docker_errors", "engine_hint", "find_container", "remove_container", "remove_network"]
 
 LABEL = "org.dockkit.managed"  # on everything dockkit makes, so cleanup can find it
+# the URL each client of docker_client() was made for: docker-py keeps only its own form
+# ("http+docker://ssh" for any ssh:// engine), which names no engine in a message
+_URLS: weakref.WeakKeyDictionary[docker.DockerClient, str] = weakref.WeakKeyDictionary()
 
 
 def docker_client(base_url: str | None = None) -> docker.DockerClient:
@@ -54,7 +58,13 @@ def docker_client(base_url: str | None = None) -> docker.DockerClient:
     with docker_errors(f"connecting to the Docker Engine{named}", where=where):
         client = docker.DockerClient(**params)
         client.ping()
-        return client
+    _URLS[client] = where
+    return client
+
+
+def client_url(client: docker.DockerClient) -> str:
+    """The Engine URL ``client`` reaches, as given to :func:`docker_client` (else docker-py's own)."""
+    return _URLS.get(client) or client.api.base_url
 
 
 def engine_url(docker_host: str | None = None) -> str:

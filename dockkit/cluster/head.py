@@ -54,7 +54,7 @@ def connect_options(*, network: str) -> list[str]:
     The nodes run one image, so the per-host check of Python and dockkit versions is
     moot, and each node's agent comes from its warm agent server. On one engine's bridge
     the workers connect straight to the head, authenticated as every run is, without the
-    cost of encryption or of tunnels through the root's process. On a swarm's overlay they connect straight too, but the traffic crosses
+    cost of encryption or of SSH forwards. On a swarm's overlay they connect straight too, but the traffic crosses
     machines: CurveZMQ encrypts it. Between separate engines only the published sshd
     ports reach a node: the traffic goes through SSH tunnels, encrypted.
     """

@@ -27,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import docker
 
 from dockkit.cluster.base_image import VENV, ensure_base_image, image_exists
-from dockkit.cluster.engine import LABEL, docker_errors
+from dockkit.cluster.engine import LABEL, client_url, docker_errors
 from dockkit.errors import ImageError
 
 __all__ = [
@@ -48,6 +49,7 @@ NODE_KEY_DIR = "/etc/dockkit"  # the entrypoint reads keys from here at start
 WORKER_DEPS = ("pyzmq", "cloudpickle", "click", "rich", "paramiko", "cryptography")
 _IMAGE_FILES = ("Dockerfile", "sshd.conf", "entrypoint.sh")
 _SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
+COPY_REPORT_EVERY = 5.0  # s between the progress lines of an image copy
 
 Log = Callable[[str], None]
 
@@ -149,17 +151,65 @@ def copy_image(source: docker.DockerClient, target: docker.DockerClient, tag: st
     Why: one identical image on every node. Building again on another engine could
     give another id (another base), so the image is streamed across instead.
 
+    ``log`` gets a line naming the target engine as the copy starts, one with the MB sent
+    every :data:`COPY_REPORT_EVERY` seconds while it lasts, and one with MB and seconds at
+    its end.
+
     Raises:
         ImageError: ``source`` has no such image, or the copy failed.
         DockerError: An engine is unreachable.
     """
     if image_exists(target, tag):
         return
-    log(f"dockkit: copying {tag} to another Docker Engine")
-    with docker_errors(f"copying image {tag} between Docker Engines", ImageError):
-        target.api.load_image(source.api.get_image(tag))
+    where = client_url(target)
+    log(f"dockkit: copying {tag} to the Docker Engine at {where}")
+    meter = CopyMeter(lambda sent: log(copy_progress_line(tag, where, sent)))
+    with docker_errors(f"copying image {tag} to the Docker Engine at {where}", ImageError):
+        # read the engine's answer to its end: a load that failed says so there, after a 200
+        for line in target.api.load_image(meter.count(source.api.get_image(tag)), quiet=True):
+            if "error" in line:
+                raise ImageError(f"copying image {tag} to the Docker Engine at {where} failed: {line['error']}")
     if not image_exists(target, tag):
-        raise ImageError(f"copying image {tag} between Docker Engines failed: it is not there")
+        raise ImageError(f"copying image {tag} to the Docker Engine at {where} failed: it is not there")
+    log(copy_done_line(tag, where, meter.sent, meter.seconds()))
+
+
+class CopyMeter:
+    """Counts the bytes of a stream as they pass, calling ``report(sent)`` every ``every`` seconds.
+
+    A copy shorter than ``every`` reports nothing: it is summed up once, at its end.
+    """
+
+    def __init__(self, report: Callable[[int], None], every: float = COPY_REPORT_EVERY,
+                 clock: Callable[[], float] = time.monotonic):
+        self.report, self.every, self.clock = report, every, clock
+        self.sent = 0
+        self.started = clock()
+
+    def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield ``chunks`` unchanged, counting and reporting as they go."""
+        due = self.started + self.every
+        for chunk in chunks:
+            self.sent += len(chunk)
+            yield chunk
+            now = self.clock()
+            if now >= due:
+                self.report(self.sent)
+                due = now + self.every
+
+    def seconds(self) -> float:
+        """Seconds since the meter was made."""
+        return self.clock() - self.started
+
+
+def copy_progress_line(tag: str, where: str, sent: int) -> str:
+    """The line a long image copy logs every few seconds: how much has gone."""
+    return f"dockkit: copying {tag} to {where}: {sent / 1e6:.1f} MB sent"
+
+
+def copy_done_line(tag: str, where: str, sent: int, seconds: float) -> str:
+    """The one line a finished image copy logs: how much went, how long it took."""
+    return f"dockkit: copied {tag} to {where}: {sent / 1e6:.1f} MB in {seconds:.1f} s"
 
 
 def push_image(client: docker.DockerClient, tag: str, registry: str, log: Log = print) -> str:

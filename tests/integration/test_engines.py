@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,8 +20,10 @@ import cloudpickle
 import pytest
 
 import dockkit
+from dockkit.cluster.base_image import image_exists
 from dockkit.cluster.engine import docker_client as connect_docker
 from dockkit.cluster.nodes import CLUSTER_LABEL
+from dockkit.cluster.volumes import volume_name
 from dockkit.errors import EngineGoneError
 from tests.integration.engines import EngineBed
 from tests.integration.streams import Collect
@@ -42,11 +45,14 @@ def spread(engine_bed, docker_client, worker_image):
     reached over ssh:// (docker-py's ssh transport, the bed's pinned key) and the other over tcp://."""
     messages: list[str] = []
     hosts = ["local", *engine_urls(engine_bed)]
+    # what the image stores held before: an earlier test may have put the image on an engine
+    lacking = [url for url, engine in zip(engine_urls(engine_bed), engine_bed.engines)
+               if not _has_image(engine, worker_image)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(engine_bed.ssh_home))  # ~/.ssh of the bed: its key and known_hosts
         cluster = dockkit.Cluster(3, name=unique_name("e"), docker_hosts=hosts, workers_per_node=2,
                                   log=messages.append).up()
-        cluster.up_messages = messages
+        cluster.up_messages, cluster.engines_lacking_image = messages, lacking
         yield cluster
         assert cluster.down() == 3
     for engine in engine_bed.engines:
@@ -68,12 +74,34 @@ def test_nodes_are_placed_one_per_engine(spread, engine_bed):
         client.close()
 
 
-def test_the_image_is_shipped_once_to_each_engine_that_lacks_it(spread, engine_bed, worker_image):
-    copies = [m for m in spread.up_messages if "copying" in m]
-    assert len(copies) == len(engine_bed.engines), spread.up_messages
-    for engine in engine_bed.engines:
-        client = engine.client()
-        assert worker_image in [t for image in client.images.list() for t in image.tags]
+def test_the_image_is_shipped_once_to_each_engine_that_lacked_it(spread, engine_bed, worker_image):
+    """Each copy names its engine as it starts and sums itself up in one line as it ends."""
+    opening = f"dockkit: copying {worker_image} to the Docker Engine at "
+    started = [m.removeprefix(opening) for m in spread.up_messages if m.startswith(opening)]
+    summary = rf"dockkit: copied {re.escape(worker_image)} to (\S+): \d+\.\d MB in \d+\.\d s"
+    done = [re.fullmatch(summary, m) for m in spread.up_messages if m.startswith("dockkit: copied ")]
+    assert started == spread.engines_lacking_image, spread.up_messages
+    assert [m and m[1] for m in done] == spread.engines_lacking_image, spread.up_messages
+    assert all(_has_image(engine, worker_image) for engine in engine_bed.engines)
+
+
+def test_a_scale_up_copies_the_image_nowhere(spread, engine_bed, monkeypatch):
+    """Every engine has the image now: a fourth node (here) and back to three copy nothing."""
+    monkeypatch.setenv("HOME", str(engine_bed.ssh_home))  # the spread cluster's state and the bed's keys
+    messages: list[str] = []
+    hosts = ["local", *engine_urls(engine_bed)]
+    for nodes in (4, 3):
+        dockkit.Cluster(nodes, name=spread.name, docker_hosts=hosts, workers_per_node=2, log=messages.append).up()
+    assert f"dockkit: scaling cluster {spread.name!r} from 3 to 4 nodes" in messages, messages
+    assert not [m for m in messages if m.startswith(("dockkit: copying", "dockkit: copied"))], messages
+    assert [n.name for n in spread.status()] == ["node0", "node1", "node2"]
+
+
+def _has_image(engine, tag: str) -> bool:
+    client = engine.client()
+    try:
+        return image_exists(client, tag)
+    finally:
         client.close()
 
 
@@ -123,7 +151,54 @@ def test_up_refuses_a_name_in_use_on_another_engine(spread, engine_bed, tmp_path
     assert result.returncode == 1
     assert f"containers labelled {CLUSTER_LABEL}={spread.name} exist" in result.stderr, result.stderr
     assert "pick another --name" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "clusters" / spread.name).exists()  # no state made for a cluster refused
     assert [n.state for n in spread.status()] == ["running"] * 3  # the cluster there is untouched
+
+
+def test_a_volume_on_a_remote_engine_is_filled_once_by_cp_and_removed_by_down(engine_bed, docker_client,
+                                                                              worker_image, tmp_path,
+                                                                              monkeypatch):
+    """Here the directory is bind-mounted as it is; a bed engine can't see it, so its nodes
+    share one named volume, empty until `cp` fills it once, and gone with the cluster."""
+    monkeypatch.setenv("DOCKKIT_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "table.txt").write_text("seen here")
+    (tmp_path / "fill").mkdir()
+    (tmp_path / "fill" / "table.txt").write_text("filled there")
+    engine = engine_bed.engines[1]
+    cluster = dockkit.Cluster(3, name=unique_name("v"), docker_hosts=["local", engine.tcp_url, engine.tcp_url],
+                              workers_per_node=1, volumes=[f"{tmp_path / 'data'}:/data"])
+    remote = engine.client()
+    labelled = {"label": f"{CLUSTER_LABEL}={cluster.name}"}
+    try:
+        cluster.up()
+        assert [n.docker_host for n in cluster.status()] == ["local", engine.tcp_url, engine.tcp_url]
+        assert [v.name for v in remote.volumes.list(filters=labelled)] == [volume_name(cluster.name, "/data")]
+
+        def read(node):
+            result = cluster.container(node).exec_run(["cat", "/data/table.txt"])
+            return result.exit_code, result.output.decode()
+
+        assert read("node0") == (0, "seen here")
+        assert read("node1")[0] != 0 and read("node2")[0] != 0  # empty until filled
+        assert cluster.copy_to(tmp_path / "fill" / "table.txt", "node1", "/data") == ["node1:/data/table.txt"]
+        assert read("node2") == (0, "filled there")  # one copy serves the engine's every node
+        with cluster.executor(workers=3) as executor:
+            seen = set(executor.map(_read_table, range(30)))
+        assert seen == {("node0", "seen here"), ("node1", "filled there"), ("node2", "filled there")}
+    finally:
+        cluster.down()
+    assert remote.volumes.list(filters=labelled) == []
+    remote.close()
+    assert (tmp_path / "data" / "table.txt").read_text() == "seen here"  # a bind mount: never touched
+
+
+def _read_table(_):
+    import time
+    time.sleep(0.02)
+    with open("/data/table.txt") as table:
+        return socket.gethostname(), table.read()
 
 
 def _hostname(_):

@@ -8,6 +8,7 @@ two machines' worth of engines, and an overlay network really joins them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import pytest
 import cloudpickle
 
 import dockkit
+from dockkit.cluster.engine import LABEL
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from tests.integration.registry import RegistryBed
 from tests.integration.streams import Collect
@@ -79,6 +81,28 @@ WHERE = """
 """
 
 
+# Says once when the first result computed on the host argv[2] is back.
+MID_RUN = """
+    import socket
+    import sys
+    import time
+    from dockkit import futures
+
+    def where(i):
+        time.sleep(0.05)
+        return socket.gethostname(), i * i
+
+    if __name__ == "__main__":
+        squares, hosts = [], set()
+        for host, square in futures.map(where, range(int(sys.argv[1]))):
+            if host == sys.argv[2] and host not in hosts:
+                print(f"tasks ran on {host}", flush=True)
+            squares.append(square)
+            hosts.add(host)
+        print("sum:", sum(squares))
+"""
+
+
 def test_nodes_are_services_spread_over_the_swarm(swarm_cluster, engine_bed, docker_client):
     nodes = swarm_cluster.status()
     assert [(n.name, n.state) for n in nodes] == [(f"node{i}", "running") for i in range(NODES)]
@@ -92,6 +116,8 @@ def test_nodes_are_services_spread_over_the_swarm(swarm_cluster, engine_bed, doc
         assert engine.client().containers.get(node.container).status == "running"
     networks = manager.networks.list(names=[f"dockkit-{swarm_cluster.name}"])
     assert [(n.attrs["Driver"], n.attrs["Attachable"]) for n in networks] == [("overlay", True)]
+    # labelled like every node: `down` finds it from Docker's state alone
+    assert networks[0].attrs["Labels"] == {LABEL: "true", CLUSTER_LABEL: swarm_cluster.name}
     assert not _labelled(docker_client, swarm_cluster.name)["containers"]  # nothing on this machine's engine
     assert any("no registry" in m for m in swarm_cluster.up_messages), swarm_cluster.up_messages
 
@@ -156,28 +182,56 @@ def test_exec_logs_ssh_and_status_work_on_a_swarm_cluster(swarm_cluster, tmp_pat
 
 def test_a_dead_node_is_restarted_by_swarm_and_the_next_run_uses_it(swarm_cluster, engine_bed, tmp_path):
     """Killed mid-run: that run loses the worker and re-runs its tasks; Swarm restarts the node
-    with the same host key (a pinned one: ssh would refuse another), and the next run uses it."""
+    with the same host key (a pinned one: ssh would refuse another), and the next run uses it.
+
+    The kill waits for the run to say node1's workers returned results, so it lands while they
+    hold tasks (seconds of work are left): the run must find them lost to finish."""
     before = swarm_cluster.node("node1")
     engine = engine_bed.engines[int(before.swarm_node.removeprefix("engine"))]
-    script = _where_script(tmp_path, WHERE)
-    killer = threading.Timer(3.0, lambda: engine.client().containers.get(before.container).kill())
+    script = _where_script(tmp_path, MID_RUN)
     out = []
-    killer.start()
-    status = swarm_cluster.run(str(script), ["0.05", "600"], directory=str(tmp_path), stream=Collect(out))
-    killer.join()
+    sink = _KillOnLine(out, b"tasks ran on node1", lambda: engine.client().containers.get(before.container).kill())
+    status = swarm_cluster.run(str(script), ["800", "node1"], directory=str(tmp_path), stream=sink)
     text = b"".join(out).decode(errors="replace")
+    assert sink.killer is not None, text  # node1 took part, and was killed mid-run
+    sink.killer.join()
     assert status == 0, text  # the lost worker's tasks ran again elsewhere
-    assert f"sum: {sum(i * i for i in range(600))}" in text, text
+    lost = re.search(r"dockkit: worker \S+ \(pid \d+\) on node1 ", text)
+    assert lost, text
+    assert text.index("tasks ran on node1") < lost.start() < text.index("sum: "), text
+    assert f"sum: {sum(i * i for i in range(800))}" in text, text
     deadline = time.monotonic() + 60
     while (after := next(n for n in swarm_cluster.status() if n.name == "node1")).state != "running" \
             or after.container == before.container:
         assert time.monotonic() < deadline, f"Swarm did not restart node1: {after}"
         time.sleep(1)
-    assert after.host_key == before.host_key
+    # the key the new container's sshd serves is the one pinned in the state
+    new_engine = engine_bed.engines[int(after.swarm_node.removeprefix("engine"))]
+    code, served = new_engine.client().containers.get(after.container).exec_run(
+        ["ssh-keygen", "-y", "-f", "/etc/ssh/ssh_host_ed25519_key"])
+    assert code == 0, served
+    pinned = next(n for n in swarm_cluster.state().nodes if n.name == "node1").host_key
+    assert served.decode().split()[:2] == pinned.split()[:2]
     out = []
-    status = swarm_cluster.run(str(script), ["0.01", "200"], directory=str(tmp_path), stream=Collect(out))
+    status = swarm_cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "200"], directory=str(tmp_path),
+                               stream=Collect(out))
     text = b"".join(out).decode(errors="replace")
     assert status == 0 and "hosts: node0 node1 node2" in text, text
+
+
+class _KillOnLine(Collect):
+    """Collects a run's output; once ``line`` shows in it, calls ``kill`` in a thread of its own
+    (``killer``), so the output keeps flowing meanwhile."""
+
+    def __init__(self, out: list[bytes], line: bytes, kill):
+        super().__init__(out)
+        self.line, self.kill, self.killer = line, kill, None
+
+    def stdout(self, data: bytes) -> None:
+        super().stdout(data)
+        if self.killer is None and self.line in b"".join(self.out):
+            self.killer = threading.Thread(target=self.kill)
+            self.killer.start()
 
 
 def test_scaling_a_swarm_cluster_adds_and_removes_services(swarm_cluster, engine_bed):
@@ -252,9 +306,11 @@ def test_swarm_on_an_engine_that_manages_none_is_one_line(engine_bed, tmp_path):
                   state_dir=tmp_path)
     assert result.returncode == 1
     assert "is a swarm worker, not a manager" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     result = _cli("up", "--swarm", "--nodes", "2", "--name", name, state_dir=tmp_path)  # this machine's engine
     assert result.returncode == 1
     assert "is not in a swarm: run `docker swarm init`" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for engine in engine_bed.engines:
         assert not any(_labelled(engine.client(), name).values())
     assert not (tmp_path / "clusters" / name).exists()
