@@ -12,6 +12,7 @@ import sys
 import click
 
 from dockkit.errors import ConfigError, DockkitError
+from dockkit.runtime.context import current, debug_requested
 
 DEFAULT_CLUSTER = "dockkit"
 RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -122,9 +123,12 @@ def _run(workers, hosts, hostfile, launcher, tunnel, external_hostname, python, 
     from dockkit.runner import run_script
 
     launcher = _choose_launcher(launcher, hosts, hostfile)
+    allocation = _allocation_to_use(hosts, hostfile, launcher)
     if dry_run:
-        return _print_plan(_plan(workers, hosts, hostfile, tunnel, launcher))
-    hosts = _hosts_from_allocation(hosts, hostfile, workers)
+        return _print_plan(_plan(workers, hosts, hostfile, tunnel, launcher, allocation))
+    if allocation is not None:
+        click.echo(f"dockkit: using the {allocation.describe()}", err=True)
+        hosts = tuple(allocation.host_words(workers))
     options = {"max_retries": max_retries, "encrypt": encrypt, "heartbeat_timeout": heartbeat_timeout}
     for flag, given in (("--files-on-stdin", files_on_stdin), ("--warm-agents", warm_agents)):
         if given and (launcher == "srun" or not (hosts or hostfile)):
@@ -175,15 +179,13 @@ def _choose_launcher(choice: str, hosts, hostfile) -> str:
     return "srun"
 
 
-def _plan(workers, hosts, hostfile, tunnel, launcher="ssh"):
-    from dockkit.launch.allocation import detect
+def _plan(workers, hosts, hostfile, tunnel, launcher, allocation):
     from dockkit.plan import hosts_plan, local_plan
 
     if hosts or hostfile:
         source = " ".join(hosts) + (f" (and hostfile {hostfile})" if hostfile else "") if hosts else \
             f"hostfile {hostfile}"
         return hosts_plan(hosts, hostfile, workers, source=source, tunnel=tunnel, launcher=launcher)
-    allocation = detect()
     if allocation is not None:
         return hosts_plan(allocation.host_words(workers), None, workers, source=allocation.describe(),
                           tunnel=tunnel, launcher=launcher)
@@ -196,23 +198,26 @@ def _print_plan(plan) -> int:
 
 
 def _in_allocation() -> bool:
-    from dockkit.launch.allocation import detect
+    from dockkit.launch.allocation import named
 
-    return detect() is not None
+    return named() is not None
 
 
-def _hosts_from_allocation(hosts, hostfile, workers) -> tuple:
-    """Inside a SLURM, PBS or SGE job, its hosts, unless --hosts or --hostfile says otherwise."""
-    from dockkit.launch.allocation import detect
+def _allocation_to_use(hosts, hostfile, launcher):
+    """Inside a SLURM, PBS or SGE job, its allocation, unless --hosts or --hostfile says otherwise.
 
-    allocation = detect()
-    if allocation is None:
-        return hosts
+    Given hosts win with a note, and the allocation is then not read: a malformed one is
+    no reason to refuse hosts that work. None outside a job.
+    """
+    from dockkit.launch.allocation import detect, named
+    from dockkit.launch.srun import job_allocation
+
     if hosts or hostfile:
-        click.echo(f"dockkit: --hosts/--hostfile given: not using the {allocation.describe()}", err=True)
-        return hosts
-    click.echo(f"dockkit: using the {allocation.describe()}", err=True)
-    return tuple(allocation.host_words(workers))
+        allocation = named()
+        if allocation is not None:
+            click.echo(f"dockkit: --hosts/--hostfile given: not using the {allocation}", err=True)
+        return None
+    return job_allocation() if launcher == "srun" else detect()
 
 
 def _parse_env(pairs) -> dict:
@@ -238,7 +243,7 @@ def _invoke(command: click.Command, argv, prog_name: str) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DockkitError as exc:
-        if os.environ.get("DOCKKIT_DEBUG"):  # --debug, parsed by click: never a script's own
+        if debug_requested():  # --debug, parsed by click: never a script's own
             raise
         click.echo(f"dockkit: error: {exc}", err=True)
         sys.exit(1)
@@ -247,6 +252,7 @@ def _invoke(command: click.Command, argv, prog_name: str) -> None:
 def _debug_on(ctx, param, value) -> bool:
     if value:
         os.environ["DOCKKIT_DEBUG"] = "1"  # read by the broker, the workers and the error handler
+        current().debug = True  # this process's context was made before the option was read
     return value
 
 
@@ -297,9 +303,11 @@ def run(name, local, max_upload, fetch, max_fetch, **options):
     if cluster_up and not local:
         sys.exit(_run_on_cluster(name, upload_limit=max_upload * 1_000_000, fetch=fetch,
                                  fetch_limit=max_fetch * 1_000_000, **options))
-    if not on_hosts and (cluster_up or not local) and not options["dry_run"] and os.path.isfile(options["script"]):
+    if (not on_hosts and (cluster_up or not local) and not options["dry_run"] and options["launcher"] != "srun"
+            and os.path.isfile(options["script"])):
         # (a missing script gets its one-line error from run_script, without this note;
-        # --local with no cluster up is just what the user asked for: no note)
+        # --local with no cluster up is just what the user asked for: no note; srun never
+        # runs on local workers)
         note = (f"--local: running on local workers, not on cluster {name!r}" if cluster_up
                 else f"no cluster {name!r} is up; running on local workers")
         click.echo(f"dockkit: {note}", err=True)
@@ -333,7 +341,7 @@ def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, pro
     return Cluster(name=name).run(
         script, script_args, workers=workers, upload_limit=upload_limit, env=_parse_env(env),
         prolog=prolog, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
-        allow_missing_hosts=allow_missing_hosts, progress=progress, debug=bool(os.environ.get("DOCKKIT_DEBUG")), fetch=fetch,
+        allow_missing_hosts=allow_missing_hosts, progress=progress, debug=debug_requested(), fetch=fetch,
         fetch_limit=fetch_limit)
 
 
@@ -486,8 +494,8 @@ def cp(name, source, destination):
     elif isinstance(dest, NodePath) and not isinstance(src, NodePath):
         landed = cluster.copy_to(src, dest.node, dest.path)
     else:
-        raise click.UsageError("one side must be NODE:PATH and the other a path here "
-                               "(node to node: copy through this machine)")
+        raise ConfigError(f"cp {source} {destination}: one side must be NODE:PATH and the other a "
+                          "path here (node to node: copy through this machine)")
     click.echo(f"dockkit: copied {source} to {', '.join(landed)}", err=True)
 
 

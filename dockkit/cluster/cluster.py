@@ -778,8 +778,9 @@ class Cluster:
             self.log(f"dockkit: the run's root process in {HEAD} was killed by {KILLED_BY[status]} "
                      f"(exit status {status}){' (out of memory?)' if status == 137 else ''}; "
                      f"`dockkit logs` and `dockkit exec {HEAD} dmesg` may say why")
-        if fetch:
-            self.fetch_outputs(bundle, limit=fetch_limit)
+        # without fetching, the head is still listed: the next run's outputs are then told
+        # apart from this one's, which stay in the head
+        self.fetch_outputs(bundle, limit=fetch_limit, bring_home=fetch)
         return status
 
     def _network_kind(self, state: ClusterState) -> str:
@@ -788,24 +789,31 @@ class Cluster:
             return OVERLAY
         return BRIDGE if len({self._engine_url(n.docker_host) for n in state.nodes}) == 1 else ROUTED
 
-    def fetch_outputs(self, bundle, *, limit: int | None = None):
+    def fetch_outputs(self, bundle, *, limit: int | None = None, bring_home: bool = True):
         """Bring back what a run created or changed in the head's copy of ``bundle.root``.
 
         Returns the :class:`~dockkit.cluster.fetch.FetchPlan`; files the run deleted
         are reported, never deleted here, and past ``limit`` bytes nothing is fetched.
+        With ``bring_home`` false, the head's copy is only listed, so that a later
+        run fetches its own outputs and not these.
         """
         head = self.node(HEAD)
         with docker_errors(f"fetching the run's outputs from {HEAD}", ClusterError,
                            gone=gone_message(head, self.name)):
             container = self._container(head)
-            plan = fetch.plan_fetch(bundle.root, bundle.manifest, fetch.list_head(container, bundle.root))
+            on_head = fetch.list_head(container, bundle.root)
+            kept = self.files.head_listing(bundle.root)
+            plan = fetch.plan_fetch(bundle.root, bundle.manifest, on_head,
+                                    before=fetch.previous_listing(kept, container.id))
             limit = fetch.DEFAULT_FETCH_LIMIT if limit is None else limit
-            if plan.size > limit:
+            if bring_home and plan.size > limit:
                 self.log(f"dockkit: {fetch.over_limit_message(plan, limit)}")
-            elif plan.changed:
+            elif bring_home and plan.changed:
                 fetch.fetch_files(container, bundle.root, [rel for rel, _ in plan.changed])
                 self.log(f"dockkit: {fetch.summary(plan)}")
-        if plan.deleted:
+            # after the fetch: a failed one leaves the next run to bring these home
+            fetch.save_listing(kept, container.id, on_head)
+        if plan.deleted and bring_home:
             self.log(f"dockkit: the run deleted {len(plan.deleted)} file(s) in {HEAD}, kept here: "
                      f"{', '.join(plan.deleted[:5])}{', …' if len(plan.deleted) > 5 else ''}")
         return plan
@@ -823,6 +831,9 @@ class Cluster:
         source = Path(source)
         if not source.exists():
             raise ConfigError(f"{source}: no such file or directory here")
+        for info in nodes:  # every node checked before any is written: nothing half-copied
+            with docker_errors(f"copying {source} to {info.name}", ClusterError, gone=gone_message(info, self.name)):
+                copying.check_put(self._container(info), source, path)
         landed = []
         for info in nodes:
             with docker_errors(f"copying {source} to {info.name}", ClusterError, gone=gone_message(info, self.name)):
@@ -841,6 +852,9 @@ class Cluster:
         if node == copying.ALL_NODES and destination.is_file():
             raise ConfigError(f"{destination} is a file; `all:` gathers each node's copy under a "
                               "directory: give one (it is made if missing)")
+        for info in nodes:  # every node checked before any is read: nothing half-copied
+            with docker_errors(f"copying {path} from {info.name}", ClusterError, gone=gone_message(info, self.name)):
+                copying.check_get(self._container(info), path)
         landed = []
         for info in nodes:
             target = destination

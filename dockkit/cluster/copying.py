@@ -45,7 +45,8 @@ def parse_location(text: str, cwd: str | None = None) -> NodePath | Path:
     if sep and node and "/" not in node and not os.path.exists(text):
         if not path:
             raise ConfigError(f"{text!r}: give a path after the node name, e.g. {node}:/data")
-        return NodePath(node, posixpath.normpath(posixpath.join(cwd or os.getcwd(), path)))
+        slash = "/" if path.endswith("/") and path.strip("/") else ""  # kept: it says "a directory"
+        return NodePath(node, posixpath.normpath(posixpath.join(cwd or os.getcwd(), path)) + slash)
     return Path(text)
 
 
@@ -57,8 +58,8 @@ def tar_of(source: Path) -> bytes:
     return buffer.getvalue()
 
 
-def put(container, source: Path, destination: str) -> str:
-    """Copy ``source`` from here into ``container`` at ``destination``; returns where it landed.
+def check_put(container, source: Path, destination: str) -> str:
+    """Where ``put`` would land ``source`` in ``container``: checked before anything is copied.
 
     Raises:
         ConfigError: the source is missing, or a directory would land on a file.
@@ -67,12 +68,32 @@ def put(container, source: Path, destination: str) -> str:
         raise ConfigError(f"{source}: no such file or directory here")
     kind = _remote_kind(container, destination)
     if kind == "dir":
-        target = posixpath.join(destination, source.name)
-    elif kind == "file" and source.is_dir():
+        return posixpath.join(destination, source.name)
+    if kind == "file" and source.is_dir():
         raise ConfigError(f"cannot copy directory {source} onto {destination}, which is a file in "
                           f"{container.name}; give a directory or a new name")
-    else:
-        target = destination
+    if destination.endswith("/"):  # as docker cp: a trailing slash names a directory, never a new file
+        raise ConfigError(f"{container.name}: {destination}: no such directory; make it first or "
+                          "drop the trailing slash to give the copy that name")
+    parent = posixpath.dirname(destination) or "/"
+    if kind == "none" and _remote_kind(container, parent) != "dir":
+        raise ConfigError(f"{container.name}: {parent}: no such directory; make it first")
+    return destination
+
+
+def check_get(container, source: str) -> None:
+    """Raises ConfigError if ``source`` is missing in ``container``."""
+    if _remote_kind(container, source) == "none":
+        raise ConfigError(f"{container.name}: {source}: no such file or directory")
+
+
+def put(container, source: Path, destination: str) -> str:
+    """Copy ``source`` from here into ``container`` at ``destination``; returns where it landed.
+
+    Raises:
+        ConfigError: the source is missing, or a directory would land on a file.
+    """
+    target = check_put(container, source, destination)
     parent = posixpath.dirname(target.rstrip("/")) or "/"
     staging = f"{parent}/.dockkit-cp-{os.urandom(4).hex()}"
     _check(container, ["mkdir", "-p", staging], f"making {parent} in {container.name}")

@@ -3,13 +3,18 @@
 The upload records every file it copied with its size and mtime (a tar keeps
 both). After the run, the head lists its copy of the working directory; what is
 new or changed there, under the upload's ignore rules, comes back to the same
-place here. Files the run deleted are reported, never deleted here. Past a size
-limit nothing is fetched and the largest files are named, as the upload does.
+place here. The head's copy outlives a run, so each run's listing is kept on this
+machine: a file an earlier run left there as it still is (one not fetched with
+``--no-fetch`` or over the limit, one deleted here since) is not this run's output
+and stays where it is. Files the run deleted are reported, never deleted here.
+Past a size limit nothing is fetched and the largest files are named, as the
+upload does.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import tempfile
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dockkit.cluster.sync import ignore_spec
+from dockkit.config import state_dir, write_private
 from dockkit.errors import ClusterError
 
 DEFAULT_FETCH_LIMIT = 200_000_000  # 200 MB, as `dockkit run --max-fetch` counts
@@ -41,22 +47,37 @@ class FetchPlan:
         return sum(size for _, size in self.changed)
 
 
-def plan_fetch(root: Path, uploaded: Manifest, on_head: Manifest) -> FetchPlan:
-    """The new and changed files to bring back, and the uploaded files the run deleted."""
+def plan_fetch(root: Path, uploaded: Manifest, on_head: Manifest, before: Manifest | None = None) -> FetchPlan:
+    """The new and changed files to bring back, and the uploaded files the run deleted.
+
+    ``before`` is the head's listing after the previous run from ``root``: a file
+    still as it was then is not this run's output.
+    """
     spec = ignore_spec(root)
+    skipped = _skipped_directories(root, on_head)
     plan = FetchPlan()
-    for rel, (size, mtime) in sorted(on_head.items()):
-        if _ignored(spec, rel) or uploaded.get(rel) == (size, mtime):
+    for rel, entry in sorted(on_head.items()):
+        if uploaded.get(rel) == entry or (before or {}).get(rel) == entry or _ignored(spec, skipped, rel):
             continue
-        plan.changed.append((rel, size))
+        plan.changed.append((rel, entry[0]))
     plan.deleted = sorted(rel for rel in uploaded if rel not in on_head)
     return plan
 
 
-def _ignored(spec, rel: str) -> bool:
+def _skipped_directories(root: Path, on_head: Manifest) -> set[str]:
+    """The directories the upload's walk never takes, found in the head's listing:
+    virtualenvs (by their ``pyvenv.cfg``) and this machine's state directory."""
+    skipped = {rel.removesuffix("pyvenv.cfg") for rel in on_head if PurePosixPath(rel).name == "pyvenv.cfg"}
+    state = state_dir().resolve()
+    if root.resolve() in state.parents:
+        skipped.add(state.relative_to(root.resolve()).as_posix() + "/")
+    return skipped
+
+
+def _ignored(spec, skipped: set[str], rel: str) -> bool:
     parts = PurePosixPath(rel).parts
-    dirs = ("/".join(parts[:i]) + "/" for i in range(1, len(parts)))  # as the upload's walk asks
-    return spec.match_file(rel) or any(spec.match_file(d) for d in dirs)
+    dirs = ["/".join(parts[:i]) + "/" for i in range(1, len(parts))]  # as the upload's walk asks
+    return spec.match_file(rel) or any(spec.match_file(d) or d in skipped for d in dirs)
 
 
 def list_head(container, root: Path) -> Manifest:
@@ -78,6 +99,21 @@ def parse_listing(listing: bytes) -> Manifest:
     return manifest
 
 
+def previous_listing(path: Path, head_id: str) -> Manifest:
+    """The listing :func:`save_listing` kept at ``path``, if the head is still the same container."""
+    try:
+        saved = json.loads(path.read_text())
+        if saved["head"] != head_id:
+            return {}  # a new head holds a fresh copy: nothing of the old one is in it
+        return {rel: (size, mtime) for rel, (size, mtime) in saved["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # none yet, or unreadable: as for a first run, every difference comes home
+
+
+def save_listing(path: Path, head_id: str, listing: Manifest) -> None:
+    write_private(path, json.dumps({"head": head_id, "files": listing}))
+
+
 def fetch_files(container, root: Path, paths: list[str]) -> None:
     """Copy ``paths`` (relative to ``root``) from the head node to ``root`` here.
 
@@ -85,7 +121,7 @@ def fetch_files(container, root: Path, paths: list[str]) -> None:
     fetch leaves whole files only.
     """
     listing = io.BytesIO()
-    data = b"\0".join(p.encode() for p in paths) + b"\0"
+    data = b"\0".join(map(os.fsencode, paths)) + b"\0"
     with tarfile.open(fileobj=listing, mode="w") as tar:
         info = tarfile.TarInfo(LIST_NAME)
         info.size = len(data)

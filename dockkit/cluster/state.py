@@ -10,7 +10,9 @@ docker-py.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,10 @@ class ClusterFiles:
     @property
     def key(self) -> Path:
         return self.directory / "id_ed25519"
+
+    def head_listing(self, root: Path) -> Path:
+        """Where the head's listing of ``root`` after the last run from it is kept."""
+        return self.directory / "listings" / f"{hashlib.sha256(os.fsencode(root)).hexdigest()[:16]}.json"
 
 
 @dataclass

@@ -126,6 +126,35 @@ def test_outputs_over_the_limit_are_refused_with_the_largest_named(cluster, stat
     assert "1.5 MB is over the 1 MB limit (largest: big.bin (1.5 MB), small.txt (0.0 MB))" in result.stderr
 
 
+def test_each_run_fetches_its_own_outputs_not_what_earlier_runs_left_on_the_head(cluster, state_env, project):
+    # The head's copy outlives a run: what earlier runs left there as it is (not fetched,
+    # over the limit, or deleted here since) must not come home with a later run's outputs.
+    write_job(project, """
+        import sys
+        if __name__ == "__main__":
+            name, size = sys.argv[1], int(sys.argv[2])
+            open(name, "wb").write(b"x" * size)
+    """)
+
+    def run_writing(name, size, *options):
+        result = dockkit_cli("run", "--name", cluster.name, *options, "job.py", name, str(size),
+                             env=state_env, cwd=project, cluster=cluster)
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stderr.splitlines()
+                if line.startswith(("dockkit: fetched", "dockkit: not fetching"))]
+
+    assert run_writing("kept-there.txt", 10, "--no-fetch") == []
+    assert run_writing("big.bin", 1_500_000, "--max-fetch", "1")[0].startswith(
+        "dockkit: not fetching the run's 1 new or changed files")
+    assert run_writing("second.txt", 20) == ["dockkit: fetched 1 file (0.0 MB): second.txt"]
+    (project / "second.txt").unlink()  # deleted here: the next run leaves it deleted
+    assert run_writing("third.txt", 30) == ["dockkit: fetched 1 file (0.0 MB): third.txt"]
+    assert not (project / "kept-there.txt").exists() and not (project / "big.bin").exists()
+    assert not (project / "second.txt").exists()
+    assert run_writing("second.txt", 21) == ["dockkit: fetched 1 file (0.0 MB): second.txt"]  # changed again
+    assert (project / "second.txt").stat().st_size == 21
+
+
 def test_cp_a_directory_to_a_node_and_back(cluster, state_env, tmp_path):
     source = tmp_path / "inputs"
     (source / "sub").mkdir(parents=True)
@@ -165,6 +194,8 @@ def test_cp_all_copies_to_every_node_and_gathers_per_node(cluster, state_env, tm
     ("node0:/etc", "a-file.txt", "cannot copy directory /etc onto"),
     ("all:/etc/hostname", "a-file.txt", "a-file.txt is a file; `all:` gathers"),
     ("a-dir", "node0:/etc/hostname", "cannot copy directory a-dir onto /etc/hostname, which is a file"),
+    ("a-file.txt", "node0:/no/such/dir/x", "/no/such/dir: no such directory; make it first"),
+    ("a-file.txt", "node0:/no-such-dir/", "/no-such-dir/: no such directory; make it first or drop"),
 ])
 def test_cp_bad_input_is_one_line_and_copies_nothing(cluster, state_env, tmp_path, source, destination,
                                                      message):
@@ -179,6 +210,20 @@ def test_cp_bad_input_is_one_line_and_copies_nothing(cluster, state_env, tmp_pat
     assert (tmp_path / "a-file.txt").read_text() == "keep me"
     hostname = cluster.container("node0").exec_run(["cat", "/etc/hostname"])
     assert hostname.exit_code == 0 and hostname.output.strip()
+
+
+def test_cp_all_checks_every_node_before_copying_anything(cluster, state_env, tmp_path):
+    # node1 alone has the file to gather, and a file where node0 has none: `all:` either way
+    # must refuse before the first node is copied, not half-way through.
+    cluster.container("node1").exec_run(["sh", "-c", "echo one > /srv/only-here && echo f > /srv/clash"])
+    result = dockkit_cli("cp", "--name", cluster.name, "all:/srv/only-here", str(tmp_path / "gathered"),
+                         env=state_env)
+    assert result.returncode == 1 and "/srv/only-here: no such file or directory" in result.stderr
+    assert not (tmp_path / "gathered").exists()
+    (tmp_path / "clash" / "sub").mkdir(parents=True)
+    result = dockkit_cli("cp", "--name", cluster.name, str(tmp_path / "clash"), "all:/srv/clash", env=state_env)
+    assert result.returncode == 1 and "onto /srv/clash, which is a file" in result.stderr, result.stderr
+    assert cluster.container("node0").exec_run(["test", "-e", "/srv/clash"]).exit_code == 1
 
 
 def test_a_volume_is_seen_by_every_node_and_never_copied(cluster, state_env, project, shared_data):

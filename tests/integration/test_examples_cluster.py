@@ -9,6 +9,7 @@ is judged by its output: the same values as on local workers, computed here.
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -95,7 +96,8 @@ def test_ga_onemax_runs_with_deap_from_the_image(cluster, project):
     assert "best individual: 40 of 40 ones after 40 generations (seed 3)" in out, out
 
 
-def test_param_sweep_prints_the_best_grid_point(cluster, project):
+def test_param_sweep_prints_the_best_grid_point_and_its_table_comes_home(cluster, project):
+    (project / "results.csv").unlink(missing_ok=True)
     out = run_on_cluster(cluster, project, "param_sweep.py", "--steps", "2000")
     module = load(project, "param_sweep.py")
     rows = [module["descend"](lr, m, 2000, 1e-6)
@@ -105,6 +107,10 @@ def test_param_sweep_prints_the_best_grid_point(cluster, project):
     assert f"wrote {len(rows)} rows to results.csv; {converged} runs converged" in out, out
     assert (f"best: learning_rate={best['learning_rate']} momentum={best['momentum']} "
             f"loss={best['loss']:.3g}") in out, out
+    with open(project / "results.csv", newline="") as came_home:  # written on the head, fetched
+        table = list(csv.DictReader(came_home))
+    assert [(float(row["learning_rate"]), float(row["momentum"])) for row in table] == [
+        (row["learning_rate"], row["momentum"]) for row in rows]
 
 
 def test_shell_commands_run_on_the_nodes(cluster, project):

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dockkit.cluster.copying import NodePath, parse_location
-from dockkit.cluster.fetch import _LIST_FILES, FetchPlan, over_limit_message, parse_listing, plan_fetch, summary
+from dockkit.cluster.fetch import (_LIST_FILES, FetchPlan, over_limit_message, parse_listing, plan_fetch,
+                                   previous_listing, save_listing, summary)
 from dockkit.cluster.head import BRIDGE, OVERLAY, ROUTED, RunOptions, head_command
 from dockkit.launch.warm import ROOT_MODULE, client_args
 from dockkit.cluster.sync import pack
@@ -81,6 +82,41 @@ def test_an_unchanged_tree_fetches_nothing(project):
     assert plan_fetch(project, uploaded, dict(uploaded)) == FetchPlan()
 
 
+def test_what_an_earlier_run_left_on_the_head_as_it_is_stays_there(project):
+    uploaded = pack(project).manifest
+    before = dict(uploaded, **{"kept.txt": (5, 1), "big.bin": (9, 1), "second.txt": (2, 1)})
+    on_head = dict(before, **{"second.txt": (3, 2), "third.txt": (4, 2)})  # this run's outputs
+    plan = plan_fetch(project, uploaded, on_head, before=before)
+    assert plan.changed == [("second.txt", 3), ("third.txt", 4)]
+
+
+def test_the_upload_s_virtualenvs_and_state_directory_never_come_home(project, monkeypatch):
+    monkeypatch.setenv("DOCKKIT_STATE_DIR", str(project / "state"))
+    uploaded = pack(project).manifest
+    on_head = dict(uploaded, **{"env/pyvenv.cfg": (1, 1), "env/lib/x.py": (1, 1),
+                                "state/clusters/c/id_ed25519": (1, 1), "out/envy.txt": (1, 1)})
+    assert plan_fetch(project, uploaded, on_head).changed == [("out/envy.txt", 1)]
+
+
+def test_a_kept_listing_serves_the_same_head_only(tmp_path):
+    path = tmp_path / "listings" / "a.json"
+    save_listing(path, "head-1", {"a b\nc.txt": (3, 4)})
+    assert previous_listing(path, "head-1") == {"a b\nc.txt": (3, 4)}
+    assert previous_listing(path, "head-2") == {}  # a new head: a fresh copy
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_text("{not json")
+    assert previous_listing(path, "head-1") == {}
+    assert previous_listing(tmp_path / "none.json", "head-1") == {}
+
+
+def test_the_sdk_default_fetch_limit_is_the_cli_default():
+    from dockkit.cli import run
+    from dockkit.cluster.fetch import DEFAULT_FETCH_LIMIT
+
+    (max_fetch,) = [p for p in run.params if p.name == "max_fetch"]
+    assert DEFAULT_FETCH_LIMIT == max_fetch.default * 1_000_000
+
+
 def test_the_summary_and_the_limit_message_name_the_files():
     plan = FetchPlan(changed=[("results.csv", 1_200_000), ("plots/a.png", 300_000), ("big.npy", 90_000_000)])
     assert summary(plan, shown=2) == "fetched 3 files (91.5 MB): results.csv, plots/a.png, …"
@@ -92,7 +128,8 @@ def test_the_summary_and_the_limit_message_name_the_files():
 
 @pytest.mark.parametrize("text, expected", [
     ("node1:/data", NodePath("node1", "/data")),
-    ("all:/out/", NodePath("all", "/out")),
+    ("all:/out/", NodePath("all", "/out/")),  # the slash says "a directory"
+    ("node1:/", NodePath("node1", "/")),
     ("node2:results", NodePath("node2", "/project/results")),
     ("./node1:x", Path("./node1:x")),
     ("/abs/file", Path("/abs/file")),
@@ -179,3 +216,19 @@ def test_on_a_swarm_overlay_workers_connect_straight_to_the_head_encrypted():
 def test_an_unknown_network_kind_is_refused():
     with pytest.raises(ValueError, match="network must be one of"):
         head_command(["node0"], "/p/job.py", [], workers=None, options=RunOptions(), network="mesh")
+
+
+@pytest.mark.parametrize("source, destination", [("a.txt", "b.txt"), ("node0:/a", "node1:/b")])
+def test_cp_needs_one_node_side_and_says_so_in_one_line(tmp_path, source, destination):
+    import os
+    import sys
+
+    (tmp_path / "a.txt").write_text("a")
+    result = subprocess.run([sys.executable, "-m", "dockkit.cli", "cp", source, destination], cwd=tmp_path,
+                            env=dict(os.environ, DOCKKIT_STATE_DIR=str(tmp_path / "state")),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"dockkit: error: cp {source} {destination}: one side must be NODE:PATH and the other a path "
+        "here (node to node: copy through this machine)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
