@@ -337,7 +337,11 @@ def _run_on_cluster(name, *, upload_limit, fetch, fetch_limit, workers, env, pro
         raise ConfigError(f"{', '.join(given)}: not for a run on cluster {name!r} (its nodes run "
                           "the image's Python at the script's own path, with keys and an ssh_config "
                           "of their own); leave it out, or add --local")
-    # --tunnel and --no-host-check need no forwarding: the cluster chooses how its nodes connect.
+    # hosts, hostfile and dry_run were handled before this call; --exit-with-stdin is internal
+    unneeded = [flag for flag, given in (("--tunnel", tunnel), ("--no-host-check", not host_check)) if given]
+    if unneeded:  # said, not refused: what they ask for, a cluster does already
+        click.echo(f"dockkit: {', '.join(unneeded)}: not needed on cluster {name!r}, which chooses how "
+                   "its nodes connect and pins their host keys; ignored", err=True)
     return Cluster(name=name).run(
         script, script_args, workers=workers, upload_limit=upload_limit, env=_parse_env(env),
         prolog=prolog, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,

@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 
 from dockkit.runtime.context import current
 from dockkit.errors import ConfigError
@@ -99,9 +98,9 @@ def print_script_error(exc: BaseException, script: str) -> None:
     With no frame of the script (a SyntaxError found while compiling it), only the
     error is printed, as Python does.
     """
-    from dockkit.runtime.serialize import script_frames
+    from dockkit.runtime.serialize import format_script_error
 
-    traceback.print_exception(type(exc), exc, script_frames(exc.__traceback__, script))
+    print(format_script_error(exc, script), end="", file=sys.stderr)
 
 
 def _interrupt_at_end_of_stdin(grace: float = 15.0) -> None:

@@ -16,8 +16,11 @@ carrying the text.
 
 from __future__ import annotations
 
+import functools
+import linecache
 import os
 import pickle
+import sys
 import traceback
 
 import cloudpickle
@@ -26,6 +29,9 @@ from dockkit.errors import RemoteError, SerializationError
 from dockkit.runtime.protocol import view
 
 PROTOCOL = 5
+SCRIPT_MODULE = "__dockkit_main__"  # the name a worker imports the run's script under
+DYNAMIC_CODE = "<dynamic-code>"  # cloudpickle's file name for code it ships by value
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # dockkit's own frames
 #: ``bytes`` at least this long travel out of band once wrapped by :func:`out_of_band_items`.
 OUT_OF_BAND_BYTES = 64 << 10
 
@@ -147,6 +153,78 @@ def script_frames(tb, script: str):
     return tb
 
 
+def format_script_error(exc: BaseException, script: str) -> str:
+    """``exc`` as ``python script`` would print it: from the script's first frame on.
+
+    A task's failure, re-raised where the script reads its result, ends at the script's
+    line: its remote traceback, printed above, says where it happened, and the frames of
+    dockkit's that re-raised it say nothing more.
+    """
+    report = traceback.TracebackException(type(exc), exc, script_frames(exc.__traceback__, script))
+    if isinstance(exc.__cause__, RemoteTraceback):
+        frames = list(report.stack)
+        while len(frames) > 1 and os.path.abspath(frames[-1].filename).startswith(_PACKAGE + os.sep):
+            frames.pop()
+        report.stack = traceback.StackSummary.from_list(frames)
+    return "".join(report.format())
+
+
+def task_traceback(exc: BaseException) -> str:
+    """``exc`` with its traceback, as its task's author would read it.
+
+    The worker's own frames above the task are left out, and code that came by value
+    (functions of the script, which cloudpickle names ``<dynamic-code>``) is named after
+    the script this worker imported, with its source lines, as Python would print them.
+    """
+    report = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    main = sys.modules.get("__main__")  # the script, on a worker that imported one
+    script = getattr(main, "__file__", None) if getattr(main, "__name__", None) == SCRIPT_MODULE else None
+    names = _code_names(os.path.realpath(script)) if script else frozenset()
+    parts, seen = [report], set()
+    while parts:
+        part = parts.pop()
+        if part is None or id(part) in seen:
+            continue
+        seen.add(id(part))
+        frames = [_named_after(frame, script, names) for frame in part.stack]
+        if part is report:
+            frames = _past_dockkit(frames)
+        part.stack = traceback.StackSummary.from_list(frames)
+        parts += [part.__cause__, part.__context__, *(getattr(part, "exceptions", None) or [])]
+    return "".join(report.format())
+
+
+def _past_dockkit(frames: list) -> list:
+    """``frames`` from the first one outside the dockkit package on (all of them if none is)."""
+    for index, frame in enumerate(frames):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE + os.sep):
+            return frames[index:]
+    return frames
+
+
+def _named_after(frame, script: str | None, names: frozenset):
+    if frame.filename != DYNAMIC_CODE or frame.name not in names or not linecache.getline(script, frame.lineno):
+        return frame
+    positions = {key: getattr(frame, key) for key in ("end_lineno", "colno", "end_colno") if hasattr(frame, key)}
+    return traceback.FrameSummary(script, frame.lineno, frame.name, **positions)
+
+
+@functools.lru_cache(maxsize=4)
+def _code_names(script: str) -> frozenset:
+    """The names of every function, lambda and class body that ``script`` defines."""
+    try:
+        with open(script, "rb") as source:
+            codes = [compile(source.read(), script, "exec")]
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    names = set()
+    while codes:
+        code = codes.pop()
+        names.add(code.co_name)
+        codes += [const for const in code.co_consts if hasattr(const, "co_consts")]
+    return frozenset(names)
+
+
 class ExceptionWithTraceback:
     """A task's exception plus its traceback text, ready to pickle.
 
@@ -156,8 +234,7 @@ class ExceptionWithTraceback:
     """
 
     def __init__(self, exc: BaseException, where: str):
-        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        self.tb_text = f'\n"""\nTraceback on {where}:\n{"".join(lines)}"""'
+        self.tb_text = f'\n"""\nTraceback on {where}:\n{task_traceback(exc)}"""'
         exc.__traceback__ = None  # tracebacks don't pickle; the text carries them
         self.summary = f"{type(exc).__qualname__}: {exc}"
         # The exception travels pickled inside this object, so one that cannot be unpickled

@@ -43,12 +43,11 @@ from dockkit.runtime.client import Client
 from dockkit.runtime.context import become_worker, current
 from dockkit.runtime.liveness import BrokerWatch
 from dockkit.errors import RemoteError, SerializationError
-from dockkit.runtime.serialize import (ExceptionWithTraceback, dumps, find_unpicklable, load_constants, loads,
-                                       out_of_band_items, script_frames)
+from dockkit.runtime.serialize import (SCRIPT_MODULE, ExceptionWithTraceback, dumps, find_unpicklable,
+                                       load_constants, loads, out_of_band_items, script_frames)
 from dockkit.runtime.wakeup import WakePipe
 
 INITIAL_CREDIT = 2
-MAIN_MODULE = "__dockkit_main__"
 #: A worker leaves when the broker has been silent for this share of heartbeat_timeout,
 #: so that it is gone before the broker itself would give up on it.
 SILENCE_SHARE = 0.7
@@ -382,12 +381,12 @@ def import_main(path: str, argv: list[str]) -> None:
     """
     sys.argv = [path, *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    module = types.ModuleType(MAIN_MODULE)
-    sys.modules[MAIN_MODULE] = module
+    module = types.ModuleType(SCRIPT_MODULE)
+    sys.modules[SCRIPT_MODULE] = module
     context = current()
     context.importing_script = path  # its top level may not start tasks (see refuse_tasks_while_importing)
     try:
-        module.__dict__.update(runpy.run_path(path, run_name=MAIN_MODULE))
+        module.__dict__.update(runpy.run_path(path, run_name=SCRIPT_MODULE))
     finally:
         context.importing_script = None
     sys.modules["__main__"] = module

@@ -401,6 +401,16 @@ def test_run_refuses_options_that_mean_nothing_on_a_cluster(cluster, state_env):
         "out, or add --local"]
 
 
+def test_run_says_tunnel_and_no_host_check_are_not_needed_and_runs(cluster, state_env):
+    result = dockkit_cli("run", "--name", cluster.name, "--tunnel", "--no-host-check", "examples/pids.py",
+                         "-n", "3", env=state_env, cluster=cluster)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"dockkit: --tunnel, --no-host-check: not needed on cluster {cluster.name!r}, which chooses how "
+        "its nodes connect and pins their host keys; ignored")
+    assert "on 3 distinct pids over 3 host(s)" in result.stderr, result.stderr
+
+
 def test_a_node_that_vanished_is_named_with_the_fix(state_env, docker_client):
     name = unique_name("v")
     with dockkit.Cluster(1, name=name, workers_per_node=1, log=lambda message: None) as cluster:

@@ -72,6 +72,7 @@ def test_the_script_exit_status_becomes_the_job_s(bed):
     fields = bed.wait(job)
     assert (fields["JobState"], fields["ExitCode"]) == ("FAILED", "3:0"), output(bed, "exit-status")
     assert f"sum {sum(x * x for x in range(20))}" in output(bed, "exit-status")
+    assert bed.processes("dockkit") == {}  # a failing script leaves nothing either
 
 
 def test_salloc_with_the_root_outside_the_nodes(bed):

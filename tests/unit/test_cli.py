@@ -115,7 +115,12 @@ def test_failing_map_exits_1_with_the_remote_traceback(tmp_path):
     assert done.returncode == 1
     assert "ValueError: bad item 3" in done.stderr
     assert re.search(r"Traceback on worker w\d+ \(pid \d+\)", done.stderr), done.stderr
-    assert "in check" in done.stderr
+    # both parts read as Python prints them: the script's frames with their lines, not dockkit's
+    assert done.stderr.count(f'File "{script}", line 6, in check\n    raise ValueError(f"bad item {{x}}")') == 1
+    assert done.stderr.count(f'File "{script}", line 10, in <module>\n    print(list(futures.map(') == 1
+    assert "dockkit" not in "".join(line for line in done.stderr.splitlines(keepends=True)
+                                    if line.startswith("  File ")), done.stderr
+    assert "<dynamic-code>" not in done.stderr
 
 
 def test_missing_script_is_one_line_and_exit_1(tmp_path, form):
