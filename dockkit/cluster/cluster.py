@@ -779,8 +779,13 @@ class Cluster:
                      f"(exit status {status}){' (out of memory?)' if status == 137 else ''}; "
                      f"`dockkit logs` and `dockkit exec {HEAD} dmesg` may say why")
         # without fetching, the head is still listed: the next run's outputs are then told
-        # apart from this one's, which stay in the head
-        self.fetch_outputs(bundle, limit=fetch_limit, bring_home=fetch)
+        # apart from this one's, which stay in the head. That listing is a nicety: failing
+        # it (the head gone) only lets the next run bring these files home as well.
+        try:
+            self.fetch_outputs(bundle, limit=fetch_limit, bring_home=fetch)
+        except ClusterError:
+            if fetch:
+                raise
         return status
 
     def _network_kind(self, state: ClusterState) -> str:

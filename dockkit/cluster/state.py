@@ -3,7 +3,9 @@
 A cluster's directory (``<state dir>/clusters/<name>``, see :mod:`dockkit.config`)
 holds ``cluster.json`` (the nodes: container, Docker host, published address and
 port, pinned host key, worker count), the client key ``id_ed25519`` and the
-``ssh_config`` and ``known_hosts`` that reach the nodes from here. Every file is
+``ssh_config`` and ``known_hosts`` that reach the nodes from here, and under
+``listings/`` the head's listing after the last run from each directory (see
+:mod:`dockkit.cluster.fetch`). Every file is
 private (0600). The CLI reads this to know whether a cluster is up without loading
 docker-py.
 """
