@@ -43,6 +43,7 @@ from dockkit.cluster.image import copy_image, ensure_worker_image, push_image
 from dockkit.launch.ssh.keys import generate_keypair
 from dockkit.cluster.head import BRIDGE, HEAD, OVERLAY, ROUTED, RunOptions, head_command
 from dockkit.cluster.nodes import CLUSTER_LABEL, container_name, gone_message
+from dockkit.cluster.over_ssh import ContainerOverSSH
 from dockkit.cluster.state import ClusterFiles, ClusterState, NodeInfo
 from dockkit.cluster.volumes import VolumeSpec
 
@@ -122,6 +123,7 @@ class Cluster:
         self._clients: dict[str, object] = {}
         self._urls: dict[str, str] = {}
         self._swarm_engines: dict[str, str] | None = None  # swarm node ID → docker_hosts entry
+        self._swarm_manager: str | None = None  # its docker_hosts entry, once a swarm's state is read
         self._followed_at = float("-inf")
 
     # --- paths and state --------------------------------------------------------------
@@ -182,6 +184,7 @@ class Cluster:
         state = self.state()
         if state is None:
             self._check_name_is_free()
+            self._check_bind_mounts()
         elif self.swarm and not state.swarm_manager:
             self.log(f"dockkit: cluster {self.name!r} is up on plain engines and stays so; "
                      f"--swarm shapes a new cluster (`dockkit down --name {self.name}` first)")
@@ -223,6 +226,12 @@ class Cluster:
                 f"containers labelled {CLUSTER_LABEL}={self.name} exist but this machine has no "
                 f"state for them (it was deleted, or another user made them); run `dockkit down "
                 f"--name {self.name}` first, or pick another --name")
+
+    def _check_bind_mounts(self) -> None:
+        """Before the image is built: each --volume mounted by this machine's engine is a directory here."""
+        if any(engine_address(self._engine_url(host)) == "127.0.0.1" for host in self.docker_hosts):
+            for spec in self.volumes:
+                spec.check_here()
 
     def _mend_ports(self, state: ClusterState, containers: dict) -> None:
         """Record the sshd ports running nodes publish now, where they moved.
@@ -424,7 +433,7 @@ class Cluster:
 
         Each is a round trip or two that the engine mostly waits on: one node after another
         cost about 45 ms a node (0.7 s of a 16-node ``up``, 0.9 s of each run's copy)."""
-        for host in {node.docker_host for node in nodes}:
+        for host in {node.docker_host for node in nodes if node.docker_host}:
             self._client(host)  # made here, not raced for by the threads
         with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_COPIES, len(nodes)))) as pool:
             list(pool.map(action, nodes))
@@ -435,12 +444,18 @@ class Cluster:
         manager = self._client(state.swarm_manager)
         engines = self._swarm_engine_map(state)
         ready = swarm.swarm_nodes(manager)
-        avoid = [node_id for node_id in ready if node_id not in engines]
-        if count:
-            how = (f"they pull the image from {state.image.split('/')[0]}" if _from_registry(state.image)
-                   else "the image was loaded into each of them (no registry)")
+        # From a registry every swarm node pulls the image itself, and one whose engine was not
+        # given is reached through its node's sshd. Without one, the image is only in the engines
+        # it was loaded into.
+        pulled = _from_registry(state.image)
+        avoid = [] if pulled else [node_id for node_id in ready if node_id not in engines]
+        if count and pulled:
+            self.log(f"dockkit: swarm: nodes go to any of its {len(ready)} node(s); they pull the image "
+                     f"from {state.image.split('/')[0]}")
+        elif count:
             self.log(f"dockkit: swarm: nodes go to {len(ready) - len(avoid)} of {len(ready)} swarm node(s), "
-                     f"those whose engine was given (--docker-host); {how}")
+                     "those whose engine was given (--docker-host); the image was loaded into each of "
+                     "them (no registry: --registry lets every swarm node pull it)")
         network = swarm.ensure_overlay(manager, self.name)
         made: dict[str, NodeInfo] = {}
         try:
@@ -475,6 +490,7 @@ class Cluster:
 
     def _swarm_engine_map(self, state: ClusterState) -> dict[str, str]:
         """Swarm node ID → the docker_hosts entry of its engine, for the engines given."""
+        self._swarm_manager = state.swarm_manager
         if self._swarm_engines is None:
             manager = self._client(state.swarm_manager)
             in_swarm = swarm.swarm_nodes(manager)
@@ -489,13 +505,22 @@ class Cluster:
             self._swarm_engines = engines
         return self._swarm_engines
 
-    def _place_on_task(self, node: NodeInfo, task, engines: dict[str, str], hostnames: dict[str, str]) -> None:
-        """Record where ``node``'s task runs now: its engine, container, and published sshd."""
-        host = engines[task.node_id]
-        node.docker_host, node.container = host, task.container_id[:12]
-        node.address, node.port = engine_address(self._engine_url(host)), task.port
-        node.swarm_node, node.state = hostnames.get(task.node_id, task.node_id[:12]), task.state
-        node.workers = self._workers_on(host)
+    def _place_on_task(self, node: NodeInfo, task, engines: dict[str, str],
+                       swarm_nodes: dict[str, swarm.SwarmNode]) -> None:
+        """Record where ``node``'s task runs now: its engine (none when it was not given: the
+        node is then reached through its sshd), container, and published sshd."""
+        host, where = engines.get(task.node_id), swarm_nodes.get(task.node_id)
+        if host is None and where is None:
+            raise ClusterError(f"{node.name} runs on swarm node {task.node_id[:12]}, which is not ready; "
+                               "`docker node ls` on the manager says why")
+        node.container, node.port, node.state = task.container_id[:12], task.port, task.state
+        node.swarm_node = where.hostname if where else task.node_id[:12]
+        if host is not None:
+            node.docker_host, node.address = host, engine_address(self._engine_url(host))
+            node.workers = self._workers_on(host)
+        else:
+            node.docker_host, node.address = "", where.address
+            node.workers = self.workers_per_node or (max(1, int(self.cpus)) if self.cpus else where.cpus)
 
     def _workers_on(self, host: str) -> int:
         """Workers per node on ``host``'s engine: as asked, else the ``--cpus`` limit, else the CPUs of
@@ -660,10 +685,21 @@ class Cluster:
         return self._container(self.node(name))
 
     def _container(self, node: NodeInfo):
+        """``node``'s container: from its engine, or reached through its sshd on a swarm node
+        whose engine was not given (:class:`~dockkit.cluster.over_ssh.ContainerOverSSH`)."""
+        if not node.docker_host:
+            return self._over_ssh(node)
         container = find_container(self._client(node.docker_host), node.container)
         if container is None:
             raise ClusterError(gone_message(node, self.name))
         return container
+
+    def _over_ssh(self, node: NodeInfo) -> ContainerOverSSH:
+        manager = self._swarm_manager or getattr(self.state(), "swarm_manager", None)
+        if not manager:  # only a swarm's nodes are without an engine
+            raise ClusterError(gone_message(node, self.name))
+        return ContainerOverSSH(node, service=container_name(self.name, node.name), cluster=self.name,
+                                ssh_config=self.ssh_config_path, manager=self._client(manager))
 
     def ssh_argv(self, node: str, command=()) -> list[str]:
         """The ``ssh`` command line that logs in to ``node`` with the generated config."""
@@ -680,7 +716,11 @@ class Cluster:
         info = self.node(node)
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         with docker_errors(f"running a command in {node}", ClusterError, gone=gone_message(info, self.name)):
-            return node_containers.exec_streaming(self._client(info.docker_host), self._container(info), argv,
+            container = self._container(info)
+            if isinstance(container, ContainerOverSSH):
+                return container.exec_streaming(argv, stream=stream, workdir=workdir, environment=environment,
+                                                lifeline=lifeline, stdin_data=stdin_data)
+            return node_containers.exec_streaming(self._client(info.docker_host), container, argv,
                                                   stream=stream, workdir=workdir, environment=environment,
                                                   lifeline=lifeline, stdin_data=stdin_data)
 
@@ -688,7 +728,8 @@ class Cluster:
         """The last ``tail`` lines (or ``"all"``) of every node's container log."""
         logs = {}
         for node in self._require().nodes:
-            container = find_container(self._client(node.docker_host), node.container)
+            container = (self._over_ssh(node) if not node.docker_host
+                         else find_container(self._client(node.docker_host), node.container))
             logs[node.name] = (f"({gone_message(node, self.name)})\n" if container is None
                                else node_containers.container_logs(container, tail))
         return logs

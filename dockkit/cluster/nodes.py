@@ -27,7 +27,7 @@ from dockkit.cluster.state import NodeInfo
 __all__ = ["CLUSTER_LABEL", "NODE_LABEL", "container_name", "labelled_containers", "ensure_network",
            "remove_networks", "create_node", "start_with_stdin", "wait_ready", "private_archive", "node_keys_archive",
            "install_node_keys", "node_ssh_files", "install_ssh_files", "published_port",
-           "exec_streaming", "extract", "container_logs", "gone_message"]
+           "exec_streaming", "StdStreams", "extract", "container_logs", "gone_message"]
 
 CLUSTER_LABEL = "dockkit.cluster"
 NODE_LABEL = "dockkit.node"
@@ -314,7 +314,7 @@ def exec_streaming(client, container, argv: list[str], *, stream=None, workdir: 
     """
     from docker.utils.socket import demux_adaptor, frames_iter
 
-    out = stream or _StdStreams()
+    out = stream or StdStreams()
     exec_id = client.api.exec_create(container.id, argv, workdir=workdir, environment=environment,
                                      stdin=lifeline)["Id"]
     sock = client.api.exec_start(exec_id, socket=True)  # raw: this side decides when reading ends
@@ -413,7 +413,9 @@ def _logs_section(container) -> str:
     return f"\n--- logs of {container.name} ---\n{text or '(empty)'}"
 
 
-class _StdStreams:
+class StdStreams:
+    """Where a streamed command's output goes when no stream is given: this process's own."""
+
     def stdout(self, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

@@ -4,7 +4,7 @@ Why one service per node: each node keeps its own host key (a secret of its own)
 its own name on the network, so ``ssh_config`` and ``known_hosts`` stay true when Swarm
 restarts a node, on the same swarm node or another::
 
-    manager engine (--docker-host, first)        swarm nodes' engines (--docker-host, all)
+    manager engine (--docker-host, first)        any ready swarm node
     ┌─────────────────────────────────────┐      ┌────────────────────────────────────────┐
     │ service dockkit-<name>-nodeK        │ ───► │ task container: sshd, host key and      │
     │ secrets  …-nodeK-host-key,          │      │ authorized_keys from secrets, published │
@@ -15,9 +15,11 @@ restarts a node, on the same swarm node or another::
 
 Keys never travel as environment, labels or image layers: a secret reaches only the
 tasks of the services that name it, as a file. Everything made here carries
-``dockkit.cluster=<name>``, so :func:`remove_services` and :func:`remove_leftovers` need no state. Exec, logs and
-file copies go to the engine of the swarm node a task runs on (the manager's API
-cannot reach into other nodes' containers), so the cluster keeps each engine's client.
+``dockkit.cluster=<name>``, so :func:`remove_services` and :func:`remove_leftovers` need no state.
+
+The manager's API cannot reach into other swarm nodes' containers. Exec and file copies
+go to the engine of the swarm node a task runs on where that engine was given
+(``--docker-host``), else through the node's own sshd (:mod:`dockkit.cluster.over_ssh`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dockkit.cluster.engine import LABEL, docker_errors
 from dockkit.errors import ClusterError
 from dockkit.launch.ssh.keys import KeyPair
 
-__all__ = ["Task", "require_manager", "swarm_node_id", "swarm_nodes", "ensure_overlay",
+__all__ = ["Task", "SwarmNode", "require_manager", "swarm_node_id", "swarm_nodes", "ensure_overlay",
            "create_node_service", "node_tasks", "wait_running", "remove_node_service",
            "remove_services", "remove_leftovers", "cluster_services"]
 
@@ -80,12 +82,28 @@ def swarm_node_id(client, where: str) -> str | None:
     return swarm.get("NodeID") or None if swarm.get("LocalNodeState") == "active" else None
 
 
-def swarm_nodes(manager) -> dict[str, str]:
-    """Swarm node ID → its hostname, for the nodes that are ready."""
+@dataclass(frozen=True)
+class SwarmNode:
+    """A ready node of the swarm, as its manager describes it."""
+
+    hostname: str
+    address: str  # where its published ports are: the address it joined the swarm with
+    cpus: int
+
+
+def swarm_nodes(manager) -> dict[str, SwarmNode]:
+    """Swarm node ID → the node, for the nodes that are ready."""
     with docker_errors("listing the swarm's nodes", ClusterError):
         nodes = manager.nodes.list()
-    return {n.id: n.attrs["Description"]["Hostname"] for n in nodes
-            if n.attrs.get("Status", {}).get("State") == "ready"}
+    return {n.id: _swarm_node(n.attrs) for n in nodes if n.attrs.get("Status", {}).get("State") == "ready"}
+
+
+def _swarm_node(attrs: dict) -> SwarmNode:
+    address = attrs.get("Status", {}).get("Addr", "")
+    if address in ("", "0.0.0.0"):  # a manager may report this: its manager address says where it is
+        address = (attrs.get("ManagerStatus") or {}).get("Addr", "").rsplit(":", 1)[0]
+    cpus = attrs.get("Description", {}).get("Resources", {}).get("NanoCPUs", 0) // 1_000_000_000
+    return SwarmNode(attrs["Description"]["Hostname"], address, max(1, cpus))
 
 
 def ensure_overlay(manager, cluster: str):
@@ -117,7 +135,7 @@ def create_node_service(manager, *, cluster: str, index: int, service: str, imag
     """Create the service of ``node<index>``: one task, restarted whenever it ends.
 
     ``client_key`` (the head's alone) becomes a secret at ``/root/.ssh/id_ed25519``.
-    ``avoid_nodes`` are swarm node IDs whose engines this machine cannot reach.
+    ``avoid_nodes`` are swarm node IDs the node must not run on (their engines lack the image).
 
     Raises:
         ClusterError: the manager refused (a name in use by something else, a bad limit).

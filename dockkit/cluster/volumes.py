@@ -32,8 +32,11 @@ class VolumeSpec:
     def parse(cls, text: str) -> "VolumeSpec":
         """``HOST_PATH:NODE_PATH`` or ``HOST_PATH:NODE_PATH:ro`` (``:rw`` is the default).
 
+        HOST_PATH need not exist here: only this machine's engine mounts it (see
+        :meth:`check_here`); a remote engine's nodes get a named volume instead.
+
         Raises:
-            ConfigError: the form is wrong, NODE_PATH is relative, or HOST_PATH is not a directory.
+            ConfigError: the form is wrong, or NODE_PATH is relative.
         """
         parts = text.split(":")
         mode = parts.pop() if len(parts) == 3 else "rw"
@@ -42,9 +45,13 @@ class VolumeSpec:
         host_path, node_path = os.path.abspath(os.path.expanduser(parts[0])), parts[1]
         if not posixpath.isabs(node_path):
             raise ConfigError(f"--volume {text!r}: the node path {node_path!r} must be absolute, e.g. /data")
-        if not os.path.isdir(host_path):
-            raise ConfigError(f"--volume {text!r}: {host_path} is not a directory here")
         return cls(host_path, posixpath.normpath(node_path), mode == "ro")
+
+    def check_here(self) -> None:
+        """Raises ConfigError unless HOST_PATH is a directory here, as a bind mount needs."""
+        if not os.path.isdir(self.host_path):
+            raise ConfigError(f"--volume {self}: {self.host_path} is not a directory here, where this "
+                              "machine's engine mounts it; make it, or fix the path")
 
     def __str__(self) -> str:
         return f"{self.host_path}:{self.node_path}{':ro' if self.read_only else ''}"
@@ -61,11 +68,13 @@ def mounts(specs: list[VolumeSpec], *, cluster: str, local_engine: bool) -> dict
     """docker-py's ``volumes=`` for a node: bind mounts here, named volumes on a remote engine.
 
     Raises:
-        ConfigError: ``:ro`` on a remote engine, whose volume ``dockkit cp`` must fill.
+        ConfigError: ``:ro`` on a remote engine, whose volume ``dockkit cp`` must fill; a host
+            path that is not a directory here, for this machine's engine.
     """
     result = {}
     for spec in specs:
         if local_engine:
+            spec.check_here()
             result[spec.host_path] = {"bind": spec.node_path, "mode": "ro" if spec.read_only else "rw"}
             continue
         if spec.read_only:

@@ -1,4 +1,4 @@
-"""A stream sink for ``Cluster.run``/``Cluster.exec`` that keeps everything the command printed."""
+"""Stream sinks for ``Cluster.run``/``Cluster.exec``: what the command printed, kept for the test."""
 
 
 class Collect:
@@ -12,3 +12,16 @@ class Collect:
 
     def stderr(self, data: bytes) -> None:
         self.out.append(data)
+
+
+class Apart:
+    """Keeps a command's stdout and stderr apart, each whole."""
+
+    def __init__(self):
+        self.out, self.err = b"", b""
+
+    def stdout(self, data: bytes) -> None:
+        self.out += data
+
+    def stderr(self, data: bytes) -> None:
+        self.err += data

@@ -24,7 +24,7 @@ from dockkit.cluster.base_image import image_exists
 from dockkit.cluster.engine import docker_client as connect_docker
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.cluster.volumes import volume_name
-from dockkit.errors import EngineGoneError
+from dockkit.errors import ConfigError, EngineGoneError
 from tests.integration.engines import EngineBed
 from tests.integration.streams import Collect
 from tests.names import TEST_RUN, unique_name
@@ -192,6 +192,29 @@ def test_a_volume_on_a_remote_engine_is_filled_once_by_cp_and_removed_by_down(en
     assert remote.volumes.list(filters=labelled) == []
     remote.close()
     assert (tmp_path / "data" / "table.txt").read_text() == "seen here"  # a bind mount: never touched
+
+
+def test_a_volume_only_remote_engines_use_needs_no_directory_here(engine_bed, docker_client, worker_image,
+                                                                   tmp_path, monkeypatch):
+    """A bind mount needs the directory here, and is refused before anything is made without
+    it; a remote engine's named volume does not."""
+    monkeypatch.setenv("DOCKKIT_STATE_DIR", str(tmp_path / "state"))
+    missing = f"{tmp_path / 'not-here'}:/data"
+    engine = engine_bed.engines[1]
+    cluster = dockkit.Cluster(1, name=unique_name("vr"), docker_hosts=[engine.tcp_url], workers_per_node=1,
+                              volumes=[missing])
+    labelled = {"label": f"{CLUSTER_LABEL}={cluster.name}"}
+    try:
+        cluster.up()
+        assert [v.name for v in engine.client().volumes.list(filters=labelled)] == [volume_name(cluster.name, "/data")]
+        assert cluster.container("node0").exec_run(["test", "-d", "/data"]).exit_code == 0
+    finally:
+        cluster.down()
+    here = dockkit.Cluster(1, name=unique_name("vl"), workers_per_node=1, volumes=[missing])
+    with pytest.raises(ConfigError, match=r"not-here is not a directory here, where this machine's engine mounts it"):
+        here.up()
+    assert docker_client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={here.name}"}) == []
+    assert not (tmp_path / "state" / "clusters" / here.name).exists()
 
 
 def _read_table(_):

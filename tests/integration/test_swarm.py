@@ -23,8 +23,9 @@ import cloudpickle
 import dockkit
 from dockkit.cluster.engine import LABEL
 from dockkit.cluster.nodes import CLUSTER_LABEL
+from dockkit.errors import ConfigError
 from tests.integration.registry import RegistryBed
-from tests.integration.streams import Collect
+from tests.integration.streams import Apart, Collect
 from tests.names import TEST_RUN, unique_name
 
 NODES = 3
@@ -262,11 +263,15 @@ def test_down_removes_services_secrets_and_network_on_every_engine(swarm_cluster
     assert swarm_cluster.state() is None
 
 
-def test_with_a_registry_the_swarm_nodes_pull_the_image_from_it(engine_bed, docker_client, tmp_path):
+def test_with_a_registry_nodes_go_anywhere_and_those_on_unnamed_engines_are_reached_by_ssh(
+        engine_bed, docker_client, tmp_path):
+    """Only the manager's engine is given: the worker's engine pulls the image itself, Swarm
+    places a node there, and everything dockkit does with that node (run, exec, cp, logs,
+    following a restart) goes through the node's own sshd."""
     manager, worker = engine_bed.engines
     with RegistryBed(docker_client, f"{TEST_RUN}-{uuid.uuid4().hex[:8]}") as registry:
         messages: list[str] = []
-        cluster = dockkit.Cluster(2, name=unique_name("sr"), docker_hosts=[manager.tcp_url, worker.tcp_url],
+        cluster = dockkit.Cluster(2, name=unique_name("sr"), docker_hosts=[manager.tcp_url],
                                   workers_per_node=2, swarm=True, registry=registry.address,
                                   log=messages.append)
         try:
@@ -274,17 +279,63 @@ def test_with_a_registry_the_swarm_nodes_pull_the_image_from_it(engine_bed, dock
             image = cluster.state().image
             assert image.startswith(f"{registry.address}/dockkit-worker:"), image
             assert registry.repositories() == ["dockkit-worker"]
-            assert any(f"they pull the image from {registry.address}" in m for m in messages), messages
+            assert any(f"nodes go to any of its 2 node(s); they pull the image from {registry.address}" in m
+                       for m in messages), messages
             assert not any("copying" in m for m in messages), messages  # nothing loaded from here
-            assert {n.swarm_node for n in cluster.status()} == {"engine0", "engine1"}
+            nodes = {n.swarm_node: n for n in cluster.status()}
+            assert sorted(nodes) == ["engine0", "engine1"], nodes
+            near, far = nodes["engine0"], nodes["engine1"]
+            assert near.docker_host == manager.tcp_url and near.address == manager.address
+            assert far.docker_host == "" and far.address == worker.address and far.workers == 2
+            assert worker.client().containers.get(far.container).status == "running"
             assert worker.client().images.get(image)  # pulled by the worker's engine itself
-            script = _where_script(tmp_path, WHERE)
+            assert "(via its sshd)" in _cli("status", "--name", cluster.name).stdout
+
             out = []
-            status = cluster.run(str(script), ["0.01", "100"], directory=str(tmp_path), stream=Collect(out))
+            status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "100"], directory=str(tmp_path),
+                                 stream=Collect(out))
             text = b"".join(out).decode(errors="replace")
             assert status == 0 and "hosts: node0 node1" in text, text
+            assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(100)))
+
+            streams = Apart()
+            status = cluster.exec(far.name, ["sh", "-c", 'hostname; pwd; echo "$GREETING"; echo oops >&2; exit 7'],
+                                  workdir="/tmp", environment={"GREETING": "a b"}, stream=streams)
+            assert (status, streams.out, streams.err) == (7, f"{far.name}\n/tmp\na b\n".encode(), b"oops\n")
+            assert cluster.exec(far.name, "kill -9 $$", stream=Collect([])) == 137  # as docker exec says it
+
+            (tmp_path / "data" / "deep").mkdir(parents=True)
+            (tmp_path / "data" / "deep" / "x.txt").write_text("payload")
+            assert cluster.copy_to(tmp_path / "data", far.name, "/srv/") == [f"{far.name}:/srv/data"]
+            assert worker.client().containers.get(far.container).exec_run(
+                ["cat", "/srv/data/deep/x.txt"]).output == b"payload"
+            landed = cluster.copy_from(far.name, "/srv/data", tmp_path / "back")
+            assert landed == [tmp_path / "back"] and (tmp_path / "back" / "deep" / "x.txt").read_text() == "payload"
+            with pytest.raises(ConfigError, match="no such file or directory"):
+                cluster.copy_from(far.name, "/srv/nothing", tmp_path)
+            assert "Server listening on" in cluster.logs()[far.name]
+
+            # Swarm restarts a killed node there; its new container is configured through its sshd
+            worker.client().containers.get(far.container).kill()
+            deadline = time.monotonic() + 60
+            while (after := next(n for n in cluster.status() if n.name == far.name)).state != "running" \
+                    or after.container == far.container:
+                assert time.monotonic() < deadline, f"Swarm did not restart {far.name}: {after}"
+                time.sleep(1)
+            out = []
+            assert cluster.exec(far.name, "grep -c '^Host node' /root/.ssh/config", stream=Collect(out)) == 0
+            assert b"".join(out).strip() == b"2", out
+            out = []
+            status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "100"], directory=str(tmp_path),
+                                 stream=Collect(out))
+            assert status == 0 and "hosts: node0 node1" in b"".join(out).decode(errors="replace"), out
         finally:
             cluster.down()
+        for engine in engine_bed.engines:
+            deadline = time.monotonic() + 15
+            while any((left := _labelled(engine.client(), cluster.name)).values()):
+                assert time.monotonic() < deadline, (engine.name, left)
+                time.sleep(0.5)
 
 
 def test_an_unreachable_registry_is_one_line_and_leaves_nothing(engine_bed, tmp_path):

@@ -185,11 +185,17 @@ def test_volume_specs(tmp_path):
     ("/only-one-part", "use HOST_PATH:NODE_PATH"),
     ("{tmp}:/data:rx", "use HOST_PATH:NODE_PATH"),
     ("{tmp}:data", "must be absolute"),
-    ("{tmp}/missing:/data", "is not a directory here"),
 ])
 def test_bad_volume_specs_say_what_to_do(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         VolumeSpec.parse(text.format(tmp=tmp_path))
+
+
+def test_a_bind_mount_needs_its_directory_here_and_a_remote_volume_does_not(tmp_path):
+    spec = VolumeSpec.parse(f"{tmp_path}/missing:/data")  # parsed: a remote engine may be all that uses it
+    assert mounts([spec], cluster="c", local_engine=False) == {volume_name("c", "/data"): {"bind": "/data", "mode": "rw"}}
+    with pytest.raises(ConfigError, match=r"missing is not a directory here, where this machine's engine mounts it"):
+        mounts([spec], cluster="c", local_engine=True)
 
 
 def test_read_only_is_refused_for_a_remote_engine_volume(tmp_path):

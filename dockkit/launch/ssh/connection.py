@@ -234,6 +234,16 @@ class SSHConnection:
         except Exception as exc:
             raise translate(exc, self.target, doing) from exc
 
+    def open_command(self, cmd: str) -> paramiko.Channel:
+        """Start ``cmd`` and hand over its raw channel: for a caller that relays bytes as they come
+        (a command's output passed on live), which :meth:`run` collects and :meth:`start` splits
+        into lines.
+
+        Raises:
+            SSHError: The connection failed.
+        """
+        return self._exec(cmd, f"running {cmd!r}")
+
     def run(self, cmd: str, *, stdin: bytes | None = None, timeout: float | None = None) -> tuple[int, bytes, bytes]:
         """Run a short command and collect its output (for probes, not for agents).
 
