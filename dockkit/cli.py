@@ -368,8 +368,8 @@ def _node_table(cluster) -> None:
     for node in nodes:
         style = "green" if node.state == "running" else "red"
         # a swarm node whose engine was not given: its node is reached through its sshd
-        table.add_row(node.name, node.docker_host or "(via its sshd)", *((node.swarm_node,) if on_swarm else ()), node.container,
-                      f"[{style}]{node.state}[/]", f"{node.address}:{node.port}", str(node.workers))
+        table.add_row(node.name, node.docker_host or "(via its sshd)", *((node.swarm_node,) if on_swarm else ()),
+                      node.container, f"[{style}]{node.state}[/]", f"{node.address}:{node.port}", str(node.workers))
     _console().print(table)
 
 

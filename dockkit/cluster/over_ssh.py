@@ -133,6 +133,9 @@ class ContainerOverSSH:
         with ``environment``, its output passed on as it comes; returns its exit status (128+N
         when a signal N killed it, as a shell reports it).
 
+        Raises:
+            ClusterError: the connection ended without an exit status (the node went down).
+
         With ``lifeline``, its stdin stays open while this call runs and reaches end-of-file
         when it stops, however it stops: on Ctrl-C here, or when this process dies and the
         connection with it.
@@ -160,6 +163,10 @@ class ContainerOverSSH:
                 deadline = time.monotonic() + EXEC_DRAIN_S
                 for reader in readers:
                     reader.join(max(0.0, deadline - time.monotonic()))
+            if channel.exit_status == -1:  # closed with no status: the shell itself is gone
+                raise ClusterError(f"the connection to {self.node.name} ended before its command did "
+                                   f"(its container or its swarm node went down?); `dockkit status` "
+                                   "says where it runs now")
             return channel.exit_status
 
 

@@ -111,3 +111,11 @@ def test_exec_run_collects_or_demultiplexes(node):
     assert (result.exit_code, sorted(result.output.split())) == (3, [b"err", b"out"])
     result = node.exec_run(["sh", "-c", "echo out; echo err >&2"], demux=True)
     assert result == (0, (b"out\n", b"err\n"))
+
+
+def test_a_connection_that_ends_without_a_status_is_an_error_not_a_status(node):
+    """The node's sshd gone mid-command (its container or swarm node died) is said, not read
+    as the command's exit status."""
+    # the inner shell's parent is the login shell, and its parent the session's sshd
+    with pytest.raises(ClusterError, match="ended before its command did"):
+        node.exec_streaming(["sh", "-c", "kill -9 $(ps -o ppid= -p $PPID); sleep 30"], stream=Apart())
