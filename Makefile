@@ -36,7 +36,7 @@ system-deps:
 	echo "system-deps: going on; the Docker tests that need them will fail" >&2
 
 test: install system-deps
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

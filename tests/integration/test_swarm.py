@@ -7,6 +7,7 @@ two machines' worth of engines, and an overlay network really joins them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -220,6 +221,18 @@ def test_a_dead_node_is_restarted_by_swarm_and_the_next_run_uses_it(swarm_cluste
     assert status == 0 and "hosts: node0 node1 node2" in text, text
 
 
+@contextlib.contextmanager
+def _drained(manager, hostname: str):
+    """The swarm node ``hostname`` drained (Swarm moves its tasks away), made active again after."""
+    node = next(n for n in manager.nodes.list() if n.attrs["Description"]["Hostname"] == hostname)
+    node.update({**node.attrs["Spec"], "Availability": "drain"})
+    try:
+        yield
+    finally:
+        node.reload()
+        node.update({**node.attrs["Spec"], "Availability": "active"})
+
+
 class _KillOnLine(Collect):
     """Collects a run's output; once ``line`` shows in it, calls ``kill`` in a thread of its own
     (``killer``), so the output keeps flowing meanwhile."""
@@ -329,6 +342,26 @@ def test_with_a_registry_nodes_go_anywhere_and_those_on_unnamed_engines_are_reac
             status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "100"], directory=str(tmp_path),
                                  stream=Collect(out))
             assert status == 0 and "hosts: node0 node1" in b"".join(out).decode(errors="replace"), out
+
+            # Drained, the manager's swarm node hands its task to the worker's: then the head too
+            # is reached through its sshd, for the run (its lifeline, the files on its stdin) and
+            # the fetch of its outputs
+            with _drained(manager.client(), "engine0"):
+                deadline = time.monotonic() + 90
+                while {(n.swarm_node, n.state) for n in cluster.status()} != {("engine1", "running")}:
+                    assert time.monotonic() < deadline, cluster.status()
+                    time.sleep(1)
+                assert cluster.node("node0").docker_host == ""
+                (tmp_path / "result.txt").unlink()
+                out = []
+                status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "60"], directory=str(tmp_path),
+                                     stream=Collect(out))
+                text = b"".join(out).decode(errors="replace")
+                assert status == 0 and "hosts: node0 node1" in text, text
+                assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(60)))
+                failing = tmp_path / "fails.py"
+                failing.write_text("import sys\nsys.exit(3)\n")
+                assert cluster.run(str(failing), directory=str(tmp_path), stream=Collect([])) == 3
         finally:
             cluster.down()
         for engine in engine_bed.engines:
