@@ -20,8 +20,9 @@ import cloudpickle
 import pytest
 
 import dockkit
-from dockkit.cluster.base_image import image_exists
+from dockkit.cluster.base_image import ensure_base_image, image_exists
 from dockkit.cluster.engine import docker_client as connect_docker
+from dockkit.cluster.image import copy_image
 from dockkit.cluster.nodes import CLUSTER_LABEL
 from dockkit.cluster.volumes import volume_name
 from dockkit.errors import ConfigError, EngineGoneError
@@ -204,6 +205,11 @@ def test_a_volume_only_remote_engines_use_needs_no_directory_here(engine_bed, do
     cluster = dockkit.Cluster(1, name=unique_name("vr"), docker_hosts=[engine.tcp_url], workers_per_node=1,
                               volumes=[missing])
     labelled = {"label": f"{CLUSTER_LABEL}={cluster.name}"}
+    # the cluster's image comes from its first engine, the bed's: given this machine's base and
+    # worker images, it finds the worker's tag there instead of building it again (a minute)
+    quiet = lambda message: None  # noqa: E731
+    for tag in (ensure_base_image(docker_client, log=quiet), worker_image):
+        copy_image(docker_client, engine.client(), tag, log=quiet)
     try:
         cluster.up()
         assert [v.name for v in engine.client().volumes.list(filters=labelled)] == [volume_name(cluster.name, "/data")]
