@@ -58,6 +58,14 @@ def _labelled(client, cluster: str) -> dict[str, list]:
     return found
 
 
+def _run_where(cluster, tmp_path, seconds: str, tasks: int) -> tuple[int, str]:
+    """Run :data:`WHERE` from ``tmp_path`` on ``cluster``: its exit status and everything it printed."""
+    out = []
+    status = cluster.run(str(_where_script(tmp_path, WHERE)), [seconds, str(tasks)], directory=str(tmp_path),
+                         stream=Collect(out))
+    return status, b"".join(out).decode(errors="replace")
+
+
 def _where_script(tmp_path, body: str):
     script = tmp_path / "where.py"
     script.write_text(textwrap.dedent(body))
@@ -145,10 +153,7 @@ def test_keys_reach_the_nodes_as_secrets_only(swarm_cluster, engine_bed):
 
 
 def test_run_maps_over_the_swarm_and_its_outputs_come_home(swarm_cluster, tmp_path):
-    script = _where_script(tmp_path, WHERE)
-    out = []
-    status = swarm_cluster.run(str(script), ["0.02", "200"], directory=str(tmp_path), stream=Collect(out))
-    text = b"".join(out).decode(errors="replace")
+    status, text = _run_where(swarm_cluster, tmp_path, "0.02", 200)
     assert status == 0, text
     assert "hosts: node0 node1 node2" in text, text
     assert f"sum: {sum(i * i for i in range(200))}" in text, text
@@ -214,10 +219,7 @@ def test_a_dead_node_is_restarted_by_swarm_and_the_next_run_uses_it(swarm_cluste
     assert code == 0, served
     pinned = next(n for n in swarm_cluster.state().nodes if n.name == "node1").host_key
     assert served.decode().split()[:2] == pinned.split()[:2]
-    out = []
-    status = swarm_cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "200"], directory=str(tmp_path),
-                               stream=Collect(out))
-    text = b"".join(out).decode(errors="replace")
+    status, text = _run_where(swarm_cluster, tmp_path, "0.01", 200)
     assert status == 0 and "hosts: node0 node1 node2" in text, text
 
 
@@ -304,10 +306,7 @@ def test_with_a_registry_nodes_go_anywhere_and_those_on_unnamed_engines_are_reac
             assert worker.client().images.get(image)  # pulled by the worker's engine itself
             assert "(via its sshd)" in _cli("status", "--name", cluster.name).stdout
 
-            out = []
-            status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "100"], directory=str(tmp_path),
-                                 stream=Collect(out))
-            text = b"".join(out).decode(errors="replace")
+            status, text = _run_where(cluster, tmp_path, "0.01", 100)
             assert status == 0 and "hosts: node0 node1" in text, text
             assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(100)))
 
@@ -338,10 +337,8 @@ def test_with_a_registry_nodes_go_anywhere_and_those_on_unnamed_engines_are_reac
             out = []
             assert cluster.exec(far.name, "grep -c '^Host node' /root/.ssh/config", stream=Collect(out)) == 0
             assert b"".join(out).strip() == b"2", out
-            out = []
-            status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "100"], directory=str(tmp_path),
-                                 stream=Collect(out))
-            assert status == 0 and "hosts: node0 node1" in b"".join(out).decode(errors="replace"), out
+            status, text = _run_where(cluster, tmp_path, "0.01", 100)
+            assert status == 0 and "hosts: node0 node1" in text, text
 
             # Drained, the manager's swarm node hands its task to the worker's: then the head too
             # is reached through its sshd, for the run (its lifeline, the files on its stdin) and
@@ -353,10 +350,7 @@ def test_with_a_registry_nodes_go_anywhere_and_those_on_unnamed_engines_are_reac
                     time.sleep(1)
                 assert cluster.node("node0").docker_host == ""
                 (tmp_path / "result.txt").unlink()
-                out = []
-                status = cluster.run(str(_where_script(tmp_path, WHERE)), ["0.01", "60"], directory=str(tmp_path),
-                                     stream=Collect(out))
-                text = b"".join(out).decode(errors="replace")
+                status, text = _run_where(cluster, tmp_path, "0.01", 60)
                 assert status == 0 and "hosts: node0 node1" in text, text
                 assert (tmp_path / "result.txt").read_text() == str(sum(i * i for i in range(60)))
                 failing = tmp_path / "fails.py"
